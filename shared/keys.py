@@ -1,0 +1,112 @@
+"""Every Redis key, stream, consumer group, channel and TTL of reachlive, in one place.
+
+Keys of one scheduled event share the hash tag ``{<event id>}`` so that a Redis Cluster keeps
+them on one node (DESIGN section 8). Global indexes (by media-key / caption-token hash, the
+sessions stream) have no tag: they are looked up alone.
+
+Who writes what (the contract between services):
+
+- poller: ``event``, ``event_tasks``, ``task``, ``task_event``, ``media_key``, ``caption_token``,
+  ``EVENTS``, ``TASKS``; publishes task ids on ``REVOKED_CHANNEL`` when it cancels a task.
+- ingest: ``audio`` (audio and end-of-stream entries), ``ingest_state``, ``ingest_primary``;
+  adds one entry per event to ``SESSIONS_STREAM`` (guarded by ``event`` field ``session``).
+- relay: consumes ``SESSIONS_STREAM`` in group ``RELAY_GROUP``, keeps ``relay_state``, writes
+  ``captions`` of each task.
+- gateway: reads ``captions``, keeps ``delivered`` per task.
+"""
+
+from __future__ import annotations
+
+PREFIX = "rl"
+
+# --- global --------------------------------------------------------------------------------
+SESSIONS_STREAM = f"{PREFIX}:sessions"  # one entry per live event: {"v": "1", "event": id}
+RELAY_GROUP = "relay"  # consumer group of the relays on SESSIONS_STREAM
+EVENTS = f"{PREFIX}:events"  # set of event ids with a live registry entry
+TASKS = f"{PREFIX}:tasks"  # set of task ids provisioned and not yet final
+REVOKED_CHANNEL = f"{PREFIX}:revoked"  # pub/sub: task id whose token/key was just revoked
+BEAT_PREFIX = f"{PREFIX}:beat:"  # celery-redbeat's keys (schedule and leader lock)
+BROKER_PREFIX = f"{PREFIX}:celery:"  # kombu's global_keyprefix for the Celery queues
+
+
+def _tag(event_id: str | int) -> str:
+    return f"{PREFIX}:{{{event_id}}}"
+
+
+# --- registry (poller) ---------------------------------------------------------------------
+def event(event_id: str | int) -> str:
+    """Hash: the scheduled event (window, source language, status, session flag)."""
+    return f"{_tag(event_id)}:event"
+
+
+def event_tasks(event_id: str | int) -> str:
+    """Set: ids of the tasks (features) of the event."""
+    return f"{_tag(event_id)}:tasks"
+
+
+def task(event_id: str | int, task_id: str | int) -> str:
+    """Hash: one REACH task (kind, language, reach profile, status, key/token hashes)."""
+    return f"{_tag(event_id)}:task:{task_id}"
+
+
+def task_event(task_id: str | int) -> str:
+    """String: the event id of a task, for lookups that start from a Kaltura task id."""
+    return f"{PREFIX}:task-event:{task_id}"
+
+
+def provision_lock(task_id: str | int) -> str:
+    """String (NX, short TTL): one provision of a task at a time across workers."""
+    return f"{PREFIX}:lock:provision:{task_id}"
+
+
+def media_key(key_hash: str) -> str:
+    """Hash {event, task}: a media key (by SHA-256 hex) that may publish for an event."""
+    return f"{PREFIX}:media-key:{key_hash}"
+
+
+def caption_token(token_hash: str) -> str:
+    """Hash {event, task}: a caption token (by SHA-256 hex) that may read a task's captions."""
+    return f"{PREFIX}:caption-token:{token_hash}"
+
+
+# --- media (ingest) ------------------------------------------------------------------------
+def audio(event_id: str | int) -> str:
+    """Stream: 16 kHz mono s16le chunks and the end-of-stream entry (shared.streams)."""
+    return f"{_tag(event_id)}:audio"
+
+
+def ingest_state(event_id: str | int) -> str:
+    """Hash: media time written so far, so a reconnecting publisher continues the timeline."""
+    return f"{_tag(event_id)}:ingest"
+
+
+def ingest_primary(event_id: str | int) -> str:
+    """String with TTL: the publisher id that currently writes the event's audio."""
+    return f"{_tag(event_id)}:ingest:primary"
+
+
+# --- speech (relay) ------------------------------------------------------------------------
+def relay_state(event_id: str | int) -> str:
+    """Hash: the relay's persisted cursor (audio id transcribed, caption positions, offsets)."""
+    return f"{_tag(event_id)}:relay"
+
+
+def captions(event_id: str | int, task_id: str | int) -> str:
+    """Stream: ready-to-send Kaltura responses of one task (shared.streams.CaptionEntry)."""
+    return f"{_tag(event_id)}:captions:{task_id}"
+
+
+# --- delivery (gateway) --------------------------------------------------------------------
+def delivered(event_id: str | int, task_id: str | int) -> str:
+    """String: the captions stream id proven delivered to the task's client (pong after it)."""
+    return f"{_tag(event_id)}:delivered:{task_id}"
+
+
+# --- TTLs and retention --------------------------------------------------------------------
+# Captions stay readable for the event plus an hour (DESIGN section 4), so a client that
+# reconnects late still resumes; the registry outlives the event by a day for reconciliation.
+CAPTIONS_RETENTION_AFTER_END_SECONDS = 3600
+REGISTRY_TTL_AFTER_END_SECONDS = 86400
+AUDIO_RETENTION_AFTER_END_SECONDS = 3600
+PROVISION_LOCK_SECONDS = 60
+INGEST_PRIMARY_TTL_SECONDS = 5

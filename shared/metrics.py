@@ -1,0 +1,35 @@
+"""Prometheus helpers shared by the services; each service defines its own metrics in its own
+``metrics.py`` (DESIGN section 8), on the default registry unless a test passes another."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    start_http_server,
+)
+
+log = logging.getLogger(__name__)
+
+# Latency buckets from 1 ms to 30 s: fine enough for the relay's < 5 ms target and the
+# gateway's < 50 ms target, wide enough for Kaltura API calls.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def start_metrics_server(port: int, host: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> int:
+    """Serve ``/metrics`` on a background thread; port 0 means off. Returns the port served."""
+    if port <= 0:
+        return 0
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    actual = server.server_address[1]
+    log.info("metrics server listening", extra={"metrics_port": actual})
+    return actual
+
+
+def render(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:
+    """The exposition text and its content type, for services that serve ``/metrics`` themselves."""
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,164 @@
+"""Settings for every reachlive command (DESIGN section 6).
+
+Each group is its own ``BaseSettings`` with a flat ``REACHLIVE_<GROUP>_`` prefix, so the public
+variable names stay exactly those of the design (``REACHLIVE_KALTURA_SERVICE_URL``, not a nested
+``REACHLIVE_KALTURA__SERVICE_URL``). ``load()`` turns a validation failure into one readable line
+that names the variable, for the command to print instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "REACHLIVE_"
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message is one line naming the variable."""
+
+
+def _listen(value: str) -> str:
+    """``host:port`` (``[::]:port`` for IPv6); the port is required, 0 means any free port."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port, got {value!r}")
+    if host.startswith("[") != host.endswith("]"):
+        raise ValueError(f"unbalanced brackets in {value!r}")
+    return value
+
+
+def _url(*schemes: str, allow_empty: bool = False):
+    def check(value: str) -> str:
+        if not value and allow_empty:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ValueError(f"expected a {'/'.join(schemes)} URL, got {value!r}")
+        try:
+            parts.port  # noqa: B018 - raises on a non-numeric port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {value!r}") from exc
+        return value
+
+    return AfterValidator(check)
+
+
+ListenAddress = Annotated[str, AfterValidator(_listen)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``"0.0.0.0:1935"`` → ``("0.0.0.0", 1935)``; ``"[::]:80"`` → ``("::", 80)``."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _config(group: str = "") -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=f"{ENV_PREFIX}{group}", extra="ignore", case_sensitive=False)
+
+
+class CommonSettings(BaseSettings):
+    model_config = _config()
+
+    redis_url: Annotated[str, _url("redis", "rediss", "unix", allow_empty=True)] = ""
+    metrics_port: int = Field(default=9100, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+    log_format: Literal["auto", "json", "text"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    data_dir: str = ".reachlive"
+    # DESIGN section 5: which response types each task's stream carries.
+    caption_types: Annotated[str, AfterValidator(lambda v: _types(v))] = "transcript,captions"
+
+
+def _types(value: str) -> str:
+    kinds = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [k for k in kinds if k not in ("transcript", "captions")]
+    if not kinds or bad:
+        raise ValueError(f"expected a comma list of transcript,captions, got {value!r}")
+    return ",".join(kinds)
+
+
+class KalturaSettings(BaseSettings):
+    model_config = _config("KALTURA_")
+
+    service_url: Annotated[str, _url("http", "https")] = "https://www.kaltura.com"
+    partner_id: int = Field(default=0, ge=0)
+    admin_secret: SecretStr = SecretStr("")
+    app_token_id: str = ""
+    app_token: SecretStr = SecretStr("")
+    poll_seconds: PositiveSeconds = 30.0
+    session_expiry_seconds: int = Field(default=86400, gt=60)
+    request_timeout_seconds: PositiveSeconds = 30.0
+    vendor_name: str = "reachlive"
+
+
+class KwikmotionSettings(BaseSettings):
+    model_config = _config("KWIKMOTION_")
+
+    url: Annotated[str, _url("ws", "wss")] = "ws://127.0.0.1:8765/"
+    token: SecretStr = SecretStr("")
+    ping_interval_seconds: PositiveSeconds = 20.0  # seed: "20-second ping interval"
+    ping_timeout_seconds: PositiveSeconds = 30.0  # seed: "30-second timeout"
+    start_timeout_seconds: PositiveSeconds = 10.0
+    end_timeout_seconds: PositiveSeconds = 30.0
+
+
+class IngestSettings(BaseSettings):
+    model_config = _config("INGEST_")
+
+    listen: ListenAddress = "0.0.0.0:1935"
+    public_url: Annotated[str, _url("rtmp", "rtmps")] = "rtmp://127.0.0.1:1935/live"
+    app: str = "live"
+    chunk_ms: int = Field(default=500, ge=20, le=10000)
+    tls_cert: str = ""
+    tls_key: str = ""
+    grace_seconds: PositiveSeconds = 10.0
+    window_margin_seconds: float = Field(default=300.0, ge=0)
+    idle_timeout_seconds: PositiveSeconds = 30.0
+    handshake_timeout_seconds: PositiveSeconds = 10.0
+
+
+class RelaySettings(BaseSettings):
+    model_config = _config("RELAY_")
+
+    chunk_seconds: float = Field(default=2.0, ge=2.0, le=10.0)  # seed: 2-10 s chunks
+    max_sessions: int = Field(default=50, gt=0)
+    heartbeat_seconds: PositiveSeconds = 2.0
+    failover_seconds: PositiveSeconds = 10.0
+    max_unacked_chunks: int = Field(default=4, gt=0)
+    backoff_initial_seconds: PositiveSeconds = 0.5
+    backoff_max_seconds: PositiveSeconds = 30.0
+    auth_retry_seconds: PositiveSeconds = 60.0
+    consumer_name: str = ""
+
+
+class GatewaySettings(BaseSettings):
+    model_config = _config("GATEWAY_")
+
+    listen: ListenAddress = "0.0.0.0:8080"
+    public_url: Annotated[str, _url("ws", "wss")] = "ws://127.0.0.1:8080/v1/captions"
+    max_connection_seconds: PositiveSeconds = 7200.0  # seed: 2-hour limit, then 1001
+    ping_interval_seconds: PositiveSeconds = 20.0
+    auth_timeout_seconds: PositiveSeconds = 5.0
+    max_message_bytes: int = Field(default=4096, gt=0)
+    send_buffer_frames: int = Field(default=1000, gt=0)
+    drain_seconds: PositiveSeconds = 10.0
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load(cls: type[S], **overrides: object) -> S:
+    """Build a settings group from the environment, or raise ``SettingsError`` naming the variable."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        prefix = cls.model_config.get("env_prefix", ENV_PREFIX)
+        err = exc.errors()[0]
+        name = f"{prefix}{err['loc'][0]}".upper() if err.get("loc") else prefix.rstrip("_")
+        msg = err["msg"].removeprefix("Value error, ")
+        raise SettingsError(f"invalid setting {name}: {msg}") from None
