@@ -110,3 +110,31 @@ REGISTRY_TTL_AFTER_END_SECONDS = 86400
 AUDIO_RETENTION_AFTER_END_SECONDS = 3600
 PROVISION_LOCK_SECONDS = 60
 INGEST_PRIMARY_TTL_SECONDS = 5
+
+
+# --- registry hash fields (the contract the poller writes and the others read) -------------
+# keys.event(E), written by the poller (ingest sets "status"=live and "session"=1):
+#   id, partner_id, start, end (epoch s, the scheduled event's startDate/endDate),
+#   pre_start, post_end (s, the largest over its tasks' features), source_language (ISO 639-1,
+#   what KWIKmotion takes), source_language_code (Kaltura response code, e.g. "en-US"),
+#   status ("scheduled" | "live" | "ended" | "cancelled"), session ("1" once the media
+#   session was opened on SESSIONS_STREAM).
+# keys.task(E, T), written by the poller:
+#   id, event, partner_id, feature ("8" LIVE_CAPTION | "11" LIVE_TRANSLATION),
+#   kind ("caption" | "translation"), language (ISO 639-1 of its responses: the source for a
+#   caption task, the target for a translation task), language_code (response code, "fr-CA"),
+#   max_chars (maxCharactersPerCaptionLine), profanity ("0" | "1", enableProfanityRemoval),
+#   status (Kaltura EntryVendorTaskStatus as a number), cancelled ("0" | "1"),
+#   media_key_hash, caption_token_hash (hashing.secret_hash), start, end (task window, epoch s),
+#   error (errDescription when status is ERROR).
+# Cancelling a task: the poller deletes its media_key / caption_token index entries, sets
+# cancelled=1, and publishes "<event id>:<task id>" on REVOKED_CHANNEL; when every task of an
+# event is cancelled the event's status becomes "cancelled".
+EVENT_FIELDS = (
+    "id", "partner_id", "start", "end", "pre_start", "post_end", "source_language",
+    "source_language_code", "status", "session",
+)
+TASK_FIELDS = (
+    "id", "event", "partner_id", "feature", "kind", "language", "language_code", "max_chars",
+    "profanity", "status", "cancelled", "media_key_hash", "caption_token_hash", "start", "end", "error",
+)
