@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import time
+
+import redis
+import redis.asyncio as aioredis
+
+from shared import keys, registry
+from shared.registry import EventRecord, TaskRecord
+
+
+async def test_registry_roundtrip_lookup_and_revoke(redis_client: redis.Redis, aredis: aioredis.Redis) -> None:
+    now = time.time()
+    registry.write_event(redis_client, EventRecord(id="58812112", start=now, end=now + 3600, pre_start=60))
+    cap = TaskRecord(id="1", event="58812112", max_chars=32, profanity=True)
+    tr = TaskRecord(id="2", event="58812112", feature=11, kind="translation", language="fr", language_code="fr-CA")
+    registry.write_task(redis_client, cap, media_key="mk1", caption_token="tok1")
+    registry.write_task(redis_client, tr, media_key="mk2", caption_token="tok2")
+
+    event = await registry.read_event(aredis, "58812112")
+    assert event is not None and event.window(10) == (now - 70, now + 3610)
+    assert await registry.lookup_media_key(aredis, "mk2") == ("58812112", "2")
+    assert await registry.lookup_caption_token(aredis, "tok1") == ("58812112", "1")
+    assert await registry.lookup_caption_token(aredis, "nope") is None
+    tasks = await registry.event_task_records(aredis, "58812112")
+    assert [(t.id, t.kind, t.language_code, t.max_chars, t.profanity) for t in tasks] == [
+        ("1", "caption", "en", 32, True),
+        ("2", "translation", "fr-CA", 26, False),
+    ]
+    # Plain secrets are never stored.
+    dump = b"".join(v for k in redis_client.keys("*") if redis_client.type(k) == b"hash"
+                    for v in redis_client.hgetall(k).values())
+    assert b"tok1" not in dump and b"mk1" not in dump
+
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(keys.REVOKED_CHANNEL)
+    pubsub.get_message(timeout=1)
+    registry.revoke_task(redis_client, "58812112", "1")
+    assert await registry.lookup_caption_token(aredis, "tok1") is None
+    assert await registry.lookup_media_key(aredis, "mk1") is None
+    assert (await registry.read_task(aredis, "58812112", "1")).cancelled
+    assert (await registry.read_event(aredis, "58812112")).status == "scheduled"
+    assert pubsub.get_message(timeout=1)["data"] == b"58812112:1"
+    registry.revoke_task(redis_client, "58812112", "2")
+    assert (await registry.read_event(aredis, "58812112")).status == "cancelled"
+    pubsub.close()
