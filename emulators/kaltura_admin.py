@@ -1,0 +1,55 @@
+"""A small client of the Kaltura emulator's admin surface (``/admin/...``), used by the demo,
+the end-to-end tests and the pipeline benchmark to play the Kaltura customer's part."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import Any
+
+
+class KalturaAdmin:
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else (b"{}" if method == "POST" else None)
+        req = urllib.request.Request(
+            f"{self.url}/admin/{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def create_event(self, **spec: Any) -> dict[str, Any]:
+        return self._call("POST", "events", spec)
+
+    def event(self, event_id: int | str) -> dict[str, Any]:
+        return self._call("GET", f"events/{event_id}")
+
+    def task(self, task_id: int | str) -> dict[str, Any]:
+        return self._call("GET", f"tasks/{task_id}")
+
+    def abort(self, task_id: int | str) -> dict[str, Any]:
+        return self._call("POST", f"tasks/{task_id}/abort")
+
+    def move_window(self, event_id: int | str, start: float, end: float) -> dict[str, Any]:
+        return self._call("POST", f"events/{event_id}/window", {"start": int(start), "end": int(end)})
+
+    def calls(self) -> list[dict[str, Any]]:
+        return self._call("GET", "calls")
+
+    def features(self, event_id: int | str) -> dict[str, dict[str, Any]]:
+        """Task id → its live caption feature (mediaUrl, mediaKey, captionUrl, captionToken, ...)."""
+        out = {}
+        for feature in self.event(event_id).get("liveFeatures", []):
+            out[feature["systemName"].rsplit("-", 1)[-1]] = feature
+        return out
+
+    def wait_status(self, task_ids: list[str], statuses: set[int], timeout: float) -> dict[str, int]:
+        deadline = time.monotonic() + timeout
+        while True:
+            got = {t: int(self.task(t)["status"]) for t in task_ids}
+            if all(s in statuses for s in got.values()) or time.monotonic() > deadline:
+                return got
+            time.sleep(0.25)
