@@ -1,0 +1,45 @@
+"""Play one event through a running stack, as Kaltura would, and return what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+
+from emulators.media import JFK_FLAC
+from services.demo import scenario
+from services.demo.scenario import EventRun
+from services.demo.stack import Stack
+
+
+async def play(
+    stack: Stack,
+    *,
+    translations: tuple[str, ...] = ("French",),
+    during: Callable[[EventRun], Awaitable[None]] | None = None,
+    duration: float = 600,
+    timeout: float = 90,
+    expect_final: bool = True,
+    **restream_options: object,
+) -> EventRun:
+    admin = stack.kaltura
+    run = await asyncio.to_thread(scenario.order, admin, translations=translations, duration=duration)
+    await asyncio.to_thread(scenario.wait_scheduled, admin, run, 60)
+    stop = threading.Event()
+    clients = scenario.start_clients(run, gateway_urls=stack.gateway_urls(), ping_interval=1.0)
+    try:
+        await asyncio.sleep(0.3)
+        threads = scenario.start_restreams(run, JFK_FLAC, stop, **restream_options)
+        if during is not None:
+            await during(run)
+        await scenario.wait_clients(run, timeout)
+        for t in threads:
+            await asyncio.to_thread(t.join, 30)
+    finally:
+        stop.set()
+        for c in clients:
+            c.cancel()
+        await asyncio.gather(*clients, return_exceptions=True)
+    if expect_final:
+        await asyncio.to_thread(scenario.wait_final, admin, run, 60)
+    return run
