@@ -110,6 +110,7 @@ REGISTRY_TTL_AFTER_END_SECONDS = 86400
 AUDIO_RETENTION_AFTER_END_SECONDS = 3600
 PROVISION_LOCK_SECONDS = 60
 INGEST_PRIMARY_TTL_SECONDS = 5
+DELIVERED_TTL_SECONDS = 86400  # gateway cursor, refreshed at each save; outlives any event
 
 
 # --- registry hash fields (the contract the poller writes and the others read) -------------
