@@ -1,0 +1,277 @@
+"""RTMP chunk streams (Adobe RTMP 1.0 section 5.3): demultiplexing chunks into messages, and
+chunking messages for sending.
+
+The reader handles the four chunk header types, 1-3 byte basic headers, extended timestamps
+(including on type-3 continuation chunks, which ffmpeg and the spec's errata send, and which
+old Flash peers omit: we skip them only when they repeat the header's value), 32-bit
+timestamp arithmetic that wraps, Abort, and a chunk size changed between chunks. Every
+length is bounded by ``Limits`` before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from shared.rtmp.errors import ProtocolError
+
+# Message type ids (RTMP 1.0 sections 5.4, 6.2, 7.1).
+SET_CHUNK_SIZE, ABORT, ACKNOWLEDGEMENT, USER_CONTROL = 1, 2, 3, 4
+WINDOW_ACK_SIZE, SET_PEER_BANDWIDTH = 5, 6
+AUDIO, VIDEO = 8, 9
+DATA_AMF3, SHARED_OBJECT_AMF3, COMMAND_AMF3 = 15, 16, 17
+DATA_AMF0, SHARED_OBJECT_AMF0, COMMAND_AMF0 = 18, 19, 20
+AGGREGATE = 22
+
+DEFAULT_CHUNK_SIZE = 128  # section 5.4.1: until a Set Chunk Size, chunks carry 128 bytes
+EXTENDED = 0xFFFFFF
+_MASK32 = 0xFFFFFFFF
+_HEADER_LEN = (11, 7, 3, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what a peer may make us hold (a hostile peer must not allocate without bound)."""
+
+    max_chunk_size: int = 1 << 24  # 16 MiB: far above any real encoder (ffmpeg 4096, OBS 4096)
+    max_message_size: int = 8 << 20  # a 3 Mbps keyframe is well under 1 MiB
+    max_control_size: int = 64 << 10  # commands, metadata, user control
+    max_buffered_bytes: int = 16 << 20  # all partial messages of one connection together
+    max_chunk_streams: int = 64  # distinct chunk stream ids with state
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    csid: int
+    type_id: int
+    stream_id: int
+    timestamp: int  # 32-bit milliseconds, as on the wire (wraps)
+    payload: bytes
+
+
+class _Stream:
+    """Per chunk stream id: the last header (for header compression) and a message in progress."""
+
+    __slots__ = ("delta", "ext_value", "extended", "length", "partial", "stream_id", "timestamp", "type_id")
+
+    def __init__(self) -> None:
+        self.timestamp = 0
+        self.delta = 0  # the timestamp field of the last header: what a type-3 new message adds
+        self.length = 0
+        self.type_id = 0
+        self.stream_id = 0
+        self.extended = False
+        self.ext_value = 0
+        self.partial: bytearray | None = None
+
+
+class ChunkReader:
+    """Fed raw bytes (after the handshake), yields complete messages one at a time.
+
+    ``next_message`` returns one message or None when more bytes are needed; the caller applies
+    Set Chunk Size / Abort before asking for the next, because they change how the following
+    chunks parse.
+    """
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self.chunk_size = DEFAULT_CHUNK_SIZE
+        self._buf = bytearray()
+        self._pos = 0
+        self._streams: dict[int, _Stream] = {}
+        self._buffered = 0
+
+    def feed(self, data: bytes) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._buf) - self._pos
+
+    def set_chunk_size(self, size: int) -> None:
+        # Section 5.4.1: 1 .. 0x7FFFFFFF; we refuse sizes no encoder uses (Limits).
+        if not 1 <= size <= self.limits.max_chunk_size:
+            raise ProtocolError("chunk_size", f"chunk size {size} outside 1..{self.limits.max_chunk_size}")
+        self.chunk_size = size
+
+    def abort(self, csid: int) -> None:
+        """Abort Message (section 5.4.2): drop the partly received message of a chunk stream."""
+        st = self._streams.get(csid)
+        if st is not None and st.partial is not None:
+            self._buffered -= len(st.partial)
+            st.partial = None
+
+    def next_message(self) -> Message | None:
+        while True:
+            result = self._one_chunk()
+            if result is None:
+                return None
+            if isinstance(result, Message):
+                return result
+
+    def _one_chunk(self) -> Message | bool | None:
+        """Parse one chunk: a finished Message, True (chunk consumed, message not done), or None."""
+        buf, pos = self._buf, self._pos
+        avail = len(buf) - pos
+        if avail < 1:
+            return None
+        b0 = buf[pos]
+        fmt, csid = b0 >> 6, b0 & 0x3F
+        hl = 1
+        if csid == 0:
+            if avail < 2:
+                return None
+            csid, hl = 64 + buf[pos + 1], 2
+        elif csid == 1:
+            if avail < 3:
+                return None
+            csid, hl = 64 + buf[pos + 1] + (buf[pos + 2] << 8), 3
+        mh = _HEADER_LEN[fmt]
+        if avail < hl + mh:
+            return None
+        st = self._streams.get(csid)
+        if st is None:
+            if fmt != 0:
+                raise ProtocolError("chunk_header", f"type {fmt} header on chunk stream {csid} with no type 0 before")
+            if len(self._streams) >= self.limits.max_chunk_streams:
+                raise ProtocolError("chunk_streams", f"more than {self.limits.max_chunk_streams} chunk streams")
+        h = pos + hl
+        new_message = st is None or st.partial is None
+        if fmt != 3 and not new_message:
+            raise ProtocolError("chunk_header", f"type {fmt} header in the middle of a message on stream {csid}")
+        field = length = type_id = stream_id = 0
+        if fmt <= 2:
+            field = (buf[h] << 16) | (buf[h + 1] << 8) | buf[h + 2]
+        if fmt <= 1:
+            length = (buf[h + 3] << 16) | (buf[h + 4] << 8) | buf[h + 5]
+            type_id = buf[h + 6]
+        if fmt == 0:
+            stream_id = struct.unpack_from("<I", buf, h + 7)[0]
+        off = hl + mh
+        extended = field == EXTENDED if fmt <= 2 else (st.extended if st else False)
+        ext_value = 0
+        if extended:
+            if avail < off + 4:
+                return None
+            ext_value = struct.unpack_from(">I", buf, pos + off)[0]
+            if fmt == 3 and not new_message:
+                # Continuation chunk: the spec's errata (and ffmpeg) repeat the extended
+                # timestamp here; old Flash peers do not. Skip it only when it repeats.
+                if ext_value == st.ext_value:  # type: ignore[union-attr]
+                    off += 4
+            else:
+                off += 4
+        if new_message:
+            if fmt <= 1 and length > self.limits.max_message_size:
+                raise ProtocolError("message_size", f"message of {length} bytes (limit {self.limits.max_message_size})")
+            if fmt == 3 and st is not None:
+                length = st.length
+        if new_message:
+            remaining = length if fmt <= 1 else st.length  # type: ignore[union-attr]
+        else:
+            remaining = st.length - len(st.partial)  # type: ignore[union-attr,arg-type]
+        take = min(self.chunk_size, remaining)
+        if avail < off + take:
+            return None
+        # Header complete: commit the state.
+        if st is None:
+            st = self._streams[csid] = _Stream()
+        if new_message:
+            if fmt == 0:
+                st.timestamp = ext_value if extended else field
+                st.delta = st.timestamp
+            elif fmt in (1, 2):
+                st.delta = ext_value if extended else field
+                st.timestamp = (st.timestamp + st.delta) & _MASK32
+            else:
+                if extended:
+                    st.delta = ext_value
+                st.timestamp = (st.timestamp + st.delta) & _MASK32
+            if fmt <= 1:
+                st.length, st.type_id = length, type_id
+            if fmt == 0:
+                st.stream_id = stream_id
+            if fmt <= 2:
+                st.extended = extended
+                st.ext_value = ext_value
+            if st.length > self.limits.max_message_size:
+                raise ProtocolError("message_size", f"message of {st.length} bytes")
+            st.partial = bytearray()
+        start = pos + off
+        partial = st.partial
+        assert partial is not None
+        if take:
+            if self._buffered + take > self.limits.max_buffered_bytes:
+                raise ProtocolError("buffered", "partial messages exceed the connection's buffer limit")
+            partial += buf[start : start + take]
+            self._buffered += take
+        self._pos = start + take
+        if len(partial) < st.length:
+            return True
+        self._buffered -= len(partial)
+        st.partial = None
+        return Message(csid, st.type_id, st.stream_id, st.timestamp, bytes(partial))
+
+
+class ChunkWriter:
+    """Chunks outgoing messages, compressing headers (types 1-3) the way the spec describes."""
+
+    def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        self.chunk_size = chunk_size
+        self._last: dict[int, tuple[int, int, int, int, int, int]] = {}  # csid → (ts, delta, len, type, sid, fmt)
+
+    @staticmethod
+    def _basic(fmt: int, csid: int) -> bytes:
+        if 2 <= csid <= 63:
+            return bytes((fmt << 6 | csid,))
+        if 64 <= csid <= 319:
+            return bytes((fmt << 6, csid - 64))
+        if 64 <= csid <= 65599:
+            v = csid - 64
+            return bytes((fmt << 6 | 1, v & 0xFF, v >> 8))
+        raise ValueError(f"chunk stream id {csid} out of range")
+
+    def write(self, csid: int, type_id: int, stream_id: int, timestamp: int, payload: bytes) -> bytes:
+        timestamp &= _MASK32
+        length = len(payload)
+        if length > 0xFFFFFF:
+            raise ValueError("message longer than 16 MiB")
+        last = self._last.get(csid)
+        if last is None or last[4] != stream_id or timestamp < last[0]:
+            fmt, field = 0, timestamp
+        else:
+            delta = timestamp - last[0]
+            if last[2] != length or last[3] != type_id:
+                fmt = 1
+            elif delta == last[1] and last[5] != 0:
+                fmt = 3
+            else:
+                fmt = 2
+            field = delta
+        ext = field >= EXTENDED
+        out = bytearray(self._basic(fmt, csid))
+        f3 = EXTENDED if ext else field
+        if fmt <= 2:
+            out += f3.to_bytes(3, "big")
+        if fmt <= 1:
+            out += length.to_bytes(3, "big") + bytes((type_id,))
+        if fmt == 0:
+            out += struct.pack("<I", stream_id)
+        if ext:
+            out += struct.pack(">I", field)
+        self._last[csid] = (timestamp, field, length, type_id, stream_id, fmt if fmt != 3 else last[5])  # type: ignore[index]
+        pos = 0
+        first = True
+        while first or pos < length:
+            if not first:
+                out += self._basic(3, csid)
+                if ext:
+                    out += struct.pack(">I", field)
+            take = min(self.chunk_size, length - pos)
+            out += payload[pos : pos + take]
+            pos += take
+            first = False
+        return bytes(out)
