@@ -94,6 +94,21 @@ class KalturaSettings(BaseSettings):
     session_expiry_seconds: int = Field(default=86400, gt=60)
     request_timeout_seconds: PositiveSeconds = 30.0
     vendor_name: str = "reachlive"
+    # appToken hashType of the vendor's app token (Kaltura: MD5 | SHA1 | SHA256 | SHA512).
+    app_token_hash_type: Literal["MD5", "SHA1", "SHA256", "SHA512"] = "SHA256"
+
+
+class PollerSettings(BaseSettings):
+    """The Celery side of the poller (REACHLIVE_POLLER_*)."""
+
+    model_config = _config("POLLER_")
+
+    concurrency: int = Field(default=8, gt=0)  # worker threads (Kaltura calls are I/O bound)
+    max_retries: int = Field(default=8, ge=0)  # per Celery task, exponential backoff
+    retry_backoff_max_seconds: int = Field(default=30, gt=0)
+    feature_lock_retries: int = Field(default=4, ge=0)  # CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE bound
+    beat_lock_seconds: PositiveSeconds = 30.0  # redbeat leader lock; a dead leader is replaced after it
+    beat_max_interval_seconds: PositiveSeconds = 5.0
 
 
 class KwikmotionSettings(BaseSettings):
