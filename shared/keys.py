@@ -85,6 +85,11 @@ def ingest_primary(event_id: str | int) -> str:
     return f"{_tag(event_id)}:ingest:primary"
 
 
+# Set: event ids whose media session is open and has no end-of-stream yet; every ingest
+# replica sweeps it to write the end-of-stream entry (grace period over, window over).
+INGEST_ACTIVE = f"{PREFIX}:ingest:active"
+
+
 # --- speech (relay) ------------------------------------------------------------------------
 def relay_state(event_id: str | int) -> str:
     """Hash: the relay's persisted cursor (audio id transcribed, caption positions, offsets)."""
