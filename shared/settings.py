@@ -135,6 +135,12 @@ class IngestSettings(BaseSettings):
     window_margin_seconds: float = Field(default=300.0, ge=0)
     idle_timeout_seconds: PositiveSeconds = 30.0
     handshake_timeout_seconds: PositiveSeconds = 10.0
+    # Set Chunk Size we send at connect; ffmpeg's publisher adopts it for what it sends.
+    rtmp_chunk_size: int = Field(default=4096, ge=128, le=65536)
+    # MAXLEN ~ of each audio stream, in seconds of audio (the relay reads it live).
+    audio_retention_seconds: PositiveSeconds = 900.0
+    standby_buffer_seconds: PositiveSeconds = 30.0  # audio a hot standby holds (> primary TTL)
+    heartbeat_seconds: PositiveSeconds = 0.5  # primary lease refresh / standby takeover check
 
 
 class RelaySettings(BaseSettings):
