@@ -164,6 +164,37 @@ def revoke_task(client: redis.Redis, event_id: str, task_id: str) -> None:
     client.publish(keys.REVOKED_CHANNEL, f"{event_id}:{task_id}")
 
 
+def move_event_window(
+    client: redis.Redis, event_id: str, start: float, end: float, pre_start: float | None = None,
+    post_end: float | None = None,
+) -> None:
+    """The scheduled event moved (poller's reconcile): the media window follows at once."""
+    mapping = {"start": str(float(start)), "end": str(float(end))}
+    if pre_start is not None:
+        mapping["pre_start"] = str(float(pre_start))
+    if post_end is not None:
+        mapping["post_end"] = str(float(post_end))
+    client.hset(keys.event(event_id), mapping=mapping)
+
+
+def expire_event_at(client: redis.Redis, event_id: str, when: float) -> None:
+    """Let an event's registry entries (and its tasks' indexes) expire at ``when`` (epoch s)."""
+    at = int(when)
+    names = [keys.event(event_id), keys.event_tasks(event_id)]
+    for raw in client.smembers(keys.event_tasks(event_id)):
+        task_id = raw.decode() if isinstance(raw, bytes) else raw
+        names += [keys.task(event_id, task_id), keys.task_event(task_id)]
+        rec = read_task_sync(client, event_id, task_id)
+        if rec and rec.media_key_hash:
+            names.append(keys.media_key(rec.media_key_hash))
+        if rec and rec.caption_token_hash:
+            names.append(keys.caption_token(rec.caption_token_hash))
+    pipe = client.pipeline()
+    for name in names:
+        pipe.expireat(name, at)
+    pipe.execute()
+
+
 def read_task_sync(client: redis.Redis, event_id: str, task_id: str | bytes) -> TaskRecord | None:
     tid = task_id.decode() if isinstance(task_id, bytes) else task_id
     return TaskRecord.parse(client.hgetall(keys.task(event_id, tid)))

@@ -122,7 +122,6 @@ class KalturaFacade:
         *,
         observe: Observer | None = None,
         clock: Callable[[], float] = time.time,
-        app_token_hash: str = "sha256",
     ) -> None:
         if not settings.admin_secret.get_secret_value() and not (
             settings.app_token_id and settings.app_token.get_secret_value()
@@ -131,7 +130,7 @@ class KalturaFacade:
         self.settings = settings
         self._observe = observe or (lambda *_: None)
         self._clock = clock
-        self._hash = app_token_hash
+        self._hash = settings.app_token_hash_type.lower()  # hashlib names: md5, sha1, sha256, sha512
         self._local = threading.local()
         self.session = VendorSession(self._start_vendor_session, clock)
 
