@@ -1,0 +1,285 @@
+"""The asyncio driver of one caption connection (DESIGN section 5).
+
+Authenticate → subscribe to the task's feed → catch up from the delivered cursor with XRANGE →
+deliver live entries from the shared reader, pinging after frames so that pongs move the cursor.
+The decisions live in ``delivery.Delivery`` (sans-I/O); this module moves bytes and keeps time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+from services.gateway import auth, metrics
+from services.gateway.delivery import (
+    GOING_AWAY,
+    POLICY,
+    REASON_DRAIN,
+    REASON_SLOW,
+    TRY_AGAIN,
+    UNAUTHORIZED,
+    Close,
+    Delivery,
+    Item,
+    StreamId,
+    parse_types,
+)
+from services.gateway.fanout import Subscription, to_item
+from shared import keys
+from shared.logs import log_context
+
+if TYPE_CHECKING:
+    from services.gateway.server import Gateway
+
+log = logging.getLogger(__name__)
+
+CATCH_UP_PAGE = 200
+MESSAGE_TOO_BIG = 1009
+
+
+class Refused(Exception):
+    """Authentication failed: close with this code/reason, count it, send nothing else."""
+
+    def __init__(self, reason_label: str, close: Close, count_failure: bool = True) -> None:
+        super().__init__(close.reason)
+        self.label = reason_label
+        self.close = close
+        self.count_failure = count_failure
+
+
+class Connection:
+    """One client connection; ``run`` returns when it is closed."""
+
+    def __init__(self, gateway: Gateway, ws: ServerConnection) -> None:
+        self.gw = gateway
+        self.ws = ws
+        self.loop = asyncio.get_running_loop()
+        self.state = ""
+        self.sub: Subscription | None = None
+        self.delivery: Delivery | None = None
+        self.ref: auth.TaskRef | None = None
+        self.refuse: Close | None = None  # set by the inbound reader (flood)
+        self.gone = False  # the client went away (inbound reader ended)
+        req = ws.request
+        self.path = req.path if req else "/"
+        headers = req.headers if req else {}
+        self.address = auth.client_address(
+            ws.remote_address, headers.get("X-Forwarded-For"), gateway.settings.forwarded_for
+        )
+        self._authorization = headers.get("Authorization")
+
+    def _set_state(self, state: str) -> None:
+        if self.state:
+            metrics.CONNECTIONS.labels(self.state).dec()
+        self.state = state
+        if state:
+            metrics.CONNECTIONS.labels(state).inc()
+
+    def wake(self) -> None:
+        if self.sub is not None:
+            self.sub.wake.set()
+
+    async def run(self) -> None:
+        self._set_state("authenticating")
+        try:
+            try:
+                self.ref, types = await self._authenticate()
+            except Refused as exc:
+                metrics.AUTH_FAILURES.labels(exc.label).inc()
+                if exc.count_failure:
+                    self.gw.limiter.failed(self.address, self.loop.time())
+                log.info("caption connection refused: %s", exc.close.reason, extra={"client": self.address})
+                await self._close(exc.close)
+                return
+            except ConnectionClosed:
+                return
+            with log_context(event_id=self.ref.event_id, task_id=self.ref.task_id):
+                await self._serve(types)
+        finally:
+            self._set_state("")
+
+    # --- authentication --------------------------------------------------------------------
+    async def _authenticate(self) -> tuple[auth.TaskRef, frozenset[str]]:
+        token = auth.token_from_request(self._authorization, self.path)
+        if token is None:
+            # No token in the handshake: the first message must carry it, within the timeout.
+            try:
+                async with asyncio.timeout(self.gw.settings.auth_timeout_seconds):
+                    message = await self.ws.recv()
+            except TimeoutError:
+                raise Refused("timeout", Close(UNAUTHORIZED, "unauthorized: no token received in time")) from None
+            token = auth.token_from_message(message)
+            if token is None:
+                raise Refused("missing", Close(UNAUTHORIZED, 'unauthorized: expected {"token": "<captionToken>"}'))
+        ref = await auth.resolve(self.gw.redis, token)
+        if ref is None:
+            raise Refused("invalid", Close(UNAUTHORIZED, "unauthorized: unknown or revoked token"))
+        wanted = auth.query_params(self.path).get("types")
+        types = parse_types(wanted[0] if wanted else None, self.gw.caption_types)
+        if types is None:
+            close = Close(POLICY, f"types must name response types this service sends: {self.gw.caption_types}")
+            raise Refused("bad_request", close, count_failure=False)
+        return ref, types
+
+    # --- delivery --------------------------------------------------------------------------
+    async def _serve(self, types: frozenset[str]) -> None:
+        assert self.ref is not None
+        event_id, task_id = self.ref.event_id, self.ref.task_id
+        raw = await self.gw.redis.get(keys.delivered(event_id, task_id))
+        cursor = StreamId.parse(raw) if raw else None
+        if cursor is not None:
+            metrics.RESUMES.inc()
+        s = self.gw.settings
+        self.delivery = Delivery(
+            types,
+            cursor,
+            self.loop.time(),
+            max_seconds=s.max_connection_seconds,
+            ping_interval=s.ping_interval_seconds,
+            ack_interval=s.ack_interval_seconds,
+            pong_timeout=s.ping_interval_seconds,
+        )
+        self.sub = await self.gw.hub.subscribe(event_id, task_id)
+        log.info(
+            "caption connection opened",
+            extra={"client": self.address, "resume_from": str(cursor) if cursor else "start", "types": sorted(types)},
+        )
+        inbound = self.gw.tasks.spawn(self._inbound(), "inbound")
+        try:
+            close = await self._deliver(event_id, task_id)
+            if close is not None:
+                await self._close(close)
+        except ConnectionClosed:
+            pass
+        finally:
+            inbound.cancel()
+            self.gw.hub.unsubscribe(self.sub)
+        log.info("caption connection closed", extra={"client": self.address, "position": str(self.delivery.position)})
+
+    async def _deliver(self, event_id: str, task_id: str) -> Close | None:
+        """Write frames until something asks to close; returns that close (None: client gone)."""
+        assert self.sub is not None and self.delivery is not None
+        sub, delivery = self.sub, self.delivery
+        stream = keys.captions(event_id, task_id)
+        catching_up = True
+        self._set_state("catching_up")
+        while True:
+            if self.gone:
+                return None
+            for close in (sub.close, self.refuse):
+                if close is not None:
+                    return close
+            if self.gw.draining:
+                return Close(GOING_AWAY, REASON_DRAIN)
+            sub.wake.clear()
+            if catching_up:
+                if sub.overflowed:
+                    sub.discard_backlog()
+                page = await self.gw.redis.xrange(stream, min=f"({delivery.position}", max="+", count=CATCH_UP_PAGE)
+                for entry_id, fields in page:
+                    item = to_item(entry_id, fields)
+                    if item is None:
+                        delivery.position = max(delivery.position, StreamId.parse(entry_id))
+                    elif not await self._offer(item, live=False):
+                        break
+                if len(page) < CATCH_UP_PAGE:
+                    catching_up = False
+                    self._set_state("live")
+            else:
+                if sub.overflowed:
+                    metrics.SLOW_CLOSES.inc()
+                    log.warning("closing a subscriber that fell too far behind", extra={"client": self.address})
+                    return Close(TRY_AGAIN, REASON_SLOW)
+                while sub.items and not delivery.finished:
+                    await self._offer(sub.items.popleft(), live=True)
+            now = self.loop.time()
+            action = delivery.poll(now)
+            if isinstance(action, Close):
+                return action
+            if isinstance(action, Item):
+                await self._write(action, live=False)
+                continue
+            if delivery.ping_due(now):
+                await self._ping(event_id, task_id)
+            if catching_up or sub.items or sub.overflowed:
+                continue
+            try:
+                async with asyncio.timeout(delivery.next_wakeup(self.loop.time())):
+                    await sub.wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _offer(self, item: Item, live: bool) -> bool:
+        """Write the frame the entry calls for; False once the end of stream was written."""
+        assert self.delivery is not None
+        frame = self.delivery.offer(item, self.loop.time())
+        if frame is not None:
+            await self._write(frame, live)
+        return not self.delivery.finished
+
+    async def _write(self, item: Item, live: bool) -> None:
+        assert self.delivery is not None
+        await self.ws.send(item.data, text=True)
+        self.delivery.sent(item)
+        metrics.FRAMES_SENT.inc()
+        metrics.BYTES_SENT.inc(len(item.data))
+        if live:
+            metrics.DELIVERY_LAG.observe(max(0.0, time.time() - item.created))
+
+    async def _ping(self, event_id: str, task_id: str) -> None:
+        assert self.delivery is not None
+        delivery = self.delivery
+        ref = delivery.ping_sent(self.loop.time())
+        waiter = await self.ws.ping()
+
+        def on_pong(fut: asyncio.Future[float]) -> None:
+            if fut.cancelled() or fut.exception() is not None:
+                return
+            proven = delivery.pong(ref)
+            if proven is not None:
+                self.gw.hub.cursors.save(event_id, task_id, proven)
+            self.wake()
+
+        waiter.add_done_callback(on_pong)  # type: ignore[attr-defined]
+
+    async def _close(self, close: Close) -> None:
+        self._set_state("closing")
+        metrics.CLOSES.labels(str(close.code)).inc()
+        await self.ws.close(close.code, close.reason)
+        # The client answered our close frame: every frame before it arrived (as with a pong).
+        proto = self.ws.protocol
+        if self.delivery is not None and self.ref is not None and proto.close_rcvd_then_sent is False:
+            proven = self.delivery.close_acknowledged()
+            if proven is not None:
+                self.gw.hub.cursors.save(self.ref.event_id, self.ref.task_id, proven)
+
+    # --- inbound ---------------------------------------------------------------------------
+    async def _inbound(self) -> None:
+        """Read client messages: answer a text ``ping`` (Kaltura seed, "Idle streams"), bound
+        the rate; websockets itself bounds the size (``max_size`` → close 1009)."""
+        rate = self.gw.settings.messages_per_second
+        bucket = auth.TokenBucket(rate, 2 * rate, self.loop.time())
+        try:
+            async for message in self.ws:
+                if not bucket.take(self.loop.time()):
+                    metrics.INBOUND_REFUSED.inc()
+                    log.warning("closing a client that floods messages", extra={"client": self.address})
+                    self.refuse = Close(POLICY, "too many messages")
+                    return
+                if isinstance(message, str) and message.strip().lower() == "ping":
+                    await self.ws.send("pong")
+        except ConnectionClosed:
+            sent = self.ws.protocol.close_sent
+            if sent is not None and sent.code == MESSAGE_TOO_BIG:
+                metrics.INBOUND_REFUSED.inc()
+                log.warning("closed a client that sent an oversized message", extra={"client": self.address})
+        finally:
+            if self.refuse is None and self.ws.state is not State.OPEN:
+                self.gone = True
+            self.wake()

@@ -1,0 +1,277 @@
+"""One Redis reader per task, fanned out to bounded per-connection queues (DESIGN section 5:
+"many subscribers of one task on one replica share one Redis reader").
+
+A ``TaskFeed`` blocks in ``XREAD`` on ``keys.captions(event, task)`` from the stream's tail at the
+time the feed started, and pushes each new entry to every ``Subscription``. A subscriber
+registers *after* the feed fixed its start and *before* it reads its own backlog with ``XRANGE``,
+so every entry reaches it one way or the other (the driver drops duplicates by stream id).
+
+A subscription's queue is bounded: a subscriber that cannot keep up is flagged ``overflowed``
+and the driver closes it (it resumes on reconnect); the feed never waits for anyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from services.gateway import metrics
+from services.gateway.delivery import REASON_REVOKED, REVOKED, ZERO, Close, Item, StreamId
+from shared import keys
+from shared.aio import TaskSet
+from shared.logs import log_context
+from shared.streams import CaptionEntry, PayloadError
+
+log = logging.getLogger(__name__)
+
+READ_BLOCK_MS = 5000
+READ_COUNT = 200
+
+
+def to_item(entry_id: Any, fields: dict[Any, Any]) -> Item | None:
+    """Decode one captions stream entry; None (logged) for one that breaks the contract."""
+    sid = StreamId.parse(entry_id)
+    try:
+        entry = CaptionEntry.parse(fields)
+    except PayloadError as exc:
+        log.warning("skipping bad captions entry %s: %s", sid, exc)
+        return None
+    return Item(id=sid, data=entry.json.encode(), kind=entry.kind, eos=entry.eos, created=entry.created)
+
+
+def stream_entries(response: Any) -> list[tuple[Any, dict[Any, Any]]]:
+    """The entries of a one-stream XREAD reply (RESP2: ``[[key, entries]]``)."""
+    return [e for _key, entries in response or () for e in entries]
+
+
+class Subscription:
+    """One connection's view of a task feed: a bounded queue and a wake-up event."""
+
+    __slots__ = ("close", "feed", "items", "limit", "overflowed", "wake")
+
+    def __init__(self, feed: TaskFeed, limit: int) -> None:
+        self.feed = feed
+        self.items: deque[Item] = deque()
+        self.limit = limit
+        self.overflowed = False
+        self.close: Close | None = None  # set by the feed (revocation)
+        self.wake = asyncio.Event()
+
+    def push(self, item: Item) -> None:
+        if len(self.items) >= self.limit:
+            self.overflowed = True
+        else:
+            self.items.append(item)
+        self.wake.set()
+
+    def discard_backlog(self) -> None:
+        """While catching up from Redis, queued live entries will be read again anyway."""
+        self.items.clear()
+        self.overflowed = False
+
+
+class TaskFeed:
+    def __init__(self, hub: CaptionHub, event_id: str, task_id: str) -> None:
+        self.hub = hub
+        self.event_id = event_id
+        self.task_id = task_id
+        self.stream = keys.captions(event_id, task_id)
+        self.subscribers: set[Subscription] = set()
+        self.refs = 0
+        self.ready: asyncio.Future[StreamId] = asyncio.get_running_loop().create_future()
+        self.revoked: Close | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        with log_context(event_id=self.event_id, task_id=self.task_id):
+            try:
+                last = await self._tail()
+            except Exception as exc:
+                self.ready.set_exception(exc)
+                raise
+            self.ready.set_result(last)
+            await self._read(last)
+
+    async def _tail(self) -> StreamId:
+        newest = await self.hub.redis.xrevrange(self.stream, "+", "-", count=1)
+        return StreamId.parse(newest[0][0]) if newest else ZERO
+
+    async def _read(self, last: StreamId) -> None:
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + self.hub.check_seconds
+        backoff = 0.1
+        while True:
+            try:
+                response = await self.hub.redis.xread({self.stream: str(last)}, count=READ_COUNT, block=READ_BLOCK_MS)
+                if loop.time() >= next_check:
+                    next_check = loop.time() + self.hub.check_seconds
+                    await self._check_task()
+                backoff = 0.1
+            except RedisError as exc:
+                # Subscribers stay connected; nothing is lost since ``last`` did not move.
+                log.warning("captions reader error, retrying: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            for entry_id, fields in stream_entries(response):
+                item = to_item(entry_id, fields)
+                last = StreamId.parse(entry_id)
+                if item is not None:
+                    for sub in tuple(self.subscribers):
+                        sub.push(item)
+
+    async def _check_task(self) -> None:
+        """Backstop for a missed revocation message: a cancelled or vanished task is revoked."""
+        cancelled = await self.hub.redis.hget(keys.task(self.event_id, self.task_id), "cancelled")
+        if cancelled is None or cancelled in (b"1", "1"):
+            self.revoke()
+
+    def revoke(self) -> None:
+        self.revoked = Close(REVOKED, REASON_REVOKED)
+        for sub in self.subscribers:
+            sub.close = self.revoked
+            sub.wake.set()
+
+
+class CursorWriter:
+    """Saves delivered cursors; concurrent saves of one task coalesce into one write.
+
+    The script never moves a cursor backwards (two connections of a task, or a late pong,
+    may prove an older position than one already saved).
+    """
+
+    SCRIPT = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local cm, cs = string.match(cur, '^(%d+)-(%d+)$')
+  local nm, ns = string.match(ARGV[1], '^(%d+)-(%d+)$')
+  cm, cs, nm, ns = tonumber(cm), tonumber(cs), tonumber(nm), tonumber(ns)
+  if cm and (nm < cm or (nm == cm and ns <= cs)) then
+    redis.call('EXPIRE', KEYS[1], ARGV[2])
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+    def __init__(self, client: aioredis.Redis, tasks: TaskSet) -> None:
+        self._script = client.register_script(self.SCRIPT)
+        self._tasks = tasks
+        self._pending: dict[str, StreamId] = {}
+        self._writers: dict[str, asyncio.Task[None]] = {}
+
+    def save(self, event_id: str, task_id: str, position: StreamId) -> None:
+        key = keys.delivered(event_id, task_id)
+        current = self._pending.get(key)
+        if current is None or position > current:
+            self._pending[key] = position
+        if key not in self._writers:
+            self._writers[key] = self._tasks.spawn(self._write(key), "cursor")
+
+    async def _write(self, key: str) -> None:
+        try:
+            while (position := self._pending.pop(key, None)) is not None:
+                try:
+                    await self._script(keys=[key], args=[str(position), keys.DELIVERED_TTL_SECONDS])
+                    metrics.CURSOR_SAVES.inc()
+                except RedisError as exc:
+                    # The next pong saves a later position; a resume repeats a little more.
+                    log.warning("could not save delivered cursor: %s", exc)
+        finally:
+            self._writers.pop(key, None)
+
+    async def flush(self, timeout: float) -> None:
+        writers = list(self._writers.values())
+        if writers:
+            await asyncio.wait(writers, timeout=timeout)
+
+
+class CaptionHub:
+    """The replica's task feeds, the cursor writer and the revocation listener."""
+
+    def __init__(self, client: aioredis.Redis, *, queue_frames: int, check_seconds: float) -> None:
+        self.redis = client
+        self.queue_frames = queue_frames
+        self.check_seconds = check_seconds
+        self.tasks = TaskSet("gateway-hub")
+        self.cursors = CursorWriter(client, self.tasks)
+        self.feeds: dict[tuple[str, str], TaskFeed] = {}
+
+    async def subscribe(self, event_id: str, task_id: str) -> Subscription:
+        """Join (or start) the task's feed; returns once the feed's start position is fixed."""
+        key = (event_id, task_id)
+        feed = self.feeds.get(key)
+        if feed is None:
+            feed = self.feeds[key] = TaskFeed(self, event_id, task_id)
+            feed.task = self.tasks.spawn(feed.run(), f"feed:{event_id}:{task_id}")
+            metrics.READERS.set(len(self.feeds))
+        feed.refs += 1
+        try:
+            await asyncio.shield(feed.ready)
+        except BaseException:
+            self._release(feed)
+            raise
+        sub = Subscription(feed, self.queue_frames)
+        if feed.revoked is not None:
+            sub.close = feed.revoked
+        feed.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        sub.feed.subscribers.discard(sub)
+        self._release(sub.feed)
+
+    def _release(self, feed: TaskFeed) -> None:
+        feed.refs -= 1
+        if feed.refs <= 0:
+            if self.feeds.get((feed.event_id, feed.task_id)) is feed:
+                del self.feeds[(feed.event_id, feed.task_id)]
+            if feed.task is not None:
+                feed.task.cancel()
+            metrics.READERS.set(len(self.feeds))
+
+    def revoke(self, event_id: str, task_id: str) -> None:
+        feed = self.feeds.get((event_id, task_id))
+        if feed is not None:
+            feed.revoke()
+
+    async def listen_revocations(self, subscribed: asyncio.Event | None = None) -> None:
+        """Close a cancelled task's connections at once (the poller publishes "<event>:<task>")."""
+        backoff = 0.1
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(keys.REVOKED_CHANNEL)
+                if subscribed is not None:
+                    subscribed.set()
+                # After a reconnect, messages may have been missed: re-check every feed.
+                for feed in list(self.feeds.values()):
+                    if feed.ready.done() and not feed.ready.exception():
+                        await feed._check_task()
+                backoff = 0.1
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    data = message["data"]
+                    text = data.decode() if isinstance(data, bytes) else str(data)
+                    event_id, sep, task_id = text.partition(":")
+                    if sep:
+                        self.revoke(event_id, task_id)
+            except RedisError as exc:
+                log.warning("revocation listener error, reconnecting: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def close(self, timeout: float) -> None:
+        await self.cursors.flush(timeout)
+        await self.tasks.close(timeout)

@@ -1,0 +1,143 @@
+"""The gateway server: one port for the caption WebSocket and the HTTP probes (``/healthz``,
+``/readyz``, ``/metrics``), the shared feeds, the revocation listener and the SIGTERM drain
+(DESIGN section 5; issue 7)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from http import HTTPStatus
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from services.gateway import auth, metrics
+from services.gateway.connection import Connection
+from services.gateway.fanout import CaptionHub
+from shared.aio import TaskSet
+from shared.metrics import render
+from shared.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT = 5.0  # seconds to wait for the client's half of a closing handshake
+
+
+class Gateway:
+    def __init__(self, client: aioredis.Redis, settings: GatewaySettings, caption_types: str) -> None:
+        self.redis = client
+        self.settings = settings
+        self.caption_types = caption_types
+        self.hub = CaptionHub(
+            client, queue_frames=settings.send_buffer_frames, check_seconds=settings.ping_interval_seconds
+        )
+        self.limiter = auth.FailureLimiter(settings.auth_failures_per_minute, 60.0)
+        self.tasks = TaskSet("gateway")
+        self.connections: set[Connection] = set()
+        self._idle = asyncio.Event()  # set whenever no connection is open (drain waits on it)
+        self._idle.set()
+        self.draining = False
+        self.server: Server | None = None
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen (port 0: any free port), start the revocation listener; returns the port."""
+        subscribed = asyncio.Event()
+        self.tasks.spawn(self.hub.listen_revocations(subscribed), "revocations")
+        self.server = await serve(
+            self._handle,
+            host,
+            port,
+            process_request=self._process_request,
+            compression=None,  # permessage-deflate costs ~100 KiB of zlib state per connection
+            ping_interval=None,  # our own pings carry the resume cursor (connection.py)
+            ping_timeout=None,
+            close_timeout=CLOSE_TIMEOUT,
+            max_size=self.settings.max_message_bytes,
+            max_queue=4,
+            open_timeout=10,
+        )
+        self.port = next(iter(self.server.sockets)).getsockname()[1]
+        # Revocations published before we listen would be missed; feeds re-check anyway, but a
+        # started gateway should not accept connections it cannot revoke.
+        async with asyncio.timeout(10):
+            await subscribed.wait()
+        return self.port
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        conn = Connection(self, ws)
+        self.connections.add(conn)
+        self._idle.clear()
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+            if not self.connections:
+                self._idle.set()
+
+    async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == "/healthz":
+            return ws.respond(HTTPStatus.OK, "ok\n")
+        if path == "/readyz":
+            return await self._ready(ws)
+        if path == "/metrics":
+            body, content_type = render()
+            response = ws.respond(HTTPStatus.OK, body.decode())
+            response.headers["Content-Type"] = content_type
+            return response
+        if self.draining:
+            return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "draining, connect to another replica\n")
+        address = auth.client_address(
+            ws.remote_address, request.headers.get("X-Forwarded-For"), self.settings.forwarded_for
+        )
+        wait = self.limiter.blocked(address, asyncio.get_running_loop().time())
+        if wait > 0:
+            metrics.AUTH_FAILURES.labels("rate_limited").inc()
+            response = ws.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many failed attempts\n")
+            response.headers["Retry-After"] = auth.retry_after(wait)
+            return response
+        return None
+
+    async def _ready(self, ws: ServerConnection) -> Response:
+        if self.draining:
+            return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
+        try:
+            async with asyncio.timeout(1.0):
+                await self.redis.ping()
+        except (RedisError, OSError, TimeoutError):
+            return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "redis unavailable\n")
+        return ws.respond(HTTPStatus.OK, "ready\n")
+
+    async def drain(self) -> None:
+        """SIGTERM: refuse new connections, close every open one with 1001 (the client reconnects
+        to another replica and resumes), save cursors, stop — within ``drain_seconds``."""
+        self.draining = True
+        log.info("gateway draining", extra={"connections": len(self.connections)})
+        for conn in list(self.connections):
+            conn.wake()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.drain_seconds
+        try:
+            async with asyncio.timeout(self.settings.drain_seconds):
+                await self._idle.wait()
+        except TimeoutError:
+            pass
+        if self.server is not None:
+            self.server.close()
+            try:
+                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                    await self.server.wait_closed()
+            except TimeoutError:
+                log.warning("drain timed out with %d connections open", len(self.connections))
+        await self.hub.close(timeout=2.0)
+        await self.tasks.close(timeout=2.0)
+
+    async def run(self, host: str, port: int, stop: asyncio.Event) -> None:
+        port = await self.start(host, port)
+        log.info("gateway listening", extra={"host": host, "port": port})
+        await stop.wait()
+        await self.drain()
