@@ -52,9 +52,10 @@ class SessionRecord:
     sent: list[dict[str, Any]] = field(default_factory=list)  # messages sent, in order
     end_of_stream: dict[str, Any] | None = None
     faults: list[str] = field(default_factory=list)  # faults that fired here
-    closed_code: int | None = None
+    closed_code: int | None = None  # the code we closed with, the client's, or 1006 (no close frame)
     closed_reason: str = ""
-    done: bool = False
+    done: bool = False  # EndOfTranscript sent
+    finished: bool = False  # the connection is over and this record final
 
     @property
     def token_ok(self) -> bool:
@@ -82,6 +83,7 @@ class SessionRecord:
             "closed_code": self.closed_code,
             "closed_reason": self.closed_reason,
             "done": self.done,
+            "finished": self.finished,
         }
 
 
@@ -255,17 +257,21 @@ class KwikmotionEmulator:
                 else:
                     rec.received.append(message)
                     config = await self._text(conn, rec, config, message)
-        except (_Closed, ConnectionClosed):
-            pass
+        except _Closed:
+            pass  # closed_code/closed_reason set where we closed
+        except ConnectionClosed as exc:
+            # The client's close frame, or 1006 when the TCP connection just ended.
+            rec.closed_code = exc.rcvd.code if exc.rcvd else 1006
+            rec.closed_reason = exc.rcvd.reason if exc.rcvd else ""
         finally:
             if counted:
                 self.active -= 1
-            # The close code is known once the closing handshake (or the abort) completed.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(conn.wait_closed(), 10)
             self._silent.discard(conn)
-            rec.closed_code = conn.close_code
-            rec.closed_reason = conn.close_reason or ""
+            if rec.closed_code is None:  # the loop ended on the client's close frame
+                rcvd = conn.protocol.close_rcvd
+                rec.closed_code = rcvd.code if rcvd is not None else 1006
+                rec.closed_reason = rcvd.reason if rcvd is not None else ""
+            rec.finished = True
             log.info(
                 "%s session %s closed (code %s, %d chunks)", BANNER, rec.session_id, rec.closed_code, len(rec.chunks)
             )
@@ -289,12 +295,14 @@ class KwikmotionEmulator:
         log.info("%s refused a connection: authentication %s", BANNER, failure)
         await self._send(conn, rec, p.error_payload(payload["code"], payload["type"], payload["reason"],
                                                     payload.get("details")))  # fmt: skip
+        rec.closed_code, rec.closed_reason = close_code, close_reason
         await conn.close(close_code, close_reason)
         raise _Closed
 
     async def _fail(self, conn: ServerConnection, rec: SessionRecord, code: int, type_: str, reason: str) -> None:
         """Send an Error and close with its code (seed error codes double as close codes)."""
         await self._send(conn, rec, p.error_payload(code, type_, reason))
+        rec.closed_code, rec.closed_reason = code, type_
         await conn.close(code, type_)
         raise _Closed
 
@@ -398,6 +406,7 @@ class KwikmotionEmulator:
             rec.faults.append("drop")
             log.info("%s fault: dropping session %s after %d chunks", BANNER, rec.session_id, n)
             assert conn.transport is not None
+            rec.closed_code = 1006
             conn.transport.abort()  # no close frame: what a crashed server or a cut cable looks like
             raise _Closed
         if self.faults.due("error_1011_after_chunks", n):

@@ -1,0 +1,78 @@
+"""``reachlive emulate kwikmotion``: run the KWIKmotion EMULATOR until SIGTERM/SIGINT.
+
+Prints ``KWIKMOTION_EMULATOR_URL=ws://<host>:<port>/`` on stdout once listening (``--listen
+127.0.0.1:0`` picks a free port), so a test or script can read where it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from emulators.kwikmotion.server import BANNER, KwikmotionEmulator
+from emulators.media import JFK_TEXT
+from shared.logs import setup_logging
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="reachlive emulate kwikmotion",
+        description=f"{BANNER}: the KWIKmotion AI Live Captions WebSocket API, for tests and demos only.",
+    )
+    parser.add_argument("--listen", default="127.0.0.1:8765", help="host:port (port 0 = any free port)")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("REACHLIVE_KWIKMOTION_TOKEN", ""),
+        help="the accepted bearer token (default: $REACHLIVE_KWIKMOTION_TOKEN)",
+    )
+    parser.add_argument("--forbidden-token", action="append", default=[], help="a token answered with 403")
+    parser.add_argument("--max-sessions", type=int, default=100)
+    parser.add_argument("--reference-file", type=Path, help="reference transcript (default: the JFK sample)")
+    parser.add_argument("--reference-seconds", type=float, default=11.0)
+    parser.add_argument("--ping-interval", type=float, default=20.0)
+    parser.add_argument("--ping-timeout", type=float, default=30.0)
+    parser.add_argument("--log-level", default=os.environ.get("REACHLIVE_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-format", default=os.environ.get("REACHLIVE_LOG_FORMAT", "auto"))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = _parse(argv)
+    host, sep, port = args.listen.rpartition(":")
+    if not sep or not port.isdigit():
+        print("reachlive emulate kwikmotion: --listen must be host:port", file=sys.stderr)
+        return 2
+    if not args.token:
+        print("reachlive emulate kwikmotion: --token (or REACHLIVE_KWIKMOTION_TOKEN) is required", file=sys.stderr)
+        return 2
+    setup_logging(args.log_format, args.log_level, "kwikmotion-emulator")
+    text = args.reference_file.read_text().strip() if args.reference_file else JFK_TEXT
+    emu = KwikmotionEmulator(
+        host=host.strip("[]") or "127.0.0.1",
+        port=int(port),
+        token=args.token,
+        max_sessions=args.max_sessions,
+        reference_text=text,
+        reference_seconds=args.reference_seconds,
+        ping_interval=args.ping_interval,
+        ping_timeout=args.ping_timeout,
+        forbidden_tokens=args.forbidden_token,
+    )
+    return asyncio.run(_run(emu))
+
+
+async def _run(emu: KwikmotionEmulator) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await emu.start()
+    print(f"{BANNER} (not the real service) listening", flush=True)
+    print(f"KWIKMOTION_EMULATOR_URL={emu.url}", flush=True)
+    await stop.wait()
+    await emu.stop()
+    return 0
