@@ -1,0 +1,198 @@
+"""Redis side of the ingest (DESIGN section 3): who writes an event's audio, the continuous
+media timeline, the media session and the end-of-stream entry.
+
+- ``keys.ingest_primary(E)``: the writer's publisher id, SET NX with a short TTL and refreshed
+  by the writer's heartbeat while its publisher delivers bytes. A hot standby takes it when
+  it lapses (primary dropped or stalled) or is released (primary unpublished).
+- ``keys.ingest_state(E)``: ``samples`` (16 kHz samples written: media time is samples/16000,
+  so the timeline is exact across writers), ``pts_end``/``epoch_end`` (source pts and
+  arrival epoch just past the last sample written, so a standby knows where to continue),
+  ``alive`` (last heartbeat of a writer), ``eos`` (the end-of-stream entry was written).
+- Every audio write checks, atomically, that the writer still holds the lease and that the
+  timeline did not move under it (compare-and-set on ``samples``), so two writers can never
+  interleave.
+Scripts touch only keys of one event (one hash tag), as a Redis Cluster requires.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from services.ingest import metrics
+from shared import keys, streams
+
+RATE = 16000
+
+_ACQUIRE = """
+if redis.call('HGET', KEYS[2], 'eos') == '1' then return {-1} end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('HSET', KEYS[2], 'alive', ARGV[3])
+  return {1, redis.call('HGET', KEYS[2], 'samples') or '0',
+          redis.call('HGET', KEYS[2], 'pts_end') or '', redis.call('HGET', KEYS[2], 'epoch_end') or ''}
+end
+return {0}
+"""
+
+# Heartbeat of a writer: keep the lease and say the event has a live publisher.
+_REFRESH = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[2], 'alive', ARGV[3])
+return 1
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'alive', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: primary, state, audio. ARGV: me, ttl ms, expected samples, new samples, pts_end,
+# epoch_end, maxlen, then the entry's field/value pairs.
+_WRITE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('HGET', KEYS[2], 'eos') == '1' then return -2 end
+if (redis.call('HGET', KEYS[2], 'samples') or '0') ~= ARGV[3] then return -3 end
+local entry = {}
+for i = 8, #ARGV do entry[#entry + 1] = ARGV[i] end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', unpack(entry))
+redis.call('HSET', KEYS[2], 'samples', ARGV[4], 'pts_end', ARGV[5], 'epoch_end', ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: primary, state, audio. ARGV: expected samples, force ("1": window over / cancelled),
+# now, grace, retention s, state ttl s, then the entry's field/value pairs.
+_EOS = """
+if redis.call('HGET', KEYS[2], 'eos') == '1' then return -1 end
+if (redis.call('HGET', KEYS[2], 'samples') or '0') ~= ARGV[1] then return -3 end
+if ARGV[2] ~= '1' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+  local alive = tonumber(redis.call('HGET', KEYS[2], 'alive') or '0')
+  if tonumber(ARGV[3]) - alive < tonumber(ARGV[4]) then return 0 end
+end
+local entry = {}
+for i = 7, #ARGV do entry[#entry + 1] = ARGV[i] end
+redis.call('XADD', KEYS[3], '*', unpack(entry))
+redis.call('HSET', KEYS[2], 'eos', '1')
+redis.call('DEL', KEYS[1])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """Where the event's audio stands: samples written and the source position just after."""
+
+    samples: int
+    pts_end: float | None
+    epoch_end: float | None
+
+    @property
+    def media_time(self) -> float:
+        return self.samples / RATE
+
+
+def _s(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Coordinator:
+    def __init__(self, client: aioredis.Redis, *, chunk_ms: int, retention_seconds: float) -> None:
+        self.client = client
+        self.ttl_ms = keys.INGEST_PRIMARY_TTL_SECONDS * 1000
+        self.maxlen = max(int(retention_seconds * 1000 / chunk_ms), 10)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._refresh = client.register_script(_REFRESH)
+        self._release = client.register_script(_RELEASE)
+        self._write = client.register_script(_WRITE)
+        self._eos = client.register_script(_EOS)
+
+    def _keys(self, event_id: str) -> list[str]:
+        return [keys.ingest_primary(event_id), keys.ingest_state(event_id), keys.audio(event_id)]
+
+    async def acquire(self, event_id: str, me: str) -> Timeline | bool | None:
+        """Become the writer: the timeline to continue; None if another holds it; False after EOS."""
+        res = await self._acquire(keys=self._keys(event_id)[:2], args=[me, self.ttl_ms, repr(time.time())])
+        code = int(res[0])
+        if code == -1:
+            return False
+        if code == 0:
+            return None
+        pts, epoch = _s(res[2]), _s(res[3])
+        return Timeline(int(_s(res[1])), float(pts) if pts else None, float(epoch) if epoch else None)
+
+    async def refresh(self, event_id: str, me: str) -> bool:
+        return bool(await self._refresh(keys=self._keys(event_id)[:2], args=[me, self.ttl_ms, repr(time.time())]))
+
+    async def release(self, event_id: str, me: str) -> None:
+        await self._release(keys=self._keys(event_id)[:2], args=[me, repr(time.time())])
+
+    async def write(self, event_id: str, me: str, expected: int, chunk: streams.AudioChunk, epoch_end: float) -> int:
+        """XADD one chunk if still the writer at ``expected`` samples: 1, or -1 lost lease,
+        -2 after end of stream, -3 timeline moved."""
+        n = len(chunk.pcm) // 2
+        flat: list[str | bytes] = []
+        for k, v in chunk.fields().items():
+            flat += [k, v]
+        args = [me, self.ttl_ms, str(expected), str(expected + n), repr(chunk.pts + n / RATE), repr(epoch_end),
+                self.maxlen, *flat]
+        started = time.perf_counter()
+        res = int(await self._write(keys=self._keys(event_id), args=args))
+        metrics.REDIS_WRITE.observe(time.perf_counter() - started)
+        if res == 1:
+            metrics.AUDIO_SECONDS.inc(n / RATE)
+            metrics.AUDIO_BYTES.inc(len(chunk.pcm))
+        return res
+
+    async def mark_seen(self, event_id: str) -> None:
+        """A publish was accepted: the grace period counts from now even before any audio."""
+        await self.client.hset(keys.ingest_state(event_id), "alive", repr(time.time()))
+
+    async def ended(self, event_id: str) -> bool:
+        return _s(await self.client.hget(keys.ingest_state(event_id), "eos") or b"") == "1"
+
+    async def open_session(self, event_id: str) -> bool:
+        """The first accepted publish of an event opens its media session (DESIGN section 3)."""
+        await self.client.sadd(keys.INGEST_ACTIVE, event_id)
+        if not await self.client.hsetnx(keys.event(event_id), "session", "1"):
+            return False
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xadd(keys.SESSIONS_STREAM, streams.SessionEntry(event_id).fields())
+        pipe.hset(keys.event(event_id), "status", "live")
+        await pipe.execute()
+        metrics.SESSIONS_OPENED.inc()
+        return True
+
+    async def end_of_stream(self, event_id: str, reason: str, *, grace: float, force: bool) -> bool:
+        """Write the event's one end-of-stream entry if it is due; True if written now."""
+        for _ in range(3):
+            raw = await self.client.hget(keys.ingest_state(event_id), "samples")
+            samples = int(_s(raw)) if raw else 0
+            entry = streams.EndOfStream(samples / RATE, reason).fields()
+            flat: list[str] = []
+            for k, v in entry.items():
+                flat += [k, v]
+            res = int(await self._eos(
+                keys=self._keys(event_id),
+                args=[str(samples), "1" if force else "0", repr(time.time()), repr(grace),
+                      keys.AUDIO_RETENTION_AFTER_END_SECONDS, keys.REGISTRY_TTL_AFTER_END_SECONDS, *flat],
+            ))
+            if res == -3:
+                continue  # a chunk landed meanwhile: recompute the end time
+            if res == -1:
+                await self.client.srem(keys.INGEST_ACTIVE, event_id)
+            if res == 1:
+                await self.client.srem(keys.INGEST_ACTIVE, event_id)
+                metrics.END_OF_STREAM.labels(reason).inc()
+                return True
+            return False
+        return False

@@ -1,0 +1,36 @@
+"""Prometheus metrics of the ingest (DESIGN section 8: one module, units in names, fixed labels,
+no task or event ids as labels)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from shared.metrics import LATENCY_BUCKETS
+
+CONNECTIONS = Gauge("reachlive_ingest_connections", "TCP connections open (any state)")
+PUBLISHERS = Gauge("reachlive_ingest_publishers", "accepted publishers connected, by role", ["role"])
+REJECTED = Counter(
+    "reachlive_ingest_publish_rejected_total",
+    "publishes refused with NetStream.Publish.BadName, by reason",
+    ["reason"],
+)
+CLOSED = Counter(
+    "reachlive_ingest_connections_closed_total",
+    "connections closed, by cause (eof, idle, handshake_timeout, protocol, revoked, window, shutdown)",
+    ["cause"],
+)
+PROTOCOL_ERRORS = Counter(
+    "reachlive_ingest_protocol_errors_total", "connections closed for breaking RTMP, by kind", ["kind"]
+)
+RECEIVED_BYTES = Counter("reachlive_ingest_received_bytes_total", "bytes received from publishers")
+AUDIO_SECONDS = Counter("reachlive_ingest_audio_seconds_total", "seconds of 16 kHz PCM written to audio streams")
+AUDIO_BYTES = Counter("reachlive_ingest_audio_bytes_total", "bytes of 16 kHz PCM written to audio streams")
+DECODE_ERRORS = Counter(
+    "reachlive_ingest_decode_errors_total", "audio messages that could not be decoded, by codec", ["codec"]
+)
+REDIS_WRITE = Histogram(
+    "reachlive_ingest_redis_write_seconds", "latency of one audio chunk write to Redis", buckets=LATENCY_BUCKETS
+)
+TAKEOVERS = Counter("reachlive_ingest_takeovers_total", "a publisher became the writer of its event's audio")
+SESSIONS_OPENED = Counter("reachlive_ingest_sessions_opened_total", "media sessions opened (first publish)")
+END_OF_STREAM = Counter("reachlive_ingest_end_of_stream_total", "end-of-stream entries written, by reason", ["reason"])

@@ -1,0 +1,86 @@
+"""A publisher's decoded audio: 16 kHz mono s16le samples with their source pts and arrival
+epoch, from which the writer cuts chunks and a hot standby finds where the primary stopped.
+
+Sample positions are absolute within the track (``head`` is the position of the first sample
+still held), so marks stay valid as the head advances.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import deque
+
+RATE = 16000
+BYTES_PER_SAMPLE = 2
+
+
+class Track:
+    def __init__(self) -> None:
+        self._pcm = bytearray()
+        self.head = 0  # absolute position of _pcm[0]
+        # (absolute position, pts seconds, arrival epoch) where a message's samples start.
+        self._marks: deque[tuple[int, float, float]] = deque()
+
+    @property
+    def end(self) -> int:
+        return self.head + len(self._pcm) // BYTES_PER_SAMPLE
+
+    @property
+    def available(self) -> int:
+        return len(self._pcm) // BYTES_PER_SAMPLE
+
+    def append(self, pcm: bytes, pts: float, epoch: float) -> None:
+        if not pcm:
+            return
+        self._marks.append((self.end, pts, epoch))
+        self._pcm += pcm
+
+    def at(self, pos: int) -> tuple[float, float]:
+        """(pts, epoch) of the sample at absolute position ``pos`` (extrapolated from its mark)."""
+        if not self._marks:
+            return 0.0, 0.0
+        starts = [m[0] for m in self._marks]
+        i = max(bisect_right(starts, pos) - 1, 0)
+        start, pts, epoch = self._marks[i]
+        return pts + (pos - start) / RATE, epoch
+
+    def take(self, n: int) -> tuple[bytes, float, float]:
+        """Remove and return up to ``n`` samples from the head with the head's (pts, epoch)."""
+        n = min(n, self.available)
+        pts, epoch = self.at(self.head)
+        pcm = bytes(self._pcm[: n * BYTES_PER_SAMPLE])
+        self.drop(n)
+        return pcm, pts, epoch
+
+    def drop(self, n: int) -> None:
+        n = min(max(n, 0), self.available)
+        del self._pcm[: n * BYTES_PER_SAMPLE]
+        self.head += n
+        # Keep the mark that covers the new head; forget older ones.
+        while len(self._marks) > 1 and self._marks[1][0] <= self.head:
+            self._marks.popleft()
+
+    def keep_last(self, n: int) -> None:
+        """A standby holds only the recent past (enough to cover a primary's lease)."""
+        if self.available > n:
+            self.drop(self.available - n)
+
+    def find_pts(self, pts: float, epoch: float, tolerance: float) -> int | None:
+        """Position of source time ``pts`` if held and it arrived within ``tolerance`` s of
+        ``epoch`` (the same media reached both publishers), else None."""
+        if not self._marks or self.available == 0:
+            return None
+        for start, mpts, mepoch in reversed(self._marks):
+            if mpts <= pts + 1e-9:
+                pos = start + round((pts - mpts) * RATE)
+                if pos > self.end + RATE // 10 or abs(mepoch - epoch) > tolerance:
+                    return None
+                return max(pos, self.head)
+        return None
+
+    def first_after_epoch(self, epoch: float) -> int:
+        """Position of the first message that arrived after ``epoch`` (end if none)."""
+        for start, _pts, mepoch in self._marks:
+            if mepoch > epoch:
+                return max(start, self.head)
+        return self.end
