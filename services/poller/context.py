@@ -1,0 +1,39 @@
+"""What every poller task body needs: Redis, the Kaltura facade, settings, public endpoints."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+
+from services.poller.store import ProvisionLock
+from shared import keys
+from shared.kaltura import KalturaFacade
+from shared.kaltura.models import VendorTask
+from shared.settings import KalturaSettings, PollerSettings
+
+
+@dataclass
+class Context:
+    redis: redis.Redis
+    kaltura: KalturaFacade
+    kaltura_settings: KalturaSettings
+    poller: PollerSettings
+    media_url: str  # INGEST_PUBLIC_URL: every task's mediaUrl
+    caption_url: str  # GATEWAY_PUBLIC_URL: every task's captionUrl
+    # Enqueue reach.provision for a job under a given Celery task id (the lock holder).
+    send_provision: Callable[[VendorTask, str], None] = field(default=lambda job, holder: None)
+    clock: Callable[[], float] = time.time
+
+    @property
+    def lock_seconds(self) -> int:
+        # Long enough to cover a retry's backoff (a retry keeps the lock: polls do not resend).
+        return max(keys.PROVISION_LOCK_SECONDS, 2 * self.poller.retry_backoff_max_seconds + 30)
+
+    def lock(self, task_id: str, holder: str) -> ProvisionLock:
+        return ProvisionLock(self.redis, task_id, holder, self.lock_seconds)
+
+    def external_task_id(self, event_id: str | int, task_id: str) -> str:
+        return f"{self.kaltura_settings.vendor_name}:{event_id}:{task_id}"

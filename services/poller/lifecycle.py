@@ -1,0 +1,259 @@
+"""``reach.poll``, ``reach.reconcile``, ``reach.processing``, ``reach.finalize`` (DESIGN section 2,
+items 1, 3 and 4). ``reach.provision`` is in ``provision.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+
+from services.poller import metrics
+from services.poller.context import Context
+from services.poller.provision import cancel
+from services.poller.store import event_of, find_task, finish_task, live_task_ids, set_task_fields, sizes
+from shared import keys, registry
+from shared.kaltura import errors
+from shared.kaltura.errors import KalturaError, KalturaPermanentError
+from shared.kaltura.models import (
+    ABORTED,
+    ERROR,
+    FINAL_STATUSES,
+    PENDING,
+    PROCESSING,
+    READY,
+    SCHEDULED,
+    VendorTask,
+)
+from shared.logs import log_context
+from shared.registry import TaskRecord
+
+log = logging.getLogger(__name__)
+
+
+# --- poll ----------------------------------------------------------------------------------
+def poll(ctx: Context) -> dict[str, int]:
+    """getJobs (PENDING and SCHEDULED, every page); each task not yet provisioned → one
+    ``reach.provision`` (the provision lock, taken here for the Celery id sent, makes duplicate
+    polls send nothing while a provision is queued or retrying); then reconcile with the listing."""
+    try:
+        jobs = ctx.kaltura.get_jobs((PENDING, SCHEDULED))
+    except KalturaError:
+        metrics.POLLS.labels("error").inc()
+        raise
+    metrics.POLLS.labels("ok").inc()
+    metrics.JOBS_LISTED.labels("pending").set(sum(j.status == PENDING for j in jobs))
+    metrics.JOBS_LISTED.labels("scheduled").set(sum(j.status == SCHEDULED for j in jobs))
+    sent = 0
+    for job in jobs:
+        if _needs_provision(ctx, job):
+            holder = str(uuid.uuid4())
+            if ctx.lock(job.id, holder).take():
+                ctx.send_provision(job, holder)
+                sent += 1
+    stats = reconcile(ctx, {j.id: j for j in jobs})
+    return {"listed": len(jobs), "sent": sent, **stats}
+
+
+def _needs_provision(ctx: Context, job: VendorTask) -> bool:
+    rec = find_task(ctx.redis, job.id)
+    if rec is not None and (rec.cancelled or rec.status in FINAL_STATUSES or rec.status == PROCESSING):
+        return False
+    if job.status == PENDING:
+        return True
+    # SCHEDULED at Kaltura but not in our registry as such: the registry lost it, or a run
+    # crashed between updateJob and its registry write. provision sorts out which.
+    return job.status == SCHEDULED and (rec is None or rec.status != SCHEDULED)
+
+
+# --- reconcile -----------------------------------------------------------------------------
+def reconcile(ctx: Context, listing: dict[str, VendorTask] | None = None) -> dict[str, int]:
+    """Keep the registry in step with Kaltura: cancel ABORTED / vanished / feature-less tasks
+    (revoking their key and token at once), follow moved event windows, note final states."""
+    if listing is None:
+        listing = {j.id: j for j in ctx.kaltura.get_jobs((PENDING, SCHEDULED))}
+    by_event: dict[str, list[TaskRecord]] = defaultdict(list)
+    cancelled = moved = 0
+    for task_id in live_task_ids(ctx.redis):
+        event_id = event_of(ctx.redis, task_id)
+        rec = registry.read_task_sync(ctx.redis, event_id, task_id) if event_id else None
+        if rec is None or rec.cancelled or rec.status in FINAL_STATUSES:
+            ctx.redis.srem(keys.TASKS, task_id)
+            continue
+        if rec.status == PENDING and ctx.redis.exists(keys.provision_lock(task_id)):
+            continue  # a provision is at work on it
+        with log_context(task_id=task_id, event_id=rec.event):
+            try:
+                alive = _check_task(ctx, rec, listing.get(task_id))
+            except KalturaError as exc:
+                log.warning("reconcile: could not check the task: %s", exc.code)
+                continue
+        if alive:
+            by_event[rec.event].append(rec)
+        else:
+            cancelled += 1
+    for event_id, tasks in by_event.items():
+        with log_context(event_id=event_id):
+            try:
+                c, m = _check_event(ctx, event_id, tasks, listing)
+            except KalturaError as exc:
+                log.warning("reconcile: could not check the event: %s", exc.code)
+                continue
+        cancelled += c
+        moved += m
+    events, tasks_n = sizes(ctx.redis)
+    metrics.REGISTRY_EVENTS.set(events)
+    metrics.REGISTRY_TASKS.set(tasks_n)
+    return {"cancelled": cancelled, "moved": moved}
+
+
+def _access_key(ctx: Context, rec: TaskRecord, job: VendorTask | None) -> str:
+    if job is not None and job.access_key and job.access_key != rec.extra.get("access_key"):
+        set_task_fields(ctx.redis, rec, access_key=job.access_key)
+        rec.extra["access_key"] = job.access_key
+    return rec.extra.get("access_key", "")
+
+
+def _check_task(ctx: Context, rec: TaskRecord, job: VendorTask | None) -> bool:
+    """False if the task was cancelled (or became final) here."""
+    if job is not None and job.status in (PENDING, SCHEDULED):
+        _access_key(ctx, rec, job)
+        return True
+    # Not listed (PROCESSING, or final, or gone): ask for the task itself.
+    try:
+        status = _task_status(ctx, rec)
+    except KalturaPermanentError as exc:
+        if exc.code == errors.ENTRY_VENDOR_TASK_NOT_FOUND:
+            _cancel(ctx, rec, "ENTRY_VENDOR_TASK_NOT_FOUND")
+            return False
+        if exc.code == errors.CANNOT_EXTEND_ACCESS_KEY:
+            # Its access key is dead and cannot be renewed: the task left SCHEDULED/PROCESSING.
+            _cancel(ctx, rec, "the task left SCHEDULED/PROCESSING (CANNOT_EXTEND_ACCESS_KEY)")
+            return False
+        raise
+    if status == ABORTED:
+        _cancel(ctx, rec, "ABORTED")
+        return False
+    if status in FINAL_STATUSES:
+        # READY/ERROR/REJECTED set by someone else: the feature is removed at ERROR (facts.md).
+        if status != READY:
+            _cancel(ctx, rec, f"final status {status}")
+        finish_task(ctx.redis, rec, status, rec.error)
+        return False
+    return True
+
+
+def _task_status(ctx: Context, rec: TaskRecord) -> int:
+    key = rec.extra.get("access_key", "")
+    try:
+        return ctx.kaltura.get_task(rec.id, key).task.status
+    except KalturaPermanentError as exc:
+        if exc.code != errors.INVALID_KS:
+            raise
+    # The access key expired: extendAccessKey (vendor KS) works in SCHEDULED/PROCESSING only.
+    fresh = ctx.kaltura.extend_access_key(rec.id)
+    if fresh.access_key:
+        set_task_fields(ctx.redis, rec, access_key=fresh.access_key)
+        rec.extra["access_key"] = fresh.access_key
+    return fresh.status or ctx.kaltura.get_task(rec.id, fresh.access_key).task.status
+
+
+def _cancel(ctx: Context, rec: TaskRecord, why: str) -> None:
+    if cancel(ctx, rec.id, why):
+        metrics.TASKS.labels("cancelled").inc()
+
+
+def _check_event(
+    ctx: Context, event_id: str, tasks: list[TaskRecord], listing: dict[str, VendorTask]
+) -> tuple[int, int]:
+    """One scheduleEvent.get per event: features that vanished → cancel; a moved window → move."""
+    key = next((t.extra.get("access_key") for t in tasks if t.extra.get("access_key")), "")
+    try:
+        event = ctx.kaltura.get_schedule_event(int(event_id), key, tasks[0].id)
+    except KalturaPermanentError as exc:
+        if exc.code != errors.SCHEDULE_EVENT_ID_NOT_FOUND:
+            raise
+        for rec in tasks:
+            _cancel(ctx, rec, "SCHEDULE_EVENT_ID_NOT_FOUND")
+        return len(tasks), 0
+    cancelled = 0
+    for rec in tasks:
+        if event.feature(rec.id) is None:
+            _cancel(ctx, rec, "its live feature is gone (FEATURE_NAME_NOT_FOUND)")
+            cancelled += 1
+    current = registry.read_event_sync(ctx.redis, event_id)
+    moved = 0
+    if current is not None and event.start and (current.start, current.end) != (float(event.start), float(event.end)):
+        pre = max([f.pre_start for f in event.features] + [0])
+        post = max([f.post_end for f in event.features] + [0])
+        registry.move_event_window(ctx.redis, event_id, event.start, event.end, pre, post)
+        for rec in tasks:
+            job = listing.get(rec.id)
+            if job is not None and job.start:
+                set_task_fields(ctx.redis, rec, start=str(float(job.start)), end=str(float(job.end)))
+        registry.expire_event_at(ctx.redis, event_id, event.end + post + keys.REGISTRY_TTL_AFTER_END_SECONDS)
+        log.info("event window moved", extra={"start": event.start, "end": event.end})
+        moved = 1
+    return cancelled, moved
+
+
+# --- processing / finalize ------------------------------------------------------------------
+def processing(ctx: Context, event_id: str) -> int:
+    """The event's media started (sent by ingest): its SCHEDULED tasks → PROCESSING."""
+    done = 0
+    with log_context(event_id=event_id):
+        for raw in sorted(ctx.redis.smembers(keys.event_tasks(event_id))):
+            rec = registry.read_task_sync(ctx.redis, event_id, raw)
+            if rec is None or rec.cancelled or rec.status != SCHEDULED:
+                continue
+            with log_context(task_id=rec.id):
+                try:
+                    ctx.kaltura.update_job(rec.id, PROCESSING)
+                except KalturaPermanentError as exc:
+                    if exc.code in (errors.CANNOT_UPDATE_STATUS_OF_TASK_WHICH_IS_IN_FINAL_STATE,
+                                    errors.ENTRY_VENDOR_TASK_NOT_FOUND,
+                                    errors.ENTRY_VENDOR_TASK_ITEM_COULD_NOT_BE_UPDATED):
+                        log.info("task could not go to PROCESSING (%s): checking it", exc.code)
+                        _check_task(ctx, rec, None)
+                        continue
+                    raise
+                set_task_fields(ctx.redis, rec, status=str(PROCESSING))
+                metrics.TASKS.labels("processing").inc()
+                done += 1
+    return done
+
+
+def finalize(ctx: Context, task_id: str, outcome: str, reason: str = "") -> str:
+    """The end (sent by the relay): READY, or ERROR with ``reason`` as errDescription. Final
+    states never change again (a second finalize is a no-op)."""
+    task_id = str(task_id)
+    with log_context(task_id=task_id):
+        rec = find_task(ctx.redis, task_id)
+        if rec is None:
+            log.warning("finalize of a task the registry does not know")
+            return "unknown"
+        if rec.status in FINAL_STATUSES or rec.cancelled:
+            return "duplicate"
+        status = READY if outcome == "ready" else ERROR
+        description = (reason or "live captioning failed")[:1000] if status == ERROR else None
+        try:
+            if status == READY and rec.status == SCHEDULED:
+                # READY comes from PROCESSING: a task whose media never reported start passes it.
+                ctx.kaltura.update_job(task_id, PROCESSING)
+            ctx.kaltura.update_job(task_id, status, err_description=description)
+        except KalturaPermanentError as exc:
+            if exc.code not in (errors.CANNOT_UPDATE_STATUS_OF_TASK_WHICH_IS_IN_FINAL_STATE,
+                                errors.ENTRY_VENDOR_TASK_NOT_FOUND):
+                raise
+            log.info("task already final at Kaltura (%s)", exc.code)
+            _cancel(ctx, rec, exc.code)
+            finish_task(ctx.redis, rec, rec.status)
+            return "cancelled"
+        if status == ERROR:
+            registry.revoke_task(ctx.redis, rec.event, rec.id)  # Kaltura removes the feature at ERROR
+        elif rec.media_key_hash:
+            ctx.redis.delete(keys.media_key(rec.media_key_hash))  # no more media; captions stay readable
+        finish_task(ctx.redis, rec, status, description or "")
+        metrics.TASKS.labels("ready" if status == READY else "error").inc()
+        log.info("task finalized", extra={"status": status})
+        return "ready" if status == READY else "error"

@@ -1,0 +1,44 @@
+"""Every Prometheus metric of the poller (DESIGN section 8: one place, units in names, fixed labels).
+
+Labels are bounded: Kaltura error codes outside the known set count as ``OTHER``; no task or
+event ids anywhere.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from shared.kaltura import errors
+from shared.metrics import LATENCY_BUCKETS
+
+POLLS = Counter("reachlive_poller_polls_total", "getJobs polls run by the workers", ["result"])
+JOBS_LISTED = Gauge("reachlive_poller_jobs_listed", "tasks in the last getJobs listing", ["status"])
+TASKS = Counter(
+    "reachlive_poller_tasks_total",
+    "REACH task outcomes: scheduled, refused, cancelled, processing, ready, error, failed, "
+    "duplicate (a provision that found the work done or in progress), rekeyed",
+    ["outcome"],
+)
+KALTURA_SECONDS = Histogram(
+    "reachlive_poller_kaltura_call_seconds", "Kaltura API call latency", ["service", "action"],
+    buckets=LATENCY_BUCKETS,
+)
+KALTURA_ERRORS = Counter(
+    "reachlive_poller_kaltura_errors_total", "Kaltura API errors by code", ["service", "action", "code"]
+)
+REGISTRY_EVENTS = Gauge("reachlive_poller_registry_events", "events in the registry")
+REGISTRY_TASKS = Gauge("reachlive_poller_registry_tasks", "tasks provisioned and not yet final")
+PROVISION_SECONDS = Histogram(
+    "reachlive_poller_provision_seconds", "one provision run, start to SCHEDULED", buckets=LATENCY_BUCKETS
+)
+
+_KNOWN_CODES = {v for k, v in vars(errors).items() if k.isupper() and isinstance(v, str)}
+_SERVICES = {"session", "apptoken", "reach_entryvendortask", "reach_vendorcatalogitem", "schedule_scheduleevent"}
+
+
+def observe_kaltura(service: str, action: str, seconds: float, code: str | None) -> None:
+    """The facade's hook: latency per call, errors by (bounded) code."""
+    service = service if service in _SERVICES else "other"
+    KALTURA_SECONDS.labels(service, action).observe(seconds)
+    if code is not None:
+        KALTURA_ERRORS.labels(service, action, code if code in _KNOWN_CODES else "OTHER").inc()
