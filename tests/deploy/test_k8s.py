@@ -273,7 +273,8 @@ def test_dev_has_emulators_and_redis_prod_has_neither() -> None:
         assert f"//{svc}:{port}" in cfg[env]
         (emu,) = [w for w in workloads(dev) if w["metadata"]["name"] == svc]
         args = emu["spec"]["template"]["spec"]["containers"][0]["args"]
-        assert args[:2] == ["emulate", svc.split("-")[0]] and str(port) in args
+        assert args[:2] == ["emulate", svc.split("-")[0]]
+        assert f"0.0.0.0:{port}" in args, "listens on all interfaces on its Service's port"
     # prod keeps real endpoints (no emulator host names anywhere).
     assert not any(isinstance(v, str) and "emulator" in v for v in walk(list(prod)))
 
