@@ -1,0 +1,49 @@
+"""``reachlive relay`` / ``python -m services.relay``: settings → logging → metrics → run → drain.
+
+The replica claims live event sessions from Redis and holds up to ``REACHLIVE_RELAY_MAX_SESSIONS``
+KWIKmotion sessions. SIGTERM stops the sessions and releases their claims for another replica
+(see ``services.relay.service``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import redis.asyncio as aioredis
+
+from services.relay.service import Relay
+from services.relay.session import Config, session_runner
+from shared.runtime import run_async_service
+from shared.settings import CommonSettings, KwikmotionSettings, RelaySettings, load
+
+
+async def serve(redis_url: str, stop: asyncio.Event, config: Config | None = None) -> None:
+    """The service body (also used in-process by tests and the bench)."""
+    if config is None:
+        config = Config(
+            relay=load(RelaySettings),
+            kwik=load(KwikmotionSettings),
+            caption_types=load(CommonSettings).caption_types,
+            redis_url=redis_url,
+        )
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        relay = Relay(client, config.relay)
+        relay.runner = session_runner(client, relay.claimer, config)
+        await relay.run(stop)
+    finally:
+        await client.aclose()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="reachlive relay",
+        description="Claims live event sessions and streams their audio to KWIKmotion; settings come from "
+        "REACHLIVE_RELAY_* and REACHLIVE_KWIKMOTION_* (see README).",
+    )
+    parser.parse_args(argv)
+    # Validate the settings before anything starts (a bad value is one readable line).
+    load(RelaySettings)
+    load(KwikmotionSettings)
+    return run_async_service("relay", serve)

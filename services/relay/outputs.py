@@ -1,0 +1,74 @@
+"""The tasks of an event as caption outputs: which results each wants, and its persisted state.
+
+DESIGN section 4, "Output": caption tasks want the source-language transcripts, translation
+tasks the translations into their target; StartRecognition's ``target_languages`` are the
+event's translation targets. Per task the relay persists (in ``keys.relay_state(E)``, field
+``task:<id>``) the last audio entry whose result it emitted and its caption builder's state,
+atomically with the captions (``output.CaptionWriter``), so a replay skips what is done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+from services.relay.audio import id_le
+from shared.captions import Built, CaptionBuilder
+from shared.registry import LIVE_TRANSLATION, TaskRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class TaskOutput:
+    record: TaskRecord
+    builder: CaptionBuilder
+    done: str  # last audio stream id whose result this task got ("0-0": none)
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    def dump(self) -> str:
+        return json.dumps({"done": self.done, "builder": self.builder.state()}, separators=(",", ":"))
+
+
+def is_translation(task: TaskRecord) -> bool:
+    return task.kind == "translation" or task.feature == LIVE_TRANSLATION
+
+
+def targets_of(tasks: list[TaskRecord]) -> list[str]:
+    """The event's translation targets (ISO 639-1), sorted, each once."""
+    return sorted({t.language for t in tasks if is_translation(t) and t.language})
+
+
+def make_output(event_id: str, task: TaskRecord, caption_types: str, saved: str | None, cursor: str) -> TaskOutput:
+    builder = CaptionBuilder(
+        task_id=task.id,
+        event_id=event_id,
+        service_type="translation" if is_translation(task) else "transcription",
+        language_code=task.language_code or task.language,
+        max_chars=max(1, task.max_chars),
+        profanity=task.profanity,
+        types=caption_types,
+    )
+    done = cursor
+    if saved:
+        try:
+            doc = json.loads(saved)
+            builder.restore(doc["builder"])
+            if not id_le(doc["done"], cursor):
+                done = doc["done"]
+        except (ValueError, KeyError, TypeError) as exc:
+            # Unreadable state: start the builder afresh from the cursor. Its ids are derived
+            # from media times, so a result already emitted would carry the same id (the
+            # gateway's readers see a repeat with an id they know, never a new caption).
+            log.error("bad relay state for task, starting from the cursor: %s", exc, extra={"task_id": task.id})
+    return TaskOutput(task, builder, done)
+
+
+def entry_fields(built: Built, created: float) -> dict[str, str]:
+    from shared.captions import to_entry
+
+    return to_entry(built, created).fields()

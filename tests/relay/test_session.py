@@ -1,0 +1,159 @@
+"""The relay against the KWIKmotion emulator: the whole event, every fault of issue 6, permanent
+and configuration errors, cancelled tasks. Each fault test shows no audio lost (the emulator's
+recorded audio is the stream's, in order, once per session, with replays only of audio not yet
+transcribed) and no caption duplicated (transcript responses tile the media time exactly)."""
+
+from __future__ import annotations
+
+import redis
+
+from emulators.kwikmotion import KwikmotionEmulator
+from emulators.media import JFK_TEXT
+from shared import keys
+from shared.registry import revoke_task
+from tests.relay.conftest import RelayRunner
+from tests.relay.helpers import (
+    CHUNK_BYTES,
+    check_audio,
+    check_captions,
+    config,
+    feed,
+    finalize_commands,
+    jfk_pcm,
+    make_event,
+    open_session,
+    responses,
+    session_acked,
+    wait_for,
+)
+
+
+def _duration(pcm: bytes) -> float:
+    return round(len(pcm) / 32000, 3)
+
+
+def _answered(rec) -> int:
+    """Chunks the emulator answered in full (transcript and every translation) in a session."""
+    return sum(1 for m in rec.sent if m["message"] == "AddTranscript" and
+               sum(1 for t in rec.sent if t["message"] == "AddTranslation"
+                   and t["metadata"]["start_time"] == m["metadata"]["start_time"]) == len(rec.targets))
+
+
+async def _run_event(redis_client: redis.Redis, emu: KwikmotionEmulator, relays: RelayRunner, redis_url: str,
+                     **relay_settings: object):
+    pcm = jfk_pcm()
+    ev = make_event(redis_client, "100", targets=("fr", "es"))
+    feed(redis_client, ev.id, pcm)
+    relays.start(config(redis_url, emu.url, **relay_settings))
+    open_session(redis_client, ev.id)
+    await wait_for(lambda: session_acked(redis_client) and len(finalize_commands(redis_client)) == 3)
+    return pcm, ev
+
+
+async def test_whole_event(redis_client, emu, relays, redis_url) -> None:
+    pcm, ev = await _run_event(redis_client, emu, relays, redis_url)
+    [rec] = emu.started_sessions()
+    assert rec.start["transcription_config"] == {"language": "en"}
+    assert rec.start["translation_config"] == {"target_languages": ["es", "fr"]}
+    assert rec.audio == pcm
+    assert rec.end_of_stream == {"message": "EndOfStream", "last_seq_no": len(rec.chunks)}
+    assert [len(c) for c in rec.chunks[:-1]] == [CHUNK_BYTES] * (len(rec.chunks) - 1)
+    check_captions(responses(redis_client, ev.id, ev.caption_task), _duration(pcm), JFK_TEXT.split())
+    fr = responses(redis_client, ev.id, ev.translation_tasks["fr"])
+    check_captions(fr, _duration(pcm))
+    assert all(r["service_type"] == "translation" and r["language_code"] == "fr" for r in fr)
+    assert " ".join(r["alternatives"][0]["transcript"] for r in fr if r["type"] == "transcript").startswith("[fr]")
+    assert sorted(finalize_commands(redis_client)) == sorted([t, "ready", ""] for t in ev.task_ids)
+    # The stream ends: audio expires, captions are kept for the event plus an hour.
+    assert 0 < redis_client.ttl(keys.audio(ev.id)) <= keys.AUDIO_RETENTION_AFTER_END_SECONDS
+    assert redis_client.ttl(keys.captions(ev.id, ev.caption_task)) > 3600
+
+
+async def _fault_event(redis_client, emu, relays, redis_url, **fault) -> tuple[bytes, list]:
+    emu.faults.update(fault)
+    pcm, ev = await _run_event(redis_client, emu, relays, redis_url)
+    sessions = emu.started_sessions()
+    assert len(sessions) >= 2, "the fault did not cause a reconnect"
+    starts = check_audio(sessions, pcm)
+    for ev_task in ev.task_ids:
+        check_captions(responses(redis_client, ev.id, ev_task), _duration(pcm))
+    return pcm, sessions, starts
+
+
+async def test_drop_mid_stream(redis_client, emu, relays, redis_url) -> None:
+    _pcm, sessions, starts = await _fault_event(redis_client, emu, relays, redis_url, drop_after_chunks=2)
+    assert sessions[0].closed_code == 1006
+    # Replay exactly what was not transcribed: the 2 chunks answered before the drop are done.
+    assert starts[1] == _answered(sessions[0]) * CHUNK_BYTES == 2 * CHUNK_BYTES
+
+
+async def test_internal_error_1011(redis_client, emu, relays, redis_url) -> None:
+    _pcm, sessions, starts = await _fault_event(redis_client, emu, relays, redis_url, error_1011_after_chunks=3)
+    assert sessions[0].closed_code == 1011
+    assert starts[1] == 3 * CHUNK_BYTES
+
+
+async def test_capacity_1008_then_recovery(redis_client, emu, relays, redis_url) -> None:
+    emu.faults.update({"refuse_capacity": True, "count": 2})
+    pcm, ev = await _run_event(redis_client, emu, relays, redis_url)
+    refused = [s for s in emu.sessions if s.closed_code == 1008]
+    assert len(refused) == 2
+    [rec] = emu.started_sessions()
+    assert rec.audio == pcm
+    check_captions(responses(redis_client, ev.id, ev.caption_task), _duration(pcm), JFK_TEXT.split())
+
+
+async def test_silent_server(redis_client, emu, relays, redis_url) -> None:
+    _pcm, sessions, starts = await _fault_event(redis_client, emu, relays, redis_url, silent_after_chunks=2)
+    assert "silent" in sessions[0].faults
+    assert starts[1] == 2 * CHUNK_BYTES
+
+
+async def test_unsupported_language_fails_tasks(redis_client, emu, relays, redis_url) -> None:
+    ev = make_event(redis_client, "200", source="xx", targets=())
+    feed(redis_client, ev.id, jfk_pcm()[:64000])
+    relays.start(config(redis_url, emu.url))
+    open_session(redis_client, ev.id)
+    await wait_for(lambda: session_acked(redis_client) and finalize_commands(redis_client))
+    [cmd] = finalize_commands(redis_client)
+    assert cmd[0] == ev.caption_task and cmd[1] == "error"
+    assert "4004" in cmd[2] and "Unsupported language: xx" in cmd[2]
+    assert emu.sessions[0].closed_code == 4004
+    resp = responses(redis_client, ev.id, ev.caption_task)
+    assert [r["is_end_of_stream"] for r in resp] == [True, True]
+
+
+async def test_auth_error_retries_slowly(redis_client, emu, relays, redis_url) -> None:
+    ev = make_event(redis_client, "300", targets=())
+    feed(redis_client, ev.id, jfk_pcm()[:64000])
+    relays.start(config(redis_url, emu.url, token="forbidden", auth_retry_seconds=0.5))
+    open_session(redis_client, ev.id)
+    await wait_for(lambda: len(emu.sessions) >= 2, timeout=10)
+    await __import__("asyncio").sleep(0.6)
+    n = len(emu.sessions)
+    assert all(s.auth == "forbidden" for s in emu.sessions)
+    # Slow retries (≈ auth_retry_seconds apart), never a spin; the session is kept, not failed.
+    assert n <= 4
+    assert not finalize_commands(redis_client)
+    assert redis_client.xpending(keys.SESSIONS_STREAM, keys.RELAY_GROUP)["pending"] == 1
+
+
+async def test_task_revoked_mid_event(redis_client, emu, relays, redis_url) -> None:
+    import asyncio
+
+    from tests.relay.helpers import feed_paced
+
+    pcm = jfk_pcm()
+    ev = make_event(redis_client, "400", targets=("fr",))
+    relays.start(config(redis_url, emu.url))
+    open_session(redis_client, ev.id)
+    feeder = asyncio.create_task(feed_paced(redis_client, ev.id, pcm, interval=0.05))
+    fr = ev.translation_tasks["fr"]
+    await wait_for(lambda: redis_client.xlen(keys.captions(ev.id, fr)) > 0)
+    revoke_task(redis_client, ev.id, fr)
+    n_fr = redis_client.xlen(keys.captions(ev.id, fr))
+    await feeder
+    await wait_for(lambda: session_acked(redis_client))
+    assert redis_client.xlen(keys.captions(ev.id, fr)) == n_fr  # nothing after the revocation
+    check_captions(responses(redis_client, ev.id, ev.caption_task), _duration(pcm), JFK_TEXT.split())
+    assert finalize_commands(redis_client) == [[ev.caption_task, "ready", ""]]
