@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.captions.text import Token, break_level, split_long
+from shared.captions.text import TimedToken, break_level, split_long
 
 MIN_SECONDS = 1.0
 MAX_SECONDS = 7.0
@@ -29,24 +29,32 @@ FLOOR_SECONDS = 0.1
 # Penalty of a line break at a unit boundary, by break level (none, phrase, sentence).
 _LINE_PENALTY = (12, 3, 0)
 
-TimedToken = tuple[bool, str, bool, float, float]  # (is_word, value, space_before, start, end)
-
 
 class Unit:
     __slots__ = ("brk", "end", "items", "space", "start", "text")
 
     def __init__(self, items: list[TimedToken]) -> None:
         self.items = items
-        self.space = items[0][2]
+        first = items[0]
+        self.space = first[2]
+        if len(items) == 1:
+            self.text = first[1]
+            self.start, self.end = first[3], first[4]
+            self.brk = 0 if first[0] else break_level(first[1])
+            return
         parts: list[str] = []
-        for i, (_, value, space, _, _) in enumerate(items):
+        start = end = None
+        for i, (is_word, value, space, s, e) in enumerate(items):
             if space and i:
                 parts.append(" ")
             parts.append(value)
+            if is_word:
+                if start is None:
+                    start = s
+                end = e
         self.text = "".join(parts)
-        words = [it for it in items if it[0]]
-        self.start = words[0][3] if words else items[0][3]
-        self.end = words[-1][4] if words else items[-1][4]
+        self.start = first[3] if start is None else start
+        self.end = items[-1][4] if end is None else end
         last = items[-1]
         self.brk = 0 if last[0] else break_level(last[1])
 
@@ -76,14 +84,18 @@ def _split_timed(item: TimedToken, limit: int) -> list[TimedToken]:
     return out
 
 
-def units_of(tokens: list[Token], times: list[tuple[float, float]], max_chars: int) -> list[Unit]:
+def units_of(tokens: list[TimedToken], max_chars: int) -> list[Unit]:
     """Group tokens into units (see module doc); every unit is at most ``max_chars`` wide."""
     units: list[list[TimedToken]] = []
     prefix: list[TimedToken] = []
     n = len(tokens)
-    for idx, ((is_word, value, space), (s, e)) in enumerate(zip(tokens, times, strict=True)):
-        item: TimedToken = (is_word, value, space, s, e)
+    for idx, item in enumerate(tokens):
+        is_word, value, space, _, _ = item
         if is_word:
+            if len(value) <= max_chars:
+                units.append([*prefix, item] if prefix else [item])
+                prefix = []
+                continue
             for piece in _split_timed(item, max_chars):
                 units.append([*prefix, piece])
                 prefix = []
@@ -175,18 +187,49 @@ def _text(units: list[Unit]) -> str:
 
 
 def blocks_of(units: list[Unit], max_chars: int) -> list[Block]:
-    """Greedy fill of two-line blocks, cut back to punctuation where possible (module doc)."""
+    """Greedy fill of two-line blocks, cut back to punctuation where possible (module doc).
+
+    Whether units fit in two lines is decided by filling the first line as far as it goes
+    (greedy first-fit needs the fewest lines), tracked incrementally: O(1) per unit.
+    """
     blocks: list[Block] = []
     cur: list[Unit] = []
+    w1 = w2 = 0  # greedy widths of the current block's first and second line
     for u in units:
-        while cur and (u.end - cur[0].start > MAX_SECONDS or _best_split([*cur, u], max_chars) is None):
-            k = _cut(cur, max_chars) if u.end - cur[0].start <= MAX_SECONDS else len(cur)
+        while cur:
+            if u.end - cur[0].start > MAX_SECONDS:
+                k = len(cur)
+            else:
+                fit = _add(w1, w2, u, max_chars)
+                if fit is not None:
+                    break
+                k = _cut(cur, max_chars)
             blocks.append(_block(cur[:k], max_chars))
             cur = cur[k:]
+            w1 = w2 = 0
+            for c in cur:
+                w1, w2 = _add(w1, w2, c, max_chars) or (w1, w2)
+        if not cur:
+            fit = (len(u.text), 0)
         cur.append(u)
+        w1, w2 = fit
     if cur:
         blocks.append(_block(cur, max_chars))
     return blocks
+
+
+def _add(w1: int, w2: int, u: Unit, max_chars: int) -> tuple[int, int] | None:
+    """Greedy line widths after appending ``u``, or None if two lines cannot hold it."""
+    n = len(u.text)
+    if w2 == 0:
+        if w1 == 0:
+            return n, 0
+        w = w1 + n + (1 if u.space else 0)
+        if w <= max_chars:
+            return w, 0
+        return w1, n  # a new (second) line: its leading space is dropped
+    w = w2 + n + (1 if u.space else 0)
+    return (w1, w) if w <= max_chars else None
 
 
 def place(blocks: list[Block], result_end: float, last_end: float | None) -> float | None:
@@ -208,6 +251,9 @@ def place(blocks: list[Block], result_end: float, last_end: float | None) -> flo
             e = s + FLOOR_SECONDS
         e = round(e, 3)
         b.start, b.end = s, e
+        if b.items[0][3] >= s and b.items[-1][4] <= e:
+            last_end = e  # items are monotonic: the first start and last end bound them all
+            continue
         clamped: list[TimedToken] = []
         for is_word, value, space, a, z in b.items:
             a = min(max(a, s), e)

@@ -57,10 +57,13 @@ def censor_tokens(tokens: list[Token]) -> list[Token]:
     words = [i for i, (is_word, _, _) in enumerate(tokens) if is_word]
     folded = [tokens[i][1].casefold() for i in words]
     for j, i in enumerate(words):
-        _, value, space = tokens[i]
-        if _profane(value, singles):
+        w = folded[j]
+        if w in singles or (("-" in w or "'" in w or "’" in w) and _profane(w, singles)):
+            _, value, space = tokens[i]
             out[i] = (True, mask(value), space)
-        for phrase in phrases.get(folded[j], ()):
+        if w not in phrases:
+            continue
+        for phrase in phrases[w]:
             if tuple(folded[j : j + len(phrase)]) == phrase:
                 for k in words[j : j + len(phrase)]:
                     out[k] = (True, mask(tokens[k][1]), tokens[k][2])
