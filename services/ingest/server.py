@@ -175,8 +175,12 @@ class IngestServer:
                 last_data = now
                 metrics.RECEIVED_BYTES.inc(len(data))
                 epoch = time.time()
-                for ev in conn.receive_data(data):
-                    live = box[0] = await self._on_event(conn, ev, live, epoch)
+                batch = conn.receive_data(data)
+                while batch:
+                    for ev in batch:
+                        live = box[0] = await self._on_event(conn, ev, live, epoch)
+                    # parsing paused at a publish until we decided; go on with what is buffered
+                    batch = conn.receive_data(b"") if not conn.closed else []
                 await self._send(conn, writer)
                 if conn.closed:
                     raise _Closed("rejected" if live is None else "stopped")

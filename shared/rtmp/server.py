@@ -134,6 +134,12 @@ class ServerConnection:
 
     # --- input ------------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes; returns the events they complete.
+
+        Parsing pauses after a ``PublishRequested`` until the driver calls ``accept_publish`` or
+        ``reject_publish``, so what follows the publish (media, FCUnpublish) is read knowing the
+        decision; the driver then calls ``receive_data(b"")`` to go on with buffered bytes.
+        """
         if self.closed:
             return []
         self.bytes_received += len(data)
@@ -145,10 +151,14 @@ class ServerConnection:
                 return events
         if data:
             self._reader.feed(data)
-        while (msg := self._reader.next_message()) is not None:
+        while not self._requested and (msg := self._reader.next_message()) is not None:
             self._handle(msg, events)
         self._maybe_ack()
         return events
+
+    @property
+    def awaiting_decision(self) -> bool:
+        return bool(self._requested)
 
     def _maybe_ack(self) -> None:
         # Section 5.4.3: acknowledge after receiving a window's worth of bytes.
