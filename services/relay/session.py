@@ -234,6 +234,7 @@ class Connection:
         self.media_end = 0.0  # media time of the end of the audio read so far
         self.eos = False
         self.eos_sent = False
+        self.send_closed = False
         self.progressed = False
         self.last_rx = session.clock()
         self.room = asyncio.Event()
@@ -263,7 +264,12 @@ class Connection:
                 compression=None,
             ) as ws:
                 self.ws = ws
-                await ws.send(self.kwik.start(self.s.clock()))
+                try:
+                    await ws.send(self.kwik.start(self.s.clock()))
+                except WsClosed:
+                    # Refused at once (seed: authentication errors come "immediately after
+                    # connection"): the Error message is still to be read, below.
+                    self.send_closed = True
                 async with asyncio.TaskGroup() as tg:
                     tasks = [
                         tg.create_task(self._guard(self._receive())),
@@ -390,6 +396,7 @@ class Connection:
             for seq in [s for s in self.sent if s < self.kwik.completed - 1]:
                 del self.sent[seq]
         if pend or state:
+            log.debug("commit chunk %s completed %s cursor %s", index, self.kwik.completed, state.get("cursor"))
             await self.writer.commit(pend, state, trim)
         metrics.ADDED_LATENCY.observe(self.s.clock() - received)
         for p in pend:
@@ -449,6 +456,17 @@ class Connection:
         self.time_base.add(AnchoredTimeBase.no_pts(0.0, time.time()))
 
     async def _pump(self) -> None:
+        try:
+            await self._send_due()
+        except WsClosed:
+            # The server closed (after an Error, say): stop sending, but keep reading. Results
+            # it sent before closing are still queued on our side and must be committed, or
+            # their audio would be replayed and captioned twice.
+            self.send_closed = True
+
+    async def _send_due(self) -> None:
+        if self.send_closed:
+            return
         async with self.send_lock:
             max_unacked = self.relay.max_unacked_chunks
             while self.queue and self.kwik.can_send(max_unacked) and not self.result.done():

@@ -83,8 +83,11 @@ async def _fault_event(redis_client, emu, relays, redis_url, **fault) -> tuple[b
 async def test_drop_mid_stream(redis_client, emu, relays, redis_url) -> None:
     _pcm, sessions, starts = await _fault_event(redis_client, emu, relays, redis_url, drop_after_chunks=2)
     assert sessions[0].closed_code == 1006
-    # Replay exactly what was not transcribed: the 2 chunks answered before the drop are done.
-    assert starts[1] == _answered(sessions[0]) * CHUNK_BYTES == 2 * CHUNK_BYTES
+    # The replay starts where the transcribed audio ends. The emulator answered 2 chunks, but an
+    # abort sends a TCP RST, and the kernel discards what the relay had not read yet: the answer
+    # to the last chunk may never reach it (then that chunk is replayed, and captioned once).
+    assert _answered(sessions[0]) == 2
+    assert starts[1] in (CHUNK_BYTES, 2 * CHUNK_BYTES)
 
 
 async def test_internal_error_1011(redis_client, emu, relays, redis_url) -> None:
