@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 
@@ -133,7 +134,7 @@ async def test_jfk_flow_audio_added_transcripts_translations_end(
     assert " ".join(t.transcript for t in transcripts if t.transcript).split() == JFK_TEXT.split()
     metas = [t.raw["metadata"] for t in transcripts]
     assert metas[0]["start_time"] == 0.0 and metas[-1]["end_time"] == 11.0
-    for meta, nxt in zip(metas, metas[1:], strict=False):
+    for meta, nxt in itertools.pairwise(metas):
         assert meta["end_time"] == nxt["start_time"]
     for meta, piece in zip(metas, pieces, strict=True):
         assert set(meta) == {"transcript", "start_time", "end_time", "language", "chunk_index", "word_count"}
