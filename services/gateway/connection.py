@@ -53,6 +53,10 @@ class Refused(Exception):
         self.count_failure = count_failure
 
 
+class Interrupted(Exception):
+    """A blocked send was cancelled because the connection must close (slow, revoked, drain)."""
+
+
 class Connection:
     """One client connection; ``run`` returns when it is closed."""
 
@@ -66,6 +70,10 @@ class Connection:
         self.ref: auth.TaskRef | None = None
         self.refuse: Close | None = None  # set by the inbound reader (flood)
         self.gone = False  # the client went away (inbound reader ended)
+        self.live = False  # caught up: now fed by the shared reader
+        self._task: asyncio.Task[None] | None = None
+        self._sending = False
+        self._interrupted = False  # a send was cancelled: what was written is unknown
         req = ws.request
         self.path = req.path if req else "/"
         headers = req.headers if req else {}
@@ -84,6 +92,18 @@ class Connection:
     def wake(self) -> None:
         if self.sub is not None:
             self.sub.wake.set()
+
+    def notify(self) -> None:
+        """Something wants this connection closed (drain, revocation, overflow). A client that
+        reads nothing keeps ``send`` blocked forever, so a blocked send is cancelled."""
+        self.wake()
+        sub = self.sub
+        if sub is None or not self._sending or self._interrupted or self._task is None:
+            return
+        # While catching up, an overflow only means the live backlog will be re-read from Redis.
+        if sub.close is not None or self.refuse is not None or self.gw.draining or (sub.overflowed and self.live):
+            self._interrupted = True
+            self._task.cancel()
 
     async def run(self) -> None:
         self._set_state("authenticating")
@@ -145,14 +165,19 @@ class Connection:
             ack_interval=s.ack_interval_seconds,
             pong_timeout=s.ping_interval_seconds,
         )
+        self._task = asyncio.current_task()
         self.sub = await self.gw.hub.subscribe(event_id, task_id)
+        self.sub.notify = self.notify
         log.info(
             "caption connection opened",
             extra={"client": self.address, "resume_from": str(cursor) if cursor else "start", "types": sorted(types)},
         )
         inbound = self.gw.tasks.spawn(self._inbound(), "inbound")
         try:
-            close = await self._deliver(event_id, task_id)
+            try:
+                close = await self._deliver(event_id, task_id)
+            except Interrupted:
+                close = self._interruption()
             if close is not None:
                 await self._close(close)
         except ConnectionClosed:
@@ -161,6 +186,17 @@ class Connection:
             inbound.cancel()
             self.gw.hub.unsubscribe(self.sub)
         log.info("caption connection closed", extra={"client": self.address, "position": str(self.delivery.position)})
+
+    def _interruption(self) -> Close:
+        assert self.sub is not None
+        for close in (self.sub.close, self.refuse):
+            if close is not None:
+                return close
+        if self.gw.draining:
+            return Close(GOING_AWAY, REASON_DRAIN)
+        metrics.SLOW_CLOSES.inc()
+        log.warning("closing a subscriber that fell too far behind", extra={"client": self.address})
+        return Close(TRY_AGAIN, REASON_SLOW)
 
     async def _deliver(self, event_id: str, task_id: str) -> Close | None:
         """Write frames until something asks to close; returns that close (None: client gone)."""
@@ -188,14 +224,13 @@ class Connection:
                         delivery.position = max(delivery.position, StreamId.parse(entry_id))
                     elif not await self._offer(item, live=False):
                         break
-                if len(page) < CATCH_UP_PAGE:
+                if len(page) < CATCH_UP_PAGE and not sub.overflowed:
                     catching_up = False
+                    self.live = True
                     self._set_state("live")
             else:
                 if sub.overflowed:
-                    metrics.SLOW_CLOSES.inc()
-                    log.warning("closing a subscriber that fell too far behind", extra={"client": self.address})
-                    return Close(TRY_AGAIN, REASON_SLOW)
+                    return self._interruption()
                 while sub.items and not delivery.finished:
                     await self._offer(sub.items.popleft(), live=True)
             now = self.loop.time()
@@ -225,7 +260,16 @@ class Connection:
 
     async def _write(self, item: Item, live: bool) -> None:
         assert self.delivery is not None
-        await self.ws.send(item.data, text=True)
+        self._sending = True
+        try:
+            await self.ws.send(item.data, text=True)
+        except asyncio.CancelledError:
+            if self._interrupted and self._task is not None:
+                self._task.uncancel()
+                raise Interrupted from None
+            raise
+        finally:
+            self._sending = False
         self.delivery.sent(item)
         metrics.FRAMES_SENT.inc()
         metrics.BYTES_SENT.inc(len(item.data))
@@ -254,7 +298,12 @@ class Connection:
         await self.ws.close(close.code, close.reason)
         # The client answered our close frame: every frame before it arrived (as with a pong).
         proto = self.ws.protocol
-        if self.delivery is not None and self.ref is not None and proto.close_rcvd_then_sent is False:
+        if (
+            self.delivery is not None
+            and self.ref is not None
+            and not self._interrupted
+            and proto.close_rcvd_then_sent is False
+        ):
             proven = self.delivery.close_acknowledged()
             if proven is not None:
                 self.gw.hub.cursors.save(self.ref.event_id, self.ref.task_id, proven)
@@ -267,11 +316,14 @@ class Connection:
         bucket = auth.TokenBucket(rate, 2 * rate, self.loop.time())
         try:
             async for message in self.ws:
+                if self.refuse is not None:
+                    continue  # keep reading (and dropping) so the closing handshake completes
                 if not bucket.take(self.loop.time()):
                     metrics.INBOUND_REFUSED.inc()
                     log.warning("closing a client that floods messages", extra={"client": self.address})
                     self.refuse = Close(POLICY, "too many messages")
-                    return
+                    self.notify()
+                    continue
                 if isinstance(message, str) and message.strip().lower() == "ping":
                     await self.ws.send("pong")
         except ConnectionClosed:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -30,7 +31,8 @@ from shared.streams import CaptionEntry, PayloadError
 
 log = logging.getLogger(__name__)
 
-READ_BLOCK_MS = 5000
+# Below redis-py's default 5 s socket timeout, which also applies to blocking reads.
+READ_BLOCK_MS = 2000
 READ_COUNT = 200
 
 
@@ -53,7 +55,7 @@ def stream_entries(response: Any) -> list[tuple[Any, dict[Any, Any]]]:
 class Subscription:
     """One connection's view of a task feed: a bounded queue and a wake-up event."""
 
-    __slots__ = ("close", "feed", "items", "limit", "overflowed", "wake")
+    __slots__ = ("close", "feed", "items", "limit", "notify", "overflowed", "wake")
 
     def __init__(self, feed: TaskFeed, limit: int) -> None:
         self.feed = feed
@@ -62,13 +64,22 @@ class Subscription:
         self.overflowed = False
         self.close: Close | None = None  # set by the feed (revocation)
         self.wake = asyncio.Event()
+        # Called on overflow and revocation: a connection blocked in a send must hear of it.
+        self.notify: Callable[[], None] | None = None
 
     def push(self, item: Item) -> None:
         if len(self.items) >= self.limit:
-            self.overflowed = True
+            if not self.overflowed:
+                self.overflowed = True
+                self.alert()
         else:
             self.items.append(item)
+            self.wake.set()
+
+    def alert(self) -> None:
         self.wake.set()
+        if self.notify is not None:
+            self.notify()
 
     def discard_backlog(self) -> None:
         """While catching up from Redis, queued live entries will be read again anyway."""
@@ -134,9 +145,9 @@ class TaskFeed:
 
     def revoke(self) -> None:
         self.revoked = Close(REVOKED, REASON_REVOKED)
-        for sub in self.subscribers:
+        for sub in tuple(self.subscribers):
             sub.close = self.revoked
-            sub.wake.set()
+            sub.alert()
 
 
 class CursorWriter:

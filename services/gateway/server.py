@@ -118,7 +118,7 @@ class Gateway:
         self.draining = True
         log.info("gateway draining", extra={"connections": len(self.connections)})
         for conn in list(self.connections):
-            conn.wake()
+            conn.notify()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.drain_seconds
         try:

@@ -31,7 +31,9 @@ def make_task(client: redis.Redis, event_id: str = "E1", task_id: str = "T1") ->
     return token
 
 
-def response(task_id: str, n: int, kind: str = "captions", eos: bool = False, text: str | None = None) -> dict[str, Any]:
+def response(
+    task_id: str, n: int, kind: str = "captions", eos: bool = False, text: str | None = None
+) -> dict[str, Any]:
     """A Kaltura caption response in the seed's schema (as the relay builds them)."""
     words = (text or f"caption number {n}").split()
     start, end = float(n), float(n) + 1.0

@@ -1,0 +1,311 @@
+"""Delivery with a real client: resume after a killed socket, time limit, end of stream, types,
+keepalive, inbound limits, slow subscribers, the shared reader and the drain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from services.gateway import metrics
+from services.gateway.delivery import StreamId
+from shared import keys
+from tests.gateway.conftest import ws_url
+from tests.gateway.helpers import add_caption, make_task, sid_key, stream_ids_by_response
+
+
+async def recv_json(ws, timeout: float = 5.0) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def wait_for(predicate, timeout: float = 10.0, step: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(step)
+    raise AssertionError("condition not met in time")
+
+
+def delivered(redis_client, event="E1", task="T1") -> str | None:
+    raw = redis_client.get(keys.delivered(event, task))
+    return raw.decode() if raw else None
+
+
+async def closed_with(ws, timeout: float = 10.0) -> ConnectionClosed:
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+    return info.value
+
+
+async def test_resume_after_killed_socket_loses_nothing_and_repeats_only_unproven(start_gateway, redis_client):
+    token = make_task(redis_client)
+    gw = await start_gateway(ack_interval_seconds=0.3)
+    url = ws_url(gw, f"?token={token}")
+    first: list[str] = []
+    ws = await connect(url)
+    sids = [add_caption(redis_client, "E1", "T1", n) for n in range(5)]
+    for _ in range(5):
+        first.append((await recv_json(ws))["response"]["id"])
+    # The pong for the ping sent after these frames proves them: the cursor reaches the 5th.
+    await wait_for(lambda: delivered(redis_client) == sids[-1])
+    sids += [add_caption(redis_client, "E1", "T1", n) for n in range(5, 8)]
+    for _ in range(3):
+        first.append((await recv_json(ws))["response"]["id"])
+    ws.transport.abort()  # a killed socket: no close frame, no more pongs
+    await wait_for(lambda: not gw.connections)
+    cursor = delivered(redis_client)
+    sids += [add_caption(redis_client, "E1", "T1", n) for n in range(8, 10)]  # while disconnected
+
+    before = metrics.RESUMES._value.get()
+    async with connect(url) as ws2:
+        second = [(await recv_json(ws2))["response"]["id"] for _ in range(10 - sids.index(cursor) - 1)]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(ws2.recv(), 0.5)  # and nothing more
+    assert metrics.RESUMES._value.get() == before + 1
+
+    by_id = stream_ids_by_response(redis_client, "E1", "T1")
+    everything = sorted(by_id, key=lambda rid: sid_key(by_id[rid]))
+    assert set(first) | set(second) == set(everything), "a response was lost"
+    # The resumed connection starts right after the proven cursor, in stream order.
+    assert second == [rid for rid in everything if sid_key(by_id[rid]) > sid_key(cursor)]
+    repeated = set(first) & set(second)
+    assert all(sid_key(by_id[rid]) > sid_key(cursor) for rid in repeated)  # only frames after the last pong
+    assert sid_key(cursor) >= sid_key(sids[4])
+
+
+async def test_first_connection_starts_at_the_beginning_of_the_event(start_gateway, redis_client):
+    token = make_task(redis_client)
+    for n in range(450):  # more than one catch-up page
+        add_caption(redis_client, "E1", "T1", n, kind="transcript" if n % 2 else "captions")
+    gw = await start_gateway()
+    async with connect(ws_url(gw, f"?token={token}")) as ws:
+        starts = [(await recv_json(ws))["response"]["start"] for _ in range(450)]
+        add_caption(redis_client, "E1", "T1", 450)
+        starts.append((await recv_json(ws))["response"]["start"])
+    assert starts == [float(n) for n in range(451)]
+
+
+async def test_connection_time_limit_closes_1001_and_resumes(start_gateway, redis_client):
+    token = make_task(redis_client)
+    gw = await start_gateway(max_connection_seconds=0.6)
+    url = ws_url(gw, f"?token={token}")
+    add_caption(redis_client, "E1", "T1", 0)
+    add_caption(redis_client, "E1", "T1", 1)
+    async with connect(url) as ws:
+        got = [(await recv_json(ws))["response"]["start"] for _ in range(2)]
+        exc = await closed_with(ws)
+    assert exc.rcvd.code == 1001 and "reconnect" in exc.rcvd.reason
+    # The client answered the close frame, which proves both frames: nothing repeats.
+    add_caption(redis_client, "E1", "T1", 2)
+    async with connect(url) as ws:
+        got.append((await recv_json(ws))["response"]["start"])
+    assert got == [0.0, 1.0, 2.0]
+
+
+async def test_end_of_stream_response_then_close_1000(start_gateway, redis_client):
+    token = make_task(redis_client)
+    gw = await start_gateway()
+    async with connect(ws_url(gw, f"?token={token}")) as ws:
+        add_caption(redis_client, "E1", "T1", 0)
+        add_caption(redis_client, "E1", "T1", 1, eos=True)
+        add_caption(redis_client, "E1", "T1", 2)  # nothing after the end of stream is sent
+        frames = [await recv_json(ws) for _ in range(2)]
+        exc = await closed_with(ws)
+    assert [f["response"]["is_end_of_stream"] for f in frames] == [False, True]
+    assert exc.rcvd.code == 1000
+
+
+async def test_end_of_stream_of_a_filtered_type_waits_for_the_matching_one(start_gateway, redis_client):
+    token = make_task(redis_client)
+    gw = await start_gateway()
+    async with connect(ws_url(gw, f"?token={token}&types=captions")) as ws:
+        add_caption(redis_client, "E1", "T1", 0, kind="transcript")
+        add_caption(redis_client, "E1", "T1", 0, kind="captions")
+        add_caption(redis_client, "E1", "T1", 1, kind="transcript", eos=True)
+        add_caption(redis_client, "E1", "T1", 1, kind="captions", eos=True)
+        frames = [await recv_json(ws) for _ in range(2)]
+        exc = await closed_with(ws)
+    assert [(f["response"]["type"], f["response"]["is_end_of_stream"]) for f in frames] == [
+        ("captions", False), ("captions", True)]
+    assert exc.rcvd.code == 1000
+
+
+@pytest.mark.parametrize(
+    ("deployment", "query", "expected"),
+    [
+        ("transcript,captions", "", ["transcript", "captions", "transcript", "captions"]),
+        ("transcript,captions", "&types=transcript", ["transcript", "transcript"]),
+        ("captions", "", ["captions", "captions"]),
+        ("transcript,captions", "&types=captions,transcript", ["transcript", "captions", "transcript", "captions"]),
+    ],
+)
+async def test_response_type_filtering(start_gateway, redis_client, deployment, query, expected):
+    token = make_task(redis_client)
+    for n in range(2):
+        add_caption(redis_client, "E1", "T1", n, kind="transcript")
+        add_caption(redis_client, "E1", "T1", n, kind="captions")
+    gw = await start_gateway(caption_types=deployment)
+    async with connect(ws_url(gw, f"?token={token}{query}")) as ws:
+        kinds = [(await recv_json(ws))["response"]["type"] for _ in expected]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(ws.recv(), 0.3)
+    assert kinds == expected
+
+
+async def test_text_ping_gets_pong_and_idle_connection_stays_open(start_gateway, redis_client):
+    token = make_task(redis_client)
+    gw = await start_gateway(ping_interval_seconds=0.2)
+    async with connect(ws_url(gw, f"?token={token}")) as ws:
+        await ws.send("ping")
+        assert await asyncio.wait_for(ws.recv(), 5) == "pong"
+        await asyncio.sleep(1.0)  # several of our keepalive pings, answered by the client
+        pong = await ws.ping()
+        await asyncio.wait_for(pong, 5)  # WebSocket pings are answered too
+        add_caption(redis_client, "E1", "T1", 0)
+        assert (await recv_json(ws))["response"]["start"] == 0.0
+
+
+async def test_oversized_message_closes_1009(start_gateway, redis_client):
+    token = make_task(redis_client)
+    gw = await start_gateway(max_message_bytes=1024)
+    before = metrics.INBOUND_REFUSED._value.get()
+    async with connect(ws_url(gw, f"?token={token}")) as ws:
+        await ws.send("x" * 5000)
+        exc = await closed_with(ws)
+    assert exc.rcvd.code == 1009
+    await wait_for(lambda: metrics.INBOUND_REFUSED._value.get() == before + 1)
+
+
+async def test_oversized_first_message_closes_1009_before_auth(start_gateway, redis_client):
+    make_task(redis_client)
+    gw = await start_gateway(max_message_bytes=1024)
+    async with connect(ws_url(gw)) as ws:
+        await ws.send(json.dumps({"token": "y" * 5000}))
+        exc = await closed_with(ws)
+    assert exc.rcvd.code == 1009
+
+
+async def test_flooding_client_is_closed_1008(start_gateway, redis_client):
+    token = make_task(redis_client)
+    gw = await start_gateway(messages_per_second=5.0)
+    async with connect(ws_url(gw, f"?token={token}")) as ws:
+        for _ in range(50):
+            await ws.send("hello")
+        exc = await closed_with(ws)
+    assert exc.rcvd.code == 1008 and "too many" in exc.rcvd.reason
+
+
+async def test_slow_subscriber_is_closed_and_never_delays_the_others(start_gateway, redis_client):
+    token = make_task(redis_client)
+    gw = await start_gateway(send_buffer_frames=4)
+    url = ws_url(gw, f"?token={token}")
+    before = metrics.SLOW_CLOSES._value.get()
+    big = "word " * 40_000  # ~200 KB per response: the slow client's socket buffers fill fast
+    async with connect(url, max_size=None) as fast, connect(url, max_size=None, max_queue=1) as slow:
+        await asyncio.sleep(0.2)  # both subscribed and live
+        # Lockstep with the fast client: it is never behind, while the slow one (which reads
+        # nothing) fills its socket buffers, then its queue of 4, and is closed.
+        for n in range(100):
+            add_caption(redis_client, "E1", "T1", n, text=big)
+            assert (await recv_json(fast, 10))["response"]["start"] == float(n)
+            if metrics.SLOW_CLOSES._value.get() == before + 1:
+                break
+        await wait_for(lambda: metrics.SLOW_CLOSES._value.get() == before + 1)
+        exc = await closed_with(slow)  # reading now drains what was buffered, then the close
+    assert exc.rcvd is not None and exc.rcvd.code == 1013
+
+
+def xread_clients(redis_client) -> int:
+    return sum(1 for c in redis_client.client_list() if c.get("cmd") == "xread")
+
+
+async def test_subscribers_of_one_task_share_one_redis_reader(start_gateway, redis_client):
+    tokens = {t: make_task(redis_client, "E1", t) for t in ("T1", "T2")}
+    gw = await start_gateway()
+    clients = []
+    for t, n in (("T1", 5), ("T2", 3)):
+        for _ in range(n):
+            clients.append((t, await connect(ws_url(gw, f"?token={tokens[t]}"))))
+    try:
+        await wait_for(lambda: xread_clients(redis_client) == 2)
+        assert len(gw.hub.feeds) == 2
+        add_caption(redis_client, "E1", "T1", 7)
+        add_caption(redis_client, "E1", "T2", 9)
+        for t, ws in clients:
+            assert (await recv_json(ws))["response"]["start"] == (7.0 if t == "T1" else 9.0)
+        await asyncio.sleep(0.3)
+        assert xread_clients(redis_client) == 2
+    finally:
+        for _t, ws in clients:
+            await ws.close()
+    await wait_for(lambda: not gw.hub.feeds)
+
+
+async def test_drain_closes_1001_and_the_client_resumes_on_another_replica(start_gateway, redis_client):
+    token = make_task(redis_client)
+    a = await start_gateway()
+    b = await start_gateway()
+    for n in range(3):
+        add_caption(redis_client, "E1", "T1", n)
+    async with connect(ws_url(a, f"?token={token}")) as ws:
+        got = [(await recv_json(ws))["response"]["start"] for _ in range(3)]
+        drain = asyncio.create_task(a.drain())
+        exc = await closed_with(ws)
+        await drain
+    assert exc.rcvd.code == 1001 and "shutting down" in exc.rcvd.reason
+    add_caption(redis_client, "E1", "T1", 3)
+    async with connect(ws_url(b, f"?token={token}")) as ws:
+        got.append((await recv_json(ws))["response"]["start"])
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(ws.recv(), 0.3)
+    assert got == [0.0, 1.0, 2.0, 3.0]
+
+
+async def test_cursor_never_moves_backwards(start_gateway, redis_client):
+    gw = await start_gateway()
+    gw.hub.cursors.save("E1", "T1", StreamId(200, 1))
+    await gw.hub.cursors.flush(5)
+    gw.hub.cursors.save("E1", "T1", StreamId(150, 7))
+    await gw.hub.cursors.flush(5)
+    assert delivered(redis_client) == "200-1"
+    gw.hub.cursors.save("E1", "T1", StreamId(200, 2))
+    await gw.hub.cursors.flush(5)
+    assert delivered(redis_client) == "200-2"
+    assert 0 < redis_client.ttl(keys.delivered("E1", "T1")) <= keys.DELIVERED_TTL_SECONDS
+
+
+async def http_get(port: int, path: str) -> tuple[int, dict[str, str], str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, body = raw.decode().partition("\r\n\r\n")
+    status_line, *header_lines = head.split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+async def test_health_readiness_and_metrics_on_the_same_port(start_gateway, redis_client):
+    token = make_task(redis_client)
+    gw = await start_gateway()
+    add_caption(redis_client, "E1", "T1", 0)
+    async with connect(ws_url(gw, f"?token={token}")) as ws:
+        await recv_json(ws)
+    assert (await http_get(gw.port, "/healthz"))[0] == 200
+    assert (await http_get(gw.port, "/readyz"))[0] == 200
+    status, headers, body = await http_get(gw.port, "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    for name in ("reachlive_gateway_connections", "reachlive_gateway_frames_sent_total",
+                 "reachlive_gateway_delivery_lag_seconds_bucket", "reachlive_gateway_auth_failures_total"):
+        assert name in body
+    await gw.drain()
+    # The port is closed after the drain; readiness failed before that (draining flag).
+    assert gw.draining
