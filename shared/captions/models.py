@@ -4,7 +4,8 @@ Every field of the schema, with the schema's types, in the schema's order (pydan
 in declaration order, so the JSON reads like the seed). ``start_epoch`` is spelled as the schema
 says, not as one Kaltura example's ``start_epoque`` (facts.md). Parsing is strict: an unknown or
 missing field, a non-UUID id or a non-finite time is rejected, so these models double as the
-contract check for anything that reads ``captions:{task}`` (the gateway, the tests).
+contract check for anything that reads ``captions:{task}`` (the gateway, the tests). Scalars are
+strict (``"yes"`` is not a boolean, ``"1.5"`` not a float); ids are UUIDs given as strings.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictStr
 
 ResponseType = Literal["transcript", "captions"]
 ServiceType = Literal["transcription", "translation"]
@@ -26,10 +27,10 @@ class Item(BaseModel):
 
     model_config = _CONFIG
 
-    start: float
-    end: float
+    start: StrictFloat
+    end: StrictFloat
     kind: ItemKind
-    value: str
+    value: StrictStr
     speaker_id: UUID
 
 
@@ -39,7 +40,7 @@ class Speaker(BaseModel):
     model_config = _CONFIG
 
     id: UUID
-    label: str | None = None
+    label: StrictStr | None
 
 
 class Alternative(BaseModel):
@@ -47,11 +48,11 @@ class Alternative(BaseModel):
 
     model_config = _CONFIG
 
-    transcript: str
-    start: float
-    end: float
-    start_pts: float
-    start_epoch: float
+    transcript: StrictStr
+    start: StrictFloat
+    end: StrictFloat
+    start_pts: StrictFloat
+    start_epoch: StrictFloat
     items: list[Item]
 
 
@@ -63,13 +64,13 @@ class Response(BaseModel):
     id: UUID
     type: ResponseType
     service_type: ServiceType
-    language_code: str
-    start: float
-    end: float
-    start_pts: float
-    start_epoch: float
-    is_final: bool
-    is_end_of_stream: bool
+    language_code: StrictStr
+    start: StrictFloat
+    end: StrictFloat
+    start_pts: StrictFloat
+    start_epoch: StrictFloat
+    is_final: StrictBool
+    is_end_of_stream: StrictBool
     speakers: list[Speaker]
     alternatives: list[Alternative]
 
