@@ -101,15 +101,15 @@ def _register(app: Celery, ctx: Context) -> None:
     }
 
     # A failed poll or reconcile is not retried: the next beat tick is the retry.
-    @app.task(name=commands.POLL, ignore_result=True)
+    @app.task(name=commands.POLL, shared=False, ignore_result=True)
     def poll() -> dict[str, int]:
         return lifecycle.poll(ctx)
 
-    @app.task(name=commands.RECONCILE, ignore_result=True)
+    @app.task(name=commands.RECONCILE, shared=False, ignore_result=True)
     def reconcile() -> dict[str, int]:
         return lifecycle.reconcile(ctx)
 
-    @app.task(name=commands.PROVISION, bind=True, ignore_result=True, **retry)
+    @app.task(name=commands.PROVISION, shared=False, bind=True, ignore_result=True, **retry)
     def provision_task(self: Task, task_id: str, job: dict[str, Any] | None = None) -> str:
         holder = self.request.id or str(uuid.uuid4())
         vendor_task = VendorTask(**job) if job else None
@@ -126,10 +126,10 @@ def _register(app: Celery, ctx: Context) -> None:
             ctx.lock(str(task_id), holder).extend()
             raise
 
-    @app.task(name=commands.PROCESSING, ignore_result=True, **retry)
+    @app.task(name=commands.PROCESSING, shared=False, ignore_result=True, **retry)
     def processing(event_id: str) -> int:
         return lifecycle.processing(ctx, str(event_id))
 
-    @app.task(name=commands.FINALIZE, ignore_result=True, **retry)
+    @app.task(name=commands.FINALIZE, shared=False, ignore_result=True, **retry)
     def finalize(task_id: str, outcome: str, reason: str = "") -> str:
         return lifecycle.finalize(ctx, str(task_id), outcome, reason)
