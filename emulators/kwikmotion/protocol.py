@@ -140,9 +140,10 @@ def parse_start(msg: dict[str, Any], languages: Iterable[str]) -> StartConfig:
     for name in ("type", "encoding", "sample_rate"):
         if name not in audio:
             raise bad(f"Missing required field: audio_format.{name}")
-    if audio["type"] not in AUDIO_TYPES:
+    # isinstance first: a JSON list or object is unhashable and must not reach the lookups.
+    if not isinstance(audio["type"], str) or audio["type"] not in AUDIO_TYPES:
         raise bad("Invalid audio_format.type: must be 'raw' or 'file'")
-    if audio["encoding"] not in ENCODING_WIDTH:
+    if not isinstance(audio["encoding"], str) or audio["encoding"] not in ENCODING_WIDTH:
         raise bad("Invalid audio_format.encoding: must be 'pcm_s16le', 'pcm_f32le' or 'mulaw'")
     if not _is_int(audio["sample_rate"]) or not 0 < audio["sample_rate"] <= 192000:
         raise bad("Invalid audio_format.sample_rate: must be a positive integer")
