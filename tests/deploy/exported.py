@@ -1,0 +1,130 @@
+"""What the services really export: start each as a child process (``reachlive <service>``)
+against the test Redis with ``REACHLIVE_METRICS_PORT`` on a free port, and scrape ``/metrics``.
+
+A labelled metric with no sample yet still shows its ``# HELP``/``# TYPE`` lines, so the
+families are complete from the first scrape; the sample names of each family follow its type.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared.cli import available
+from tests.support.proc import Service, free_port, wait_port
+
+# Each stage, the metrics module whose families it must show (the worker runs the poller's tasks).
+STAGES = {
+    "poller": "services.poller.metrics",
+    "worker": "services.poller.metrics",
+    "ingest": "services.ingest.metrics",
+    "relay": "services.relay.metrics",
+    "gateway": "services.gateway.metrics",
+}
+# Series Prometheus itself adds to every target (not exported by the code).
+PROMETHEUS_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "scrape_series_added", "ALERTS"}
+# Labels the scrape adds (compose scrape config / PodMonitor relabelling, Kubernetes SD).
+TARGET_LABELS = {"service", "instance", "job", "namespace", "pod", "container", "endpoint"}
+
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+    "info": ("_info",),
+    "stateset": ("",),
+    "gaugehistogram": ("_bucket", "_gsum", "_gcount"),
+    "unknown": ("",),
+}
+
+
+@dataclass
+class Exported:
+    series: dict[str, str] = field(default_factory=dict)  # sample name → stage that exports it
+    labels: dict[str, set[str]] = field(default_factory=dict)  # sample name → its label names
+    skipped: list[str] = field(default_factory=list)  # stages whose module is not written yet
+    by_stage: dict[str, set[str]] = field(default_factory=dict)  # stage → sample names it exports
+
+
+def series_of(text: str) -> set[str]:
+    out: set[str] = set()
+    for fam in text_string_to_metric_families(text):
+        out |= {fam.name + s for s in SUFFIXES[fam.type]}
+        out |= {s.name for s in fam.samples}
+    return out
+
+
+def _label_names(module: str) -> dict[str, set[str]]:
+    """Declared label names of each metric in a service's metrics module (a labelled metric
+    with no child yet exposes none in the text format)."""
+    out: dict[str, set[str]] = {}
+    for obj in vars(importlib.import_module(module)).values():
+        if isinstance(obj, MetricWrapperBase):
+            extra = {"le"} if obj._type == "histogram" else set()
+            name = obj._name
+            for suffix in SUFFIXES.get(obj._type, ("",)):
+                base = name[: -len("_total")] if obj._type == "counter" and name.endswith("_total") else name
+                out[base + suffix] = set(obj._labelnames) | extra
+    return out
+
+
+def scrape(port: int, deadline: float, needle: str) -> str:
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                last = resp.read().decode()
+            if needle in last:
+                return last
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"no {needle!r} on :{port}/metrics; last scrape:\n{last[:2000]}")
+
+
+def collect(redis_url: str, log_dir: Path, timeout: float = 60.0) -> Exported:
+    found = Exported()
+    present = available()
+    procs: dict[str, tuple[Service, int]] = {}
+    try:
+        for stage in STAGES:
+            if stage not in present:
+                found.skipped.append(stage)
+                continue
+            port = free_port()
+            env = {
+                "REACHLIVE_REDIS_URL": redis_url,
+                "REACHLIVE_METRICS_PORT": str(port),
+                "REACHLIVE_METRICS_HOST": "127.0.0.1",
+                "REACHLIVE_DATA_DIR": str(log_dir / "data"),
+                # Nothing outside: Kaltura and KWIKmotion on a closed loopback port, no early poll.
+                "REACHLIVE_KALTURA_SERVICE_URL": f"http://127.0.0.1:{free_port()}",
+                "REACHLIVE_KALTURA_POLL_SECONDS": "3600",
+                "REACHLIVE_KWIKMOTION_URL": f"ws://127.0.0.1:{free_port()}/",
+                "REACHLIVE_INGEST_LISTEN": "127.0.0.1:0",
+                "REACHLIVE_GATEWAY_LISTEN": "127.0.0.1:0",
+            }
+            procs[stage] = (Service([stage], env, log_dir, name=f"metrics-{stage}"), port)
+        deadline = time.monotonic() + timeout
+        for stage, (proc, port) in procs.items():
+            prefix = STAGES[stage].split(".")[1]
+            try:
+                wait_port(port, timeout=max(1.0, deadline - time.monotonic()))
+                text = scrape(port, deadline, f"reachlive_{prefix}_")
+            except (TimeoutError, AssertionError) as exc:
+                raise AssertionError(f"{stage}: {exc}\n--- log:\n{proc.log()[-3000:]}") from None
+            found.by_stage[stage] = series_of(text)
+            for name in found.by_stage[stage]:
+                found.series.setdefault(name, stage)
+            for name, labels in _label_names(STAGES[stage]).items():
+                found.labels.setdefault(name, set()).update(labels)
+    finally:
+        for proc, _ in procs.values():
+            proc.stop(timeout=30)
+    return found

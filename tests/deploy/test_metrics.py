@@ -1,0 +1,91 @@
+"""Every metric the alert rules, dashboards and autoscalers name is one the code exports,
+collected from the running services' /metrics (issue 9)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shared.embedded_redis import EmbeddedRedis
+from tests.deploy.exported import PROMETHEUS_SERIES, STAGES, TARGET_LABELS, Exported, collect
+from tests.deploy.manifests import DEPLOY, kind, render
+from tests.deploy.promql import alert_rules, dashboard_exprs, selectors
+
+
+@pytest.fixture(scope="module")
+def exported(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    found = collect(redis_server.url, tmp_path_factory.mktemp("metrics"))
+    if len(found.skipped) == len(STAGES):
+        pytest.skip("no service module written yet")
+    return found
+
+
+def _check(exported: Exported, where: str, expr: str) -> None:
+    for sel in selectors(expr):
+        if sel.name in PROMETHEUS_SERIES:
+            continue
+        stage = sel.name.split("_")[1] if sel.name.startswith("reachlive_") else ""
+        if sel.name not in exported.series and stage in exported.skipped:
+            continue  # that service is not written yet (reported by test_every_stage_was_scraped)
+        assert sel.name in exported.series, f"{where}: {sel.name} is not exported by any service"
+        unknown = set(sel.labels) - exported.labels.get(sel.name, set()) - TARGET_LABELS
+        assert not unknown, f"{where}: {sel.name} has no label(s) {sorted(unknown)}"
+
+
+def test_every_stage_was_scraped(exported: Exported) -> None:
+    if exported.skipped:
+        pytest.skip(f"services not written yet: {', '.join(exported.skipped)}")
+    for stage, module in STAGES.items():
+        prefix = f"reachlive_{module.split('.')[1]}_"
+        assert any(n.startswith(prefix) for n in exported.by_stage[stage]), stage
+
+
+def test_alert_rules_use_exported_metrics(exported: Exported) -> None:
+    rules = alert_rules()
+    assert rules
+    for rule in rules:
+        _check(exported, f"alert {rule['alert']}", rule["expr"])
+
+
+def test_dashboards_use_exported_metrics(exported: Exported) -> None:
+    exprs = dashboard_exprs()
+    assert len(exprs) > 20
+    for name, title, expr in exprs:
+        _check(exported, f"{name} / {title}", expr)
+
+
+def test_autoscaler_metrics_are_exported(exported: Exported) -> None:
+    """HPA Pods metrics come from prometheus-adapter rules over exported series."""
+    adapter = yaml.safe_load((DEPLOY / "prometheus" / "adapter-rules.yaml").read_text())["rules"]["custom"]
+    served = {}
+    for rule in adapter:
+        (sel,) = selectors(rule["seriesQuery"])
+        served[rule["name"]["as"]] = sel.name
+        _check(exported, "adapter", sel.name)
+    hpas = kind(render("overlays/prod"), "HorizontalPodAutoscaler")
+    pods_metrics = [m["pods"]["metric"]["name"] for h in hpas for m in h["spec"]["metrics"] if m["type"] == "Pods"]
+    assert pods_metrics
+    for name in pods_metrics:
+        assert name in served, f"HPA metric {name} has no prometheus-adapter rule"
+
+
+def test_unknown_metric_is_caught(exported: Exported) -> None:
+    """The check can fail: a made-up metric of a scraped stage is refused."""
+    stage = next(s for s in STAGES if s not in exported.skipped)
+    prefix = STAGES[stage].split(".")[1]
+    with pytest.raises(AssertionError):
+        _check(exported, "probe", f"rate(reachlive_{prefix}_made_up_total[5m])")
+
+
+def test_metrics_reference_in_readme(exported: Exported) -> None:
+    """README's metrics reference lists every exported reachlive metric family."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.partition("## Metrics reference")[2].partition("\n## ")[0]
+    assert section, "README has a '## Metrics reference' section"
+    families = {n.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count").removesuffix("_created")
+                for n in exported.series if n.startswith("reachlive_")}
+    families = {f for f in families if not f.endswith("_created")}
+    missing = sorted(f for f in families if f"`{f}`" not in section)
+    assert not missing, f"README metrics reference lacks {missing}"
