@@ -95,7 +95,8 @@ class KwikSession:
         self.bytes_sent = 0
         self._started_at: float | None = None
         self._ended_at: float | None = None
-        self._sent_at: dict[int, float] = {}  # seq_no → send time, until its transcript
+        self._sent_at: dict[int, float] = {}  # seq_no → send time, until its transcript (rtt)
+        self._unacked_at: dict[int, float] = {}  # seq_no → send time, until its AudioAdded
         self._owed: dict[int, set[str]] = {}  # chunk_index → targets still owed a translation
         self._done_chunks: set[int] = set()  # complete chunks at or past ``completed``
 
@@ -128,6 +129,7 @@ class KwikSession:
         if len(pcm) % width:
             raise KwikProtocolError(f"{self.encoding} chunk of {len(pcm)} bytes is not whole samples")
         self._sent_at[self.sent] = now
+        self._unacked_at[self.sent] = now
         self.sent += 1
         self.bytes_sent += len(pcm)
         return bytes(pcm)
@@ -157,7 +159,7 @@ class KwikSession:
         if self.state == "ending" and self._ended_at is not None:
             deadlines.append(self._ended_at + self.end_timeout)
         if self.ack_timeout is not None and self.state in ("streaming", "ending") and self.unacked:
-            deadlines.append(self._sent_at.get(self.acked, 0.0) + self.ack_timeout)
+            deadlines.append(self._unacked_at[self.acked] + self.ack_timeout)
         return min(deadlines) if deadlines else None
 
     def poll(self, now: float) -> list[Event]:
@@ -171,7 +173,7 @@ class KwikSession:
             self.ack_timeout is not None
             and self.state in ("streaming", "ending")
             and self.unacked
-            and now - self._sent_at.get(self.acked, now) >= self.ack_timeout
+            and now - self._unacked_at[self.acked] >= self.ack_timeout
         ):
             what = "ack"
         if what is None:
@@ -252,7 +254,7 @@ class KwikSession:
             # accounting and the server's disagree, and replay positions would be wrong.
             return self._violation(f"AudioAdded seq_no {seq}, expected {self.acked} ({self.sent} sent)", fatal=True)
         self.acked += 1
-        sent_at = self._sent_at.get(seq)
+        sent_at = self._unacked_at.pop(seq, None)
         return [AudioAdded(seq, None if sent_at is None else max(0.0, now - sent_at))]
 
     def _add_transcript(self, msg: dict[str, Any], now: float) -> list[Event]:

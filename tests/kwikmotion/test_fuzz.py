@@ -55,7 +55,7 @@ messages = st.builds(
 
 
 def session_in(stage: int) -> KwikSession:
-    s = KwikSession("en", ["fr", "es"])
+    s = KwikSession("en", ["fr", "es"], start_timeout=10.0, end_timeout=30.0, ack_timeout=5.0)
     if stage >= 1:
         s.start(0.0)
     if stage >= 2:
@@ -95,4 +95,7 @@ def test_random_protocol_messages_never_raise(stage: int, msgs: list[dict], now:
             continue
         check(s, s.receive(text, now))
         check(s, s.poll(now))
+        # After a poll nothing is overdue: a driver sleeping until next_deadline never spins.
+        deadline = s.next_deadline()
+        assert deadline is None or deadline > now
     check(s, s.connection_closed(1006, ""))

@@ -433,3 +433,12 @@ def test_connection_closed_after_end_of_transcript_is_nothing() -> None:
     s.end_of_stream(0)
     s.receive(msg(message="EndOfTranscript", reason="no_more_audio"), 0)
     assert s.connection_closed(1000, "") == []
+
+
+def test_transcript_before_audio_added_keeps_ack_timing() -> None:
+    s = started((), ack_timeout=5.0)
+    s.send_audio(CHUNK, 10.0)
+    s.receive(transcript(0), 11.0)  # the result overtook its AudioAdded
+    assert s.next_deadline() == 15.0
+    assert s.receive(msg(message="AudioAdded", seq_no=0), 12.0) == [AudioAdded(0, 2.0)]
+    assert s.next_deadline() is None and s.completed == 1
