@@ -270,15 +270,21 @@ class Connection:
                     # Refused at once (seed: authentication errors come "immediately after
                     # connection"): the Error message is still to be read, below.
                     self.send_closed = True
-                async with asyncio.TaskGroup() as tg:
-                    tasks = [
-                        tg.create_task(self._guard(self._receive())),
-                        tg.create_task(self._guard(self._read_audio())),
-                        tg.create_task(self._guard(self._watch())),
-                    ]
-                    outcome = await self.result
-                    for t in tasks:
-                        t.cancel()
+                try:
+                    async with asyncio.TaskGroup() as tg:
+                        tasks = [
+                            tg.create_task(self._guard(self._receive())),
+                            tg.create_task(self._guard(self._read_audio())),
+                            tg.create_task(self._guard(self._watch())),
+                        ]
+                        outcome = await self.result
+                        for t in tasks:
+                            t.cancel()
+                except asyncio.CancelledError:
+                    # SIGTERM or a lost claim: say goodbye properly (1001 Going Away) instead of
+                    # the 1011 websockets sends when its block exits with an exception.
+                    await ws.close(1001, "relay going away")
+                    raise
         except InvalidStatus as exc:
             status = exc.response.status_code
             metrics.ERRORS.labels(str(status) if status in (401, 403) else "other").inc()
