@@ -177,10 +177,8 @@ class CaptionBuilder:
         before the last one) and after the end of stream; raises ``ValueError`` for a result
         that is not this task's (see ``accepts``)."""
         if not self.accepts(result):
-            raise ValueError(
-                f"a {result.kind} in {getattr(result, 'target_language', result.language)!r} "
-                f"is not for this {self.service_type} task"
-            )
+            lang = result.target_language if isinstance(result, Translation) else result.language
+            raise ValueError(f"a {result.kind} in {lang!r} is not for this {self.service_type} task")
         if not math.isfinite(offset):
             raise ValueError("offset must be a finite number of seconds")
         start = round(offset + result.start_time, 3)

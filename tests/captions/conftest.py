@@ -16,22 +16,35 @@ def transcript(text: str, start: float, end: float, chunk: int = 0, language: st
     return parse_result(
         {
             "message": "AddTranscript",
-            "metadata": {"transcript": text, "start_time": start, "end_time": end, "language": language,
-                         "chunk_index": chunk, "word_count": len(text.split())},
+            "metadata": {
+                "transcript": text,
+                "start_time": start,
+                "end_time": end,
+                "language": language,
+                "chunk_index": chunk,
+                "word_count": len(text.split()),
+            },
         }
     )
 
 
 def translation(text: str, start: float, end: float, target: str = "fr") -> Any:
     return parse_result(
-        {"message": "AddTranslation",
-         "metadata": {"translation": text, "target_language": target, "start_time": start, "end_time": end}}
+        {
+            "message": "AddTranslation",
+            "metadata": {"translation": text, "target_language": target, "start_time": start, "end_time": end},
+        }
     )
 
 
 def builder(**kw: Any) -> CaptionBuilder:
-    args: dict[str, Any] = {"task_id": "471386462", "event_id": "59073162", "service_type": "transcription",
-                            "language_code": "en-US", "max_chars": 26}
+    args: dict[str, Any] = {
+        "task_id": "471386462",
+        "event_id": "59073162",
+        "service_type": "transcription",
+        "language_code": "en-US",
+        "max_chars": 26,
+    }
     args.update(kw)
     return CaptionBuilder(**args)
 

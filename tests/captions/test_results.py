@@ -38,7 +38,12 @@ def test_seed_add_transcript() -> None:
     r = parse_result(SEED_TRANSCRIPT)
     assert isinstance(r, Transcript)
     assert (r.transcript, r.start_time, r.end_time, r.language, r.chunk_index, r.word_count) == (
-        "This is the transcribed text", 0.0, 4.0, "en", 0, 10,
+        "This is the transcribed text",
+        0.0,
+        4.0,
+        "en",
+        0,
+        10,
     )
     assert r.text == r.transcript
 
@@ -64,10 +69,20 @@ def test_extra_fields_are_ignored() -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("transcript", None), ("transcript", 5), ("start_time", "0.0"), ("start_time", True),
-        ("start_time", -1.0), ("end_time", None), ("end_time", [4.0]), ("language", 1),
-        ("chunk_index", 1.5), ("chunk_index", "0"), ("chunk_index", False), ("chunk_index", -1),
-        ("word_count", 2.0), ("word_count", None),
+        ("transcript", None),
+        ("transcript", 5),
+        ("start_time", "0.0"),
+        ("start_time", True),
+        ("start_time", -1.0),
+        ("end_time", None),
+        ("end_time", [4.0]),
+        ("language", 1),
+        ("chunk_index", 1.5),
+        ("chunk_index", "0"),
+        ("chunk_index", False),
+        ("chunk_index", -1),
+        ("word_count", 2.0),
+        ("word_count", None),
     ],
 )
 def test_transcript_wrong_typed_field_rejected(field: str, value: object) -> None:
@@ -101,10 +116,14 @@ def test_translation_missing_field_rejected(field: str) -> None:
         ({"metadata": SEED_TRANSCRIPT["metadata"]}, "not AddTranscript"),
         ({"message": "AddTranscript"}, "metadata"),
         ({"message": "AddTranscript", "metadata": "text"}, "metadata"),
-        ({"message": "AddTranslation", "metadata": {**SEED_TRANSLATION["metadata"], "target_language": ""}},
-         "target_language"),
-        ({"message": "AddTranscript", "metadata": {**SEED_TRANSCRIPT["metadata"], "start_time": 5.0}},
-         "end_time is before start_time"),
+        (
+            {"message": "AddTranslation", "metadata": {**SEED_TRANSLATION["metadata"], "target_language": ""}},
+            "target_language",
+        ),
+        (
+            {"message": "AddTranscript", "metadata": {**SEED_TRANSCRIPT["metadata"], "start_time": 5.0}},
+            "end_time is before start_time",
+        ),
     ],
 )
 def test_malformed_messages_rejected(msg: object, reason: str) -> None:
@@ -136,8 +155,7 @@ _json = st.recursive(
     max_leaves=12,
 )
 _meta_keys = st.sampled_from(
-    ["transcript", "translation", "start_time", "end_time", "language", "target_language", "chunk_index",
-     "word_count"]
+    ["transcript", "translation", "start_time", "end_time", "language", "target_language", "chunk_index", "word_count"]
 )
 
 

@@ -55,9 +55,7 @@ SEED_SCHEMA = """
 """
 
 
-_DECL = re.compile(
-    r'"(\w+)":\s*((?:"\w+"(?:\s*\|\s*"\w+")*)|string \(UUID\)|string \| null|string|float|boolean)'
-)
+_DECL = re.compile(r'"(\w+)":\s*((?:"\w+"(?:\s*\|\s*"\w+")*)|string \(UUID\)|string \| null|string|float|boolean)')
 
 
 def _seed_fields() -> dict[str, list[tuple[str, str]]]:
@@ -98,8 +96,18 @@ def _check(obj: dict, spec: list[tuple[str, str]]) -> None:
 
 def test_seed_schema_parsed() -> None:
     assert [n for n, _ in SEED["response"]] == [
-        "id", "type", "service_type", "language_code", "start", "end", "start_pts", "start_epoch", "is_final",
-        "is_end_of_stream", "speakers", "alternatives",
+        "id",
+        "type",
+        "service_type",
+        "language_code",
+        "start",
+        "end",
+        "start_pts",
+        "start_epoch",
+        "is_final",
+        "is_end_of_stream",
+        "speakers",
+        "alternatives",
     ]
     assert [n for n, _ in SEED["items"]] == ["start", "end", "kind", "value", "speaker_id"]
     assert "start_epoque" not in json.dumps(SEED)

@@ -21,20 +21,41 @@ def test_seed_transcript_is_five_words() -> None:
 
 def test_punctuation_split_from_words() -> None:
     assert kinds("And so, my fellow Americans, ask not.") == [
-        ("text", "And"), ("text", "so"), ("punct", ","), ("text", "my"), ("text", "fellow"),
-        ("text", "Americans"), ("punct", ","), ("text", "ask"), ("text", "not"), ("punct", "."),
+        ("text", "And"),
+        ("text", "so"),
+        ("punct", ","),
+        ("text", "my"),
+        ("text", "fellow"),
+        ("text", "Americans"),
+        ("punct", ","),
+        ("text", "ask"),
+        ("text", "not"),
+        ("punct", "."),
     ]
 
 
 def test_joiners_stay_inside_words() -> None:
     assert kinds("don't well-known U.S. 1,000 10:30 a/b x@y.z l'homme col·lecció") == [
-        ("text", "don't"), ("text", "well-known"), ("text", "U.S"), ("punct", "."), ("text", "1,000"),
-        ("text", "10:30"), ("text", "a/b"), ("text", "x@y.z"), ("text", "l'homme"), ("text", "col·lecció"),
+        ("text", "don't"),
+        ("text", "well-known"),
+        ("text", "U.S"),
+        ("punct", "."),
+        ("text", "1,000"),
+        ("text", "10:30"),
+        ("text", "a/b"),
+        ("text", "x@y.z"),
+        ("text", "l'homme"),
+        ("text", "col·lecció"),
     ]
     # "," and ":" join only digits; a run of punctuation is one item
     assert kinds("yes,no wait... what?!") == [
-        ("text", "yes"), ("punct", ","), ("text", "no"), ("text", "wait"), ("punct", "..."),
-        ("text", "what"), ("punct", "?!"),
+        ("text", "yes"),
+        ("punct", ","),
+        ("text", "no"),
+        ("text", "wait"),
+        ("punct", "..."),
+        ("text", "what"),
+        ("punct", "?!"),
     ]
 
 
@@ -55,7 +76,11 @@ def test_cjk_one_word_per_character() -> None:
 def test_arabic_words_marks_and_punctuation() -> None:
     text = "السَّلَامُ عَلَيْكُمْ، كيف حالك؟"
     assert kinds(text) == [
-        ("text", "السَّلَامُ"), ("text", "عَلَيْكُمْ"), ("punct", "،"), ("text", "كيف"), ("text", "حالك"),
+        ("text", "السَّلَامُ"),
+        ("text", "عَلَيْكُمْ"),
+        ("punct", "،"),
+        ("text", "كيف"),
+        ("text", "حالك"),
         ("punct", "؟"),
     ]
     assert join(tokenize(text)) == text
@@ -93,7 +118,9 @@ def test_spread_by_length_monotonic_and_inside() -> None:
 
 def test_spread_leading_punctuation_and_empty() -> None:
     assert spread(tokenize("¿Qué?"), 0.0, 1.0) == [
-        (False, "¿", False, 0.0, 0.0), (True, "Qué", False, 0.0, 1.0), (False, "?", False, 1.0, 1.0),
+        (False, "¿", False, 0.0, 0.0),
+        (True, "Qué", False, 0.0, 1.0),
+        (False, "?", False, 1.0, 1.0),
     ]
     assert spread(tokenize("..."), 3.0, 4.0) == [(False, "...", False, 3.0, 3.0)]
     assert spread([], 3.0, 4.0) == []
