@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -165,11 +166,11 @@ def check_captions(resp: list[dict], duration: float, words: list[str] | None = 
     tr = [r for r in resp if r["type"] == "transcript" and not r["is_end_of_stream"]]
     assert tr, "no transcript responses"
     assert tr[0]["start"] == 0.0
-    for a, b in zip(tr, tr[1:], strict=False):
+    for a, b in itertools.pairwise(tr):
         assert abs(a["end"] - b["start"]) < 1e-6, f"gap or overlap: {a['end']} → {b['start']}"
     assert abs(tr[-1]["end"] - duration) < 1e-3
     caps = [r for r in resp if r["type"] == "captions" and not r["is_end_of_stream"]]
-    for a, b in zip(caps, caps[1:], strict=False):
+    for a, b in itertools.pairwise(caps):
         assert a["end"] <= b["start"] + 1e-6, "captions overlap"
     eos = [r for r in resp if r["is_end_of_stream"]]
     assert sorted(r["type"] for r in eos) == ["captions", "transcript"]
