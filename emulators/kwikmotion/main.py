@@ -1,6 +1,6 @@
 """``reachlive emulate kwikmotion``: run the KWIKmotion EMULATOR until SIGTERM/SIGINT.
 
-Prints ``KWIKMOTION_EMULATOR_URL=ws://<host>:<port>/`` on stdout once listening (``--listen
+Prints ``KWIKMOTION_EMULATOR_URL=ws[s]://<host>:<port>/`` on stdout once listening (``--listen
 127.0.0.1:0`` picks a free port), so a test or script can read where it is.
 """
 
@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import os
 import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--reference-seconds", type=float, default=11.0)
     parser.add_argument("--ping-interval", type=float, default=20.0)
     parser.add_argument("--ping-timeout", type=float, default=30.0)
+    parser.add_argument("--tls-cert", help="PEM certificate: serve wss:// (the seed's scheme)")
+    parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
     parser.add_argument("--log-level", default=os.environ.get("REACHLIVE_LOG_LEVEL", "INFO"))
     parser.add_argument("--log-format", default=os.environ.get("REACHLIVE_LOG_FORMAT", "auto"))
     return parser.parse_args(argv)
@@ -51,6 +54,10 @@ def main(argv: list[str]) -> int:
         return 2
     setup_logging(args.log_format, args.log_level, "kwikmotion-emulator")
     text = args.reference_file.read_text().strip() if args.reference_file else JFK_TEXT
+    context = None
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
     emu = KwikmotionEmulator(
         host=host.strip("[]") or "127.0.0.1",
         port=int(port),
@@ -61,6 +68,7 @@ def main(argv: list[str]) -> int:
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,
         forbidden_tokens=args.forbidden_token,
+        ssl_context=context,
     )
     return asyncio.run(_run(emu))
 

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -105,7 +106,9 @@ class KwikmotionEmulator:
         ping_timeout: float | None = 30.0,
         forbidden_tokens: Sequence[str] = (),
         extra_tokens: Sequence[str] = (),
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        self.ssl_context = ssl_context  # the seed's endpoint is wss://; tests mostly use ws://
         self.host, self.port = host, port
         self.tokens = {token, *extra_tokens}
         self.forbidden_tokens = set(forbidden_tokens)
@@ -132,6 +135,7 @@ class KwikmotionEmulator:
             ping_timeout=self.ping_timeout,
             max_size=MAX_CHUNK_BYTES,
             server_header=f"{BANNER}",
+            ssl=self.ssl_context,
         )
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
@@ -139,7 +143,7 @@ class KwikmotionEmulator:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/"
+        return f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}/"
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -136,3 +136,32 @@ def test_emulate_dispatch_usage(argv: list[str]) -> None:
     from emulators.main import main
 
     assert main(argv[1:]) == 2
+
+
+async def test_wss_with_a_self_signed_certificate(tmp_path: Path) -> None:
+    import shutil
+    import ssl
+    import subprocess
+
+    from websockets.asyncio.client import connect
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    await asyncio.to_thread(
+        subprocess.run,
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    emu = KwikmotionEmulator(token=TOKEN, ssl_context=server_ctx)
+    async with emu:
+        assert emu.url.startswith("wss://127.0.0.1:")
+        client_ctx = ssl.create_default_context(cafile=str(cert))
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with connect(emu.url, ssl=client_ctx, additional_headers=headers) as ws:
+            session = await start(ws)
+            await ws.send(session.send_audio(CHUNK, 0))
+            assert isinstance(session.receive(await ws.recv(), 0)[0], AudioAdded)
