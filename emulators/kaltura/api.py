@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -24,15 +25,13 @@ from emulators.kaltura.model import (
     Task,
 )
 from emulators.kaltura.sessions import ADMIN, Session
-from emulators.kaltura.state import KalturaState
+from emulators.kaltura.state import STATUS_NAMES, KalturaState
 from emulators.kaltura.wire import NULL
 
 VENDOR = frozenset({"vendor"})
 ACCESS_KEY = frozenset({"access_key"})
 ANY = frozenset({"vendor", "vendor_user", "widget", "access_key"})
 VENDOR_SETTABLE = {"status": int, "errDescription": str, "accuracy": int, "outputObjectId": str, "externalTaskId": str}
-STATUS_NAMES = {1: "PENDING", 2: "READY", 3: "PROCESSING", 4: "PENDING_MODERATION", 5: "REJECTED",
-                6: "ERROR", 7: "ABORTED", 8: "PENDING_ENTRY_READY", 9: "SCHEDULED"}  # fmt: skip
 # getJobs: the server forces the status filter to PENDING and/or SCHEDULED (facts.md).
 JOB_STATUSES = frozenset({PENDING, SCHEDULED})
 APP_TOKEN_HASHES = {"SHA1": hashlib.sha1, "MD5": hashlib.md5, "SHA256": hashlib.sha256, "SHA512": hashlib.sha512}
@@ -336,6 +335,12 @@ def update_live_feature(state: KalturaState, session: Session | None, p: dict[st
             else:
                 current[key] = str(value)
         event.updated_at = state.now()
+        logging.getLogger("emulators.kaltura").info(
+            "Kaltura EMULATOR: feature %s updated (%s)",
+            name,
+            ", ".join(sorted(k for k in feature if k != "objectType")),  # field names only: values are secrets
+            extra={"event_id": event.id, "task_id": name.rsplit("-", 1)[-1]},
+        )
     except KalturaAPIError as exc:
         # The server rethrows any failure inside its lock as CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE.
         if state.feature_errors == "wrapped":

@@ -7,6 +7,7 @@ All access goes through ``KalturaState.lock`` (the HTTP server is threaded).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,9 @@ from emulators.kaltura.model import (
 from emulators.kaltura.sessions import SessionStore
 
 DEFAULT_CUSTOMER_PARTNER = 5831172
+STATUS_NAMES = {1: "PENDING", 2: "READY", 3: "PROCESSING", 4: "PENDING_MODERATION", 5: "REJECTED",
+                6: "ERROR", 7: "ABORTED", 8: "PENDING_ENTRY_READY", 9: "SCHEDULED"}  # fmt: skip
+log = logging.getLogger("emulators.kaltura")
 
 
 class AdminError(Exception):
@@ -307,6 +311,13 @@ class KalturaState:
         READY; the task's live feature is removed at ERROR or ABORTED."""
         if status == task.status:
             return
+        log.info(
+            "Kaltura EMULATOR: task %s %s -> %s",
+            task.id,
+            STATUS_NAMES.get(task.status, task.status),
+            STATUS_NAMES.get(status, status),
+            extra={"task_id": task.id, "event_id": task.event_id},
+        )
         task.status = status
         now = self.now()
         task.updated_at = now
