@@ -21,7 +21,7 @@ from pathlib import Path
 
 from emulators.caption_client import Received
 from emulators.media import JFK_FLAC, JFK_TEXT
-from services.demo import scenario
+from services.demo import real_kaltura, scenario
 from services.demo.stack import Stack
 from shared.logs import setup_logging
 
@@ -51,25 +51,30 @@ def main(argv: list[str]) -> int:
 
 
 async def _play(stack: Stack, args: argparse.Namespace) -> bool:
-    if stack.real_kaltura:
-        _say("Real Kaltura settings given: order live captions for a scheduled event in your KMC; "
-             "reachlive provisions it (run `reachlive all`). This demo drives the emulated Kaltura only.")
-        return False
     engine = "a real KWIKmotion account" if stack.real_kwik else "the KWIKmotion EMULATOR (reference transcript replay)"
-    _say("reachlive demo: Kaltura EMULATOR + " + engine)
+    side = "a real Kaltura partner" if stack.real_kaltura else "the Kaltura EMULATOR"
+    _say(f"reachlive demo: {side} + {engine}")
     _say(f"  redis {stack.redis_url}   ingest {stack.ingest_url}   gateway {stack.gateway_urls()[0]}\n")
-    admin = stack.kaltura
-    translations = tuple(t.strip() for t in args.translate.split(",") if t.strip())
-    run = await asyncio.to_thread(scenario.order, admin, translations=translations)
-    _say(f"Kaltura: scheduled event {run.event_id} ordered with tasks "
-         + ", ".join(f"{t} ({'captions English' if i == 0 else 'translation ' + translations[i - 1]})"
-                     for i, t in enumerate(run.task_ids)))
     t0 = time.monotonic()
-    try:
-        await asyncio.to_thread(scenario.wait_scheduled, admin, run, 60)
-    except RuntimeError as exc:
-        _say(f"  {exc}")
-        return False
+    if stack.real_kaltura:
+        _say("Waiting for a live caption order on your Kaltura partner to be SCHEDULED by reachlive "
+             "(order it in KMC / REACH for a scheduled event) ...")
+        run = await asyncio.to_thread(real_kaltura.wait_for_order, args.timeout)
+        if run is None:
+            _say("  no SCHEDULED live caption task appeared")
+            return False
+    else:
+        admin = stack.kaltura
+        translations = tuple(t.strip() for t in args.translate.split(",") if t.strip())
+        run = await asyncio.to_thread(scenario.order, admin, translations=translations)
+        _say(f"Kaltura: scheduled event {run.event_id} ordered with tasks "
+             + ", ".join(f"{t} ({'captions English' if i == 0 else 'translation ' + translations[i - 1]})"
+                         for i, t in enumerate(run.task_ids)))
+        try:
+            await asyncio.to_thread(scenario.wait_scheduled, admin, run, 60)
+        except RuntimeError as exc:
+            _say(f"  {exc}")
+            return False
     _say(f"reachlive: all tasks SCHEDULED after {time.monotonic() - t0:.1f}s; endpoints sent to Kaltura:")
     for task_id in run.task_ids:
         f = run.features[task_id]
@@ -100,7 +105,10 @@ async def _play(stack: Stack, args: argparse.Namespace) -> bool:
     if not done:
         _say("  timed out waiting for the end-of-stream responses")
         return False
-    statuses = await asyncio.to_thread(scenario.wait_final, admin, run, 60)
+    if stack.real_kaltura:
+        statuses = await asyncio.to_thread(real_kaltura.wait_final, stack.redis_url, run, 60)
+    else:
+        statuses = await asyncio.to_thread(scenario.wait_final, stack.kaltura, run, 60)
     _say("\nKaltura: final task statuses: " + ", ".join(f"{t} {STATUS.get(s, s)}" for t, s in statuses.items()))
     words = " ".join(
         r["alternatives"][0]["transcript"].replace("\n", " ")
