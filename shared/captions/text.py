@@ -112,11 +112,13 @@ def join(tokens: list[Token]) -> str:
 def spread(tokens: list[Token], start: float, end: float) -> list[TimedToken]:
     """Tokens with heuristic timings: words share ``[start, end]`` by length, a space counts as
     one character of pause, punctuation takes no time (it sits at the end of the word before it,
-    or at the start of the next word when it opens the text). Every time is
-    ``round(start + (end - start) * position / total, 3)`` of a non-decreasing character position
-    (the last pinned to ``round(end, 3)``): monotonic and inside ``[start, end]`` in milliseconds.
+    or at the start of the next word when it opens the text). Times are whole milliseconds of a
+    non-decreasing character position (``start + span * position / total``, rounded half up in
+    integers), so they are monotonic and inside ``[round(start, 3), round(end, 3)]``.
     """
-    r_start, r_end = round(start, 3), round(end, 3)
+    s_ms = round(start * 1000)
+    span = round(end * 1000) - s_ms
+    r_start = s_ms / 1000
     total = 0
     first = True
     for is_word, value, space in tokens:
@@ -125,7 +127,7 @@ def spread(tokens: list[Token], start: float, end: float) -> list[TimedToken]:
             first = False
     if total == 0:
         return [(w, v, sp, r_start, r_start) for w, v, sp in tokens]
-    scale = (end - start) / total
+    span2, total2 = 2 * span, 2 * total
     out: list[TimedToken] = []
     pos = 0
     t_pos = r_start
@@ -134,11 +136,11 @@ def spread(tokens: list[Token], start: float, end: float) -> list[TimedToken]:
         if is_word:
             if space and not first:
                 pos += 1
-                t_pos = round(start + scale * pos, 3)  # a word follows, so pos < total
+                t_pos = (s_ms + (span2 * pos + total) // total2) / 1000
             first = False
             ts = t_pos
             pos += len(value) or 1
-            t_pos = r_end if pos >= total else round(start + scale * pos, 3)
+            t_pos = (s_ms + (span2 * pos + total) // total2) / 1000
             out.append((True, value, space, ts, t_pos))
         else:
             out.append((False, value, space, t_pos, t_pos))
