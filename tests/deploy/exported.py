@@ -50,6 +50,18 @@ class Exported:
     labels: dict[str, set[str]] = field(default_factory=dict)  # sample name → its label names
     skipped: list[str] = field(default_factory=list)  # stages whose module is not written yet
     by_stage: dict[str, set[str]] = field(default_factory=dict)  # stage → sample names it exports
+    families: set[str] = field(default_factory=set)  # metric names as documented (counters with _total)
+
+
+def families_of(text: str) -> set[str]:
+    """Metric names as their modules define them; the text format shows each counter's and
+    histogram's creation time as a separate ``<name>_created`` gauge family, left out here."""
+    fams = {f.name: f.type for f in text_string_to_metric_families(text)}
+    return {
+        name + ("_total" if kind == "counter" else "")
+        for name, kind in fams.items()
+        if not (name.endswith("_created") and name.removesuffix("_created") in fams)
+    }
 
 
 def series_of(text: str) -> set[str]:
@@ -120,6 +132,7 @@ def collect(redis_url: str, log_dir: Path, timeout: float = 60.0) -> Exported:
             except (TimeoutError, AssertionError) as exc:
                 raise AssertionError(f"{stage}: {exc}\n--- log:\n{proc.log()[-3000:]}") from None
             found.by_stage[stage] = series_of(text)
+            found.families |= families_of(text)
             for name in found.by_stage[stage]:
                 found.series.setdefault(name, stage)
             for name, labels in _label_names(STAGES[stage]).items():

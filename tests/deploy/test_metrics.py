@@ -3,6 +3,7 @@ collected from the running services' /metrics (issue 9)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -84,8 +85,10 @@ def test_metrics_reference_in_readme(exported: Exported) -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.partition("## Metrics reference")[2].partition("\n## ")[0]
     assert section, "README has a '## Metrics reference' section"
-    families = {n.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count").removesuffix("_created")
-                for n in exported.series if n.startswith("reachlive_")}
-    families = {f for f in families if not f.endswith("_created")}
+    families = {f for f in exported.families if f.startswith("reachlive_")}
+    assert families
     missing = sorted(f for f in families if f"`{f}`" not in section)
     assert not missing, f"README metrics reference lacks {missing}"
+    listed = set(re.findall(r"`(reachlive_\w+)`", section))
+    stale = sorted(n for n in listed if n not in families)
+    assert not stale, f"README metrics reference lists metrics no service exports: {stale}"
