@@ -12,6 +12,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
@@ -22,6 +23,7 @@ from services.gateway.delivery import (
     POLICY,
     REASON_DRAIN,
     REASON_SLOW,
+    REASON_UNAVAILABLE,
     TRY_AGAIN,
     UNAUTHORIZED,
     Close,
@@ -121,6 +123,10 @@ class Connection:
                 return
             with log_context(event_id=self.ref.event_id, task_id=self.ref.task_id):
                 await self._serve(types)
+        except RedisError as exc:
+            # Nothing was proven beyond the saved cursor: the client reconnects and resumes.
+            log.warning("redis unavailable, closing caption connection: %s", exc)
+            await self._close(Close(TRY_AGAIN, REASON_UNAVAILABLE))
         finally:
             self._set_state("")
 

@@ -31,6 +31,7 @@ REASON_DRAIN = "server shutting down, reconnect to resume"
 REASON_SLOW = "client too slow, reconnect to resume"
 REASON_PING_TIMEOUT = "keepalive ping timeout"
 REASON_REVOKED = "task cancelled, token revoked"
+REASON_UNAVAILABLE = "temporarily unavailable, reconnect to resume"
 
 
 class StreamId(NamedTuple):

@@ -119,7 +119,9 @@ class TaskFeed:
         backoff = 0.1
         while True:
             try:
-                response = await self.hub.redis.xread({self.stream: str(last)}, count=READ_COUNT, block=READ_BLOCK_MS)
+                response = await self.hub.feed_redis.xread(
+                    {self.stream: str(last)}, count=READ_COUNT, block=READ_BLOCK_MS
+                )
                 if loop.time() >= next_check:
                     next_check = loop.time() + self.hub.check_seconds
                     await self._check_task()
@@ -207,8 +209,11 @@ return 1
 class CaptionHub:
     """The replica's task feeds, the cursor writer and the revocation listener."""
 
-    def __init__(self, client: aioredis.Redis, *, queue_frames: int, check_seconds: float) -> None:
+    def __init__(
+        self, client: aioredis.Redis, feed_client: aioredis.Redis, *, queue_frames: int, check_seconds: float
+    ) -> None:
         self.redis = client
+        self.feed_redis = feed_client  # one connection per feed, held in XREAD BLOCK
         self.queue_frames = queue_frames
         self.check_seconds = check_seconds
         self.tasks = TaskSet("gateway-hub")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-import redis.asyncio as aioredis
-
 from services.gateway.server import Gateway
 from shared.runtime import run_async_service
 from shared.settings import CommonSettings, GatewaySettings, load, split_listen
@@ -23,11 +21,7 @@ def main(argv: list[str]) -> int:
     caption_types = load(CommonSettings).caption_types
 
     async def body(redis_url: str, stop: asyncio.Event) -> None:
-        client = aioredis.Redis.from_url(redis_url)
-        try:
-            host, port = split_listen(settings.listen)
-            await Gateway(client, settings, caption_types).run(host, port, stop)
-        finally:
-            await client.aclose()
+        host, port = split_listen(settings.listen)
+        await Gateway(redis_url, settings, caption_types).run(host, port, stop)
 
     return run_async_service("gateway", body)

@@ -24,15 +24,28 @@ from shared.settings import GatewaySettings
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 5.0  # seconds to wait for the client's half of a closing handshake
+# Short commands (auth, cursors, catch-up pages) share a bounded pool: a reconnect storm after a
+# replica died waits for a connection instead of failing. Each task feed holds one connection
+# in a blocking XREAD, so feeds get their own pool, sized by the number of tasks served.
+COMMAND_CONNECTIONS = 64
+FEED_CONNECTIONS = 100_000
+POOL_WAIT_SECONDS = 10.0
 
 
 class Gateway:
-    def __init__(self, client: aioredis.Redis, settings: GatewaySettings, caption_types: str) -> None:
-        self.redis = client
+    def __init__(self, redis_url: str, settings: GatewaySettings, caption_types: str) -> None:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url, max_connections=COMMAND_CONNECTIONS, timeout=POOL_WAIT_SECONDS
+        )
+        self.redis = aioredis.Redis(connection_pool=pool)
+        self._feed_redis = aioredis.Redis.from_url(redis_url, max_connections=FEED_CONNECTIONS)
         self.settings = settings
         self.caption_types = caption_types
         self.hub = CaptionHub(
-            client, queue_frames=settings.send_buffer_frames, check_seconds=settings.ping_interval_seconds
+            self.redis,
+            self._feed_redis,
+            queue_frames=settings.send_buffer_frames,
+            check_seconds=settings.ping_interval_seconds,
         )
         self.limiter = auth.FailureLimiter(settings.auth_failures_per_minute, 60.0)
         self.tasks = TaskSet("gateway")
@@ -135,6 +148,8 @@ class Gateway:
                 log.warning("drain timed out with %d connections open", len(self.connections))
         await self.hub.close(timeout=2.0)
         await self.tasks.close(timeout=2.0)
+        await self.redis.aclose()
+        await self._feed_redis.aclose()
 
     async def run(self, host: str, port: int, stop: asyncio.Event) -> None:
         port = await self.start(host, port)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-import redis.asyncio as aioredis
 
 from services.gateway.server import Gateway
 from shared.settings import GatewaySettings, load
@@ -16,23 +15,21 @@ GatewayFactory = Callable[..., Awaitable[Gateway]]
 @pytest.fixture
 async def start_gateway(redis_url: str) -> AsyncIterator[GatewayFactory]:
     """Start gateways with setting overrides; each is drained at the end of the test."""
-    started: list[tuple[Gateway, aioredis.Redis]] = []
+    started: list[Gateway] = []
 
     async def start(caption_types: str = "transcript,captions", **overrides: object) -> Gateway:
         params: dict[str, object] = {"ping_interval_seconds": 5.0, "ack_interval_seconds": 0.2, "drain_seconds": 2.0}
         params.update(overrides)
         settings = load(GatewaySettings, **params)
-        client = aioredis.Redis.from_url(redis_url)
-        gw = Gateway(client, settings, caption_types)
+        gw = Gateway(redis_url, settings, caption_types)
         await gw.start("127.0.0.1", 0)
-        started.append((gw, client))
+        started.append(gw)
         return gw
 
     yield start
-    for gw, client in started:
+    for gw in started:
         if not gw.draining:
             await gw.drain()
-        await client.aclose()
 
 
 def ws_url(gw: Gateway, query: str = "") -> str:
