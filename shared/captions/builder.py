@@ -155,6 +155,8 @@ class CaptionBuilder:
             key = None if last is None else (int(last[0]), int(last[1]))
             if not isinstance(ended, bool):
                 raise ValueError("ended is not a boolean")
+            if not all(math.isfinite(t) for t in (cap, tr) if t is not None):
+                raise ValueError("times must be finite")
         except (KeyError, TypeError, IndexError) as exc:
             raise ValueError(f"bad caption state: {exc!r}") from None
         self._last_caption_end, self._last_transcript_end, self._last_key, self._ended = cap, tr, key, ended

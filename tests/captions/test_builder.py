@@ -189,6 +189,7 @@ def test_restore_rejects_garbage() -> None:
         {**b.state(), "last_result": [1]},
         {**b.state(), "ended": "no"},
         {**b.state(), "last_caption_end": "x"},
+        {**b.state(), "last_transcript_end": float("inf")},
     ):
         with pytest.raises(ValueError):
             b.restore(bad)
@@ -299,3 +300,12 @@ def test_builder_does_not_mutate_its_input() -> None:
     builder(profanity=True).build(r, 0.0, TB)
     assert r.model_dump() == before
     assert isinstance(CaptionBuilder, type)
+
+
+def test_chunk_time_base_replay_and_limit() -> None:
+    tb = ChunkTimeBase(limit=3)
+    for i in range(5):
+        tb.add(AnchoredTimeBase(float(i), 10.0 * i, 1000.0 + i))
+    assert len(tb) == 3 and tb.pts(0.5) == 20.0 - 1.5  # oldest anchors dropped: the first left maps earlier times
+    tb.add(AnchoredTimeBase(3.0, 99.0, 2000.0))  # the same media time re-sent: the latest wins
+    assert len(tb) == 3 and (tb.pts(3.5), tb.epoch(3.5)) == (99.5, 2000.5)
