@@ -60,6 +60,12 @@ def test_compose_emulators_behind_a_profile_and_wired() -> None:
         assert f"//{name}:{port}" in env[var]
     for name in SERVICES:
         assert "profiles" not in services[name]
+    # The Kaltura emulator accepts the vendor credentials the services log in with.
+    cmd = [_env({"environment": {"x": a}})["x"] for a in services["kaltura-emulator"]["command"]]
+    assert cmd[cmd.index("--partner-id") + 1] == env["REACHLIVE_KALTURA_PARTNER_ID"]
+    assert cmd[cmd.index("--admin-secret") + 1] == env["REACHLIVE_KALTURA_ADMIN_SECRET"]
+    # The KWIKmotion emulator reads the relays' token from the same variable.
+    assert _env(services["kwikmotion-emulator"])["REACHLIVE_KWIKMOTION_TOKEN"] == env["REACHLIVE_KWIKMOTION_TOKEN"]
 
 
 def test_compose_gateway_lb_outlasts_the_two_hour_limit() -> None:

@@ -3,6 +3,7 @@ with each other and with the code (issue 9)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import kubernetes_validate
@@ -96,6 +97,19 @@ def test_references_resolve(overlay: str) -> None:
                     name = ref["secretRef"]["name"]
                     # prod's Secret is created out of band from the template (README).
                     assert ("Secret", name) in names or (overlay == "prod" and name == "reachlive-secrets")
+            env_names = {e["name"] for e in c.get("env", [])}
+            for e in c.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef") or e.get("valueFrom", {}).get("configMapKeyRef")
+                if ref:
+                    kind_ = "Secret" if "secretKeyRef" in e["valueFrom"] else "ConfigMap"
+                    if overlay == "prod" and ref["name"] == "reachlive-secrets":
+                        continue
+                    obj = by_name(docs, kind_, ref["name"])
+                    assert ref["key"] in {**obj.get("data", {}), **obj.get("stringData", {})}, ref
+            for arg in c.get("args", []):
+                for var in re.findall(r"\$\((\w+)\)", arg):
+                    # The kubelet expands $(VAR) only from variables the container defines.
+                    assert var in env_names, (w["metadata"]["name"], var)
             if "reachlive" in c["image"]:  # the entry point is a real `reachlive` subcommand
                 assert c["args"][0] in COMMANDS, c["args"]
             port_names = {p["name"] for p in c.get("ports", [])}
