@@ -5,10 +5,13 @@ The image is built where a Docker engine exists: ``docker build -f deploy/Docker
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 import tomllib
+from importlib import resources
 from pathlib import Path
 
+import jsonschema
 import yaml
 
 from shared.cli import COMMANDS
@@ -26,6 +29,18 @@ def _env(svc: dict) -> dict[str, str]:
             v = v[2:-1].partition(":-")[2]
         out[k] = v
     return out
+
+
+def test_compose_file_follows_the_compose_spec() -> None:
+    """Validated against the Compose Specification's JSON schema (vendored by check-jsonschema)."""
+    schema = json.loads(
+        resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text()
+    )
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(COMPOSE)]
+    assert not errors, errors
+    bad = {**COMPOSE, "services": {**COMPOSE["services"], "relay": {**COMPOSE["services"]["relay"], "replica": 2}}}
+    assert list(validator.iter_errors(bad)), "the schema refuses an unknown service key"
 
 
 def test_compose_runs_every_service_on_the_one_image() -> None:
