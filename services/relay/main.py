@@ -27,13 +27,20 @@ async def serve(redis_url: str, stop: asyncio.Event, config: Config | None = Non
             caption_types=load(CommonSettings).caption_types,
             redis_url=redis_url,
         )
-    client = aioredis.Redis.from_url(redis_url)
+    # Two pools: each session holds one connection in a blocking XREAD of its audio (a pool with
+    # one per session), and everything else shares a bounded pool that waits for a free
+    # connection rather than failing (redis-py's default pool raises past 100 connections).
+    reader = aioredis.Redis.from_url(redis_url, max_connections=config.relay.max_sessions + 8)
+    pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=64, timeout=30)
+    client = aioredis.Redis(connection_pool=pool)
     try:
         relay = Relay(client, config.relay)
-        relay.runner = session_runner(client, relay.claimer, config)
+        relay.runner = session_runner(client, relay.claimer, config, reader=reader)
         await relay.run(stop)
     finally:
         await client.aclose()
+        await pool.disconnect()
+        await reader.aclose()
 
 
 def main(argv: list[str]) -> int:

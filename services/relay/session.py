@@ -94,9 +94,10 @@ def _error_cause(code: int | None) -> str:
 
 class EventSession:
     def __init__(self, client: aioredis.Redis, claimer: Claimer, config: Config, claimed: Claimed,
-                 clock: Any = time.monotonic) -> None:
+                 clock: Any = time.monotonic, reader: aioredis.Redis | None = None) -> None:
         assert claimed.event_id is not None
         self.client = client
+        self.reader = reader or client  # for the blocking XREAD of the audio
         self.claimer = claimer
         self.config = config
         self.entry_id = claimed.entry_id
@@ -416,7 +417,7 @@ class Connection:
 
     async def _read_audio(self) -> None:
         """Audio entries after the cursor → chunks; never skips, stops at the end-of-stream."""
-        client = self.s.client
+        client = self.s.reader
         key = keys.audio(self.s.event_id)
         pos = self.cursor
         await self._seed_time_base(key)
@@ -530,14 +531,15 @@ class Connection:
             self._set(Outcome("cancelled"))
 
 
-def session_runner(client: aioredis.Redis, claimer: Claimer, config: Config) -> Any:
+def session_runner(client: aioredis.Redis, claimer: Claimer, config: Config,
+                   reader: aioredis.Redis | None = None) -> Any:
     """The ``Relay``'s runner: one ``EventSession`` per claimed entry."""
 
     async def run(claimed: Claimed) -> None:
         if claimed.event_id is None:
             await claimer.ack(claimed.entry_id)
             return
-        await EventSession(client, claimer, config, claimed).run()
+        await EventSession(client, claimer, config, claimed, reader=reader).run()
 
     return run
 

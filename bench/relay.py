@@ -1,0 +1,167 @@
+"""Relay CPU per session and added latency (issue 6: p99 < 5 ms, < 0.5% of a core per session) at
+100 concurrent sessions.
+
+Setup: the embedded Redis (or ``REACHLIVE_REDIS_URL``), the KWIKmotion EMULATOR as its own child
+process (``reachlive emulate kwikmotion``), a feeder process that XADDs every event's audio in
+real time (500 ms entries, as ingest does, the JFK sample looped), and ONE relay replica run in
+this process (``services.relay.main.serve``, the body of ``reachlive relay``) so that its CPU
+time is exactly this process's. Each event has a caption task and a translation task (one
+KWIKmotion target), so each 2 s chunk gives one AddTranscript and one AddTranslation.
+
+- CPU per session: this process's CPU time (user+sys) over the measurement window, divided by
+  the window and the number of sessions (a fraction of one core).
+- Added latency: from the KWIKmotion result read off the WebSocket to its captions committed to
+  Redis (parse, caption builder, the fenced Lua XADD), the values the relay observes into
+  ``reachlive_relay_added_latency_seconds``, collected raw here for exact percentiles.
+
+Run: ``.venv/bin/python bench/relay.py [sessions=100] [seconds=40]``. The machine is shared, so
+the figures are an upper bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from services.relay import metrics  # noqa: E402
+from services.relay.main import serve  # noqa: E402
+from services.relay.session import Config  # noqa: E402
+from shared import keys  # noqa: E402
+from shared.embedded_redis import EmbeddedRedis  # noqa: E402
+from shared.settings import KwikmotionSettings, RelaySettings  # noqa: E402
+from shared.streams import AudioChunk, EndOfStream, SessionEntry  # noqa: E402
+from tests.relay.helpers import TOKEN, jfk_pcm, make_event  # noqa: E402
+
+
+def feeder(redis_url: str, events: list[str], seconds: float, start: mp.Event) -> None:
+    """Real-time audio for every event: one 500 ms entry per event every 500 ms."""
+    client = redis.Redis.from_url(redis_url)
+    pcm = jfk_pcm()
+    step = 16000  # 500 ms of s16le at 16 kHz
+    start.wait()
+    t0 = time.monotonic()
+    n = int(seconds * 2)
+    # Events are not in step (each started at its own time): event k's entries are due at
+    # k/len(events) of each 500 ms period.
+    due = [(i * 0.5 + k * 0.5 / len(events), i, e) for i in range(n) for k, e in enumerate(events)]
+    due.sort()
+    for when, i, e in due:
+        delay = t0 + when - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        off = (i * step) % (len(pcm) - step)
+        t = i * 0.5
+        client.xadd(keys.audio(e), AudioChunk(media_time=t, pts=t, epoch=time.time(), pcm=pcm[off:off + step]).fields())
+    pipe = client.pipeline(transaction=False)
+    for e in events:
+        pipe.xadd(keys.audio(e), EndOfStream(n * 0.5, "ended").fields())
+    pipe.execute()
+
+
+def start_emulator(sessions: int) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "emulate", "kwikmotion", "--listen", "127.0.0.1:0", "--token", TOKEN,
+         "--max-sessions", str(sessions + 10), "--log-level", "WARNING"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        m = re.search(r"KWIKMOTION_EMULATOR_URL=(\S+)", line)
+        if m:
+            return proc, m.group(1)
+    raise RuntimeError("the emulator did not start")
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+async def run(redis_url: str, kwik_url: str, sessions: int, seconds: float) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    events = [str(9000 + i) for i in range(sessions)]
+    for e in events:
+        make_event(client, e, targets=("fr",))
+    latencies: list[float] = []
+    observe = metrics.ADDED_LATENCY.observe
+
+    def record(value: float) -> None:
+        latencies.append(value)
+        observe(value)
+
+    metrics.ADDED_LATENCY.observe = record  # type: ignore[method-assign]
+    config = Config(
+        relay=RelaySettings(max_sessions=sessions + 10, heartbeat_seconds=2.0, failover_seconds=10.0,
+                            consumer_name="bench"),
+        kwik=KwikmotionSettings(url=kwik_url, token=TOKEN),
+        caption_types="transcript,captions",
+        redis_url=redis_url,
+    )
+    stop = asyncio.Event()
+    relay = asyncio.create_task(serve(redis_url, stop, config))
+    for e in events:
+        client.xadd(keys.SESSIONS_STREAM, SessionEntry(e).fields())
+    start = mp.Event()
+    feed = mp.get_context("fork").Process(target=feeder, args=(redis_url, events, seconds, start))
+    feed.start()
+    await asyncio.sleep(1.0)
+    start.set()
+    # Measure the steady state: skip the first 5 s (connections, first chunks) and the end.
+    await asyncio.sleep(5.0)
+    latencies.clear()
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    await asyncio.sleep(max(5.0, seconds - 10.0))
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    results = len(latencies)
+    lat = list(latencies)
+    await asyncio.to_thread(feed.join)
+    for _ in range(120):  # the sessions end (EndOfStream → EndOfTranscript → ack), 60 s at most
+        if not client.xlen(keys.SESSIONS_STREAM):
+            break
+        await asyncio.sleep(0.5)
+    stop.set()
+    await relay
+    owned = sessions
+    print(f"relay bench: {owned} concurrent sessions, {wall:.1f} s measured, {results} KWIKmotion results")
+    print(f"  relay CPU: {100 * cpu / wall:.1f}% of a core in total, "
+          f"{100 * cpu / wall / owned:.3f}% of a core per session (target < 0.5%)")
+    if lat:
+        print(f"  added latency (result received → captions XADDed): p50 {1000 * pct(lat, 0.5):.2f} ms, "
+              f"p99 {1000 * pct(lat, 0.99):.2f} ms, max {1000 * max(lat):.2f} ms (target p99 < 5 ms)")
+    print(f"  sessions finished: {sessions - client.xlen(keys.SESSIONS_STREAM)} of {sessions}")
+
+
+def main() -> None:
+    sessions = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 40.0
+    os.environ.setdefault("REACHLIVE_LOG_LEVEL", "WARNING")
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    emu, url = start_emulator(sessions)
+    try:
+        if os.environ.get("REACHLIVE_REDIS_URL"):
+            asyncio.run(run(os.environ["REACHLIVE_REDIS_URL"], url, sessions, seconds))
+        else:
+            with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(tmp) as server:
+                asyncio.run(run(server.url, url, sessions, seconds))
+    finally:
+        emu.terminate()
+        emu.wait(10)
+
+
+if __name__ == "__main__":
+    main()
