@@ -79,6 +79,9 @@ def test_beat_and_worker_processes_provision(redis_url: str, redis_client: redis
         for feature in admin.features(made["event_id"]).values():
             # Secrets never reach the logs.
             assert feature["mediaKey"] not in log and feature["captionToken"] not in log
+        for task_id in made["task_ids"]:
+            assert admin.task(task_id)["accessKey"] not in log + beat.log()
+        assert ADMIN_SECRET not in log + beat.log()
         for job in admin.calls_of("reach_entryvendortask", "getJobs")[:1]:
             assert job["ks_kind"] == "vendor"
         worker.proc.send_signal(signal.SIGTERM)
