@@ -160,7 +160,7 @@ def _cut(cur: list[Unit], max_chars: int) -> int:
     g = _widths(cur)
     cap = 2 * max_chars
     for level, share in ((2, 0.4), (1, 0.5)):
-        for k in range(len(cur) - 1, 0, -1):
+        for k in range(len(cur), 0, -1):
             if cur[k - 1].brk >= level and _line(cur, g, 0, k) >= share * cap:
                 return k
     return len(cur)

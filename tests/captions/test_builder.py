@@ -309,3 +309,22 @@ def test_chunk_time_base_replay_and_limit() -> None:
     assert len(tb) == 3 and tb.pts(0.5) == 20.0 - 1.5  # oldest anchors dropped: the first left maps earlier times
     tb.add(AnchoredTimeBase(3.0, 99.0, 2000.0))  # the same media time re-sent: the latest wins
     assert len(tb) == 3 and (tb.pts(3.5), tb.epoch(3.5)) == (99.5, 2000.5)
+
+
+def test_blocks_break_at_punctuation_where_possible() -> None:
+    b = builder()
+    text = "not because they are easy, but because they are hard; because that goal will serve"
+    caps = captions_of(b.build(transcript(text, 0.0, 6.0), 0.0, TB))
+    assert [alt(c)["transcript"] for c in caps] == [
+        "not because they are easy,\nbut because they are hard;",  # two full lines ending at a phrase
+        "because that\ngoal will serve",
+    ]
+    # a sentence end inside an overflowing block becomes the block's end (when the block is at
+    # least 40% full: a very short sentence shares its block)
+    text = "We went there on a Sunday. Then we came back to the house and sat by the fire"
+    caps = captions_of(b.build(transcript(text, 6.0, 12.0, 1), 0.0, TB))
+    assert alt(caps[0])["transcript"] == "We went there on a Sunday."
+    assert alt(caps[1])["transcript"].startswith("Then we came back")
+    text = "We went. Then we came back to the house and sat by the fire for a while"
+    caps = captions_of(b.build(transcript(text, 12.0, 18.0, 2), 0.0, TB))
+    assert alt(caps[0])["transcript"].startswith("We went. Then")
