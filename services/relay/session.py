@@ -252,6 +252,7 @@ class Connection:
 
     async def run(self) -> Outcome:
         headers = {"Authorization": f"Bearer {self.kwik_cfg.token.get_secret_value()}"}
+        await self._seed_time_base(keys.audio(self.s.event_id))
         metrics.KWIK_CONNECTS.inc()
         try:
             async with websockets.connect(
@@ -420,7 +421,6 @@ class Connection:
         client = self.s.reader
         key = keys.audio(self.s.event_id)
         pos = self.cursor
-        await self._seed_time_base(key)
         while not self.eos:
             while self._held() >= self.max_held:
                 self.room.clear()
