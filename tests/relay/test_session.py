@@ -5,7 +5,10 @@ transcribed) and no caption duplicated (transcript responses tile the media time
 
 from __future__ import annotations
 
+import logging
+
 import redis
+from prometheus_client import REGISTRY
 
 from emulators.kwikmotion import KwikmotionEmulator
 from emulators.media import JFK_TEXT
@@ -26,6 +29,10 @@ from tests.relay.helpers import (
     session_acked,
     wait_for,
 )
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def _duration(pcm: bytes) -> float:
@@ -81,7 +88,18 @@ async def _fault_event(redis_client, emu, relays, redis_url, **fault) -> tuple[b
 
 
 async def test_drop_mid_stream(redis_client, emu, relays, redis_url) -> None:
-    _pcm, sessions, starts = await _fault_event(redis_client, emu, relays, redis_url, drop_after_chunks=2)
+    drops = _metric("reachlive_relay_reconnects_total", cause="drop")
+    replayed = _metric("reachlive_relay_audio_replayed_seconds_total")
+    sent = _metric("reachlive_relay_audio_sent_seconds_total")
+    pcm, sessions, starts = await _fault_event(redis_client, emu, relays, redis_url, drop_after_chunks=2)
+    assert _metric("reachlive_relay_reconnects_total", cause="drop") == drops + 1
+    # Every second sent beyond the stream's own is counted as replayed, and the replay covers
+    # at least what the first session received past the replay point (the relay may also have
+    # sent a chunk the emulator never read before it cut the connection).
+    replayed = _metric("reachlive_relay_audio_replayed_seconds_total") - replayed
+    sent = _metric("reachlive_relay_audio_sent_seconds_total") - sent
+    assert abs(sent - len(pcm) / 32000 - replayed) < 1e-6
+    assert replayed >= (len(sessions[0].audio) - starts[1]) / 32000
     assert sessions[0].closed_code == 1006
     # The replay starts where the transcribed audio ends. The emulator answered 2 chunks, but an
     # abort sends a TCP RST, and the kernel discards what the relay had not read yet: the answer
@@ -91,14 +109,18 @@ async def test_drop_mid_stream(redis_client, emu, relays, redis_url) -> None:
 
 
 async def test_internal_error_1011(redis_client, emu, relays, redis_url) -> None:
+    before = _metric("reachlive_relay_kwikmotion_errors_total", code="1011")
     _pcm, sessions, starts = await _fault_event(redis_client, emu, relays, redis_url, error_1011_after_chunks=3)
+    assert _metric("reachlive_relay_kwikmotion_errors_total", code="1011") == before + 1
     assert sessions[0].closed_code == 1011
     assert starts[1] == 3 * CHUNK_BYTES
 
 
 async def test_capacity_1008_then_recovery(redis_client, emu, relays, redis_url) -> None:
+    before = _metric("reachlive_relay_reconnects_total", cause="capacity")
     emu.faults.update({"refuse_capacity": True, "count": 2})
     pcm, ev = await _run_event(redis_client, emu, relays, redis_url)
+    assert _metric("reachlive_relay_reconnects_total", cause="capacity") == before + 2
     refused = [s for s in emu.sessions if s.closed_code == 1008]
     assert len(refused) == 2
     [rec] = emu.started_sessions()
@@ -107,7 +129,9 @@ async def test_capacity_1008_then_recovery(redis_client, emu, relays, redis_url)
 
 
 async def test_silent_server(redis_client, emu, relays, redis_url) -> None:
+    before = _metric("reachlive_relay_reconnects_total", cause="silent")
     _pcm, sessions, starts = await _fault_event(redis_client, emu, relays, redis_url, silent_after_chunks=2)
+    assert _metric("reachlive_relay_reconnects_total", cause="silent") == before + 1
     assert "silent" in sessions[0].faults
     assert starts[1] == 2 * CHUNK_BYTES
 
@@ -126,7 +150,9 @@ async def test_unsupported_language_fails_tasks(redis_client, emu, relays, redis
     assert [r["is_end_of_stream"] for r in resp] == [True, True]
 
 
-async def test_auth_error_retries_slowly(redis_client, emu, relays, redis_url) -> None:
+async def test_auth_error_retries_slowly(redis_client, emu, relays, redis_url, caplog) -> None:
+    caplog.set_level(logging.WARNING)
+    before = _metric("reachlive_relay_kwikmotion_auth_failures_total")
     ev = make_event(redis_client, "300", targets=())
     feed(redis_client, ev.id, jfk_pcm()[:64000])
     relays.start(config(redis_url, emu.url, token="forbidden", auth_retry_seconds=0.5))
@@ -139,6 +165,10 @@ async def test_auth_error_retries_slowly(redis_client, emu, relays, redis_url) -
     assert n <= 4
     assert not finalize_commands(redis_client)
     assert redis_client.xpending(keys.SESSIONS_STREAM, keys.RELAY_GROUP)["pending"] == 1
+    assert _metric("reachlive_relay_kwikmotion_auth_failures_total") - before == n
+    alerts = [r for r in caplog.records if r.levelno == logging.CRITICAL and "authentication" in r.getMessage()]
+    assert len(alerts) == n
+    assert all("forbidden" not in r.getMessage() for r in caplog.records)  # the token never in logs
 
 
 async def test_task_revoked_mid_event(redis_client, emu, relays, redis_url) -> None:
@@ -160,3 +190,18 @@ async def test_task_revoked_mid_event(redis_client, emu, relays, redis_url) -> N
     assert redis_client.xlen(keys.captions(ev.id, fr)) == n_fr  # nothing after the revocation
     check_captions(responses(redis_client, ev.id, ev.caption_task), _duration(pcm), JFK_TEXT.split())
     assert finalize_commands(redis_client) == [[ev.caption_task, "ready", ""]]
+
+
+async def test_takeover_after_end_written_only_finalizes(redis_client, emu, relays, redis_url) -> None:
+    """A relay died after writing the end-of-stream responses but before finalizing: the next
+    owner finalizes and acks without a new KWIKmotion session or a second end of stream."""
+    ev = make_event(redis_client, "800", targets=())
+    state = {"finished": "1", "outcome": "ready", "reason": "", "epoch": "3"}
+    redis_client.hset(keys.relay_state(ev.id), mapping=state)
+    relays.start(config(redis_url, emu.url))
+    open_session(redis_client, ev.id)
+    await wait_for(lambda: session_acked(redis_client))
+    assert finalize_commands(redis_client) == [[ev.caption_task, "ready", ""]]
+    assert emu.sessions == []
+    assert redis_client.xlen(keys.captions(ev.id, ev.caption_task)) == 0
+    assert redis_client.hget(keys.relay_state(ev.id), "epoch") == b"4"
