@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
+from websockets.frames import DATA_OPCODES, Frame, Opcode
+from websockets.protocol import Event, State
 
 from services.gateway import auth, metrics
 from services.gateway.delivery import (
@@ -76,13 +79,20 @@ class Connection:
         self._task: asyncio.Task[None] | None = None
         self._sending = False
         self._interrupted = False  # a send was cancelled: what was written is unknown
+        rate = gateway.settings.messages_per_second
+        self._bucket = auth.TokenBucket(rate, 2 * rate, self.loop.time())
         req = ws.request
         self.path = req.path if req else "/"
-        headers = req.headers if req else {}
+        headers = req.headers if req else Headers()
         self.address = auth.client_address(
             ws.remote_address, headers.get("X-Forwarded-For"), gateway.settings.forwarded_for
         )
         self._authorization = headers.get("Authorization")
+        # The handshake is over: drop the parsed headers (a few KiB per idle connection).
+        if req is not None:
+            req.headers = Headers()
+        if ws.response is not None:
+            ws.response.headers = Headers()
 
     def _set_state(self, state: str) -> None:
         if self.state:
@@ -133,7 +143,9 @@ class Connection:
     # --- authentication --------------------------------------------------------------------
     async def _authenticate(self) -> tuple[auth.TaskRef, frozenset[str]]:
         token = auth.token_from_request(self._authorization, self.path)
-        if token is None:
+        if token is not None:
+            await self._take_over_inbound()
+        else:
             # No token in the handshake: the first message must carry it, within the timeout.
             try:
                 async with asyncio.timeout(self.gw.settings.auth_timeout_seconds):
@@ -141,6 +153,7 @@ class Connection:
             except TimeoutError:
                 raise Refused("timeout", Close(UNAUTHORIZED, "unauthorized: no token received in time")) from None
             token = auth.token_from_message(message)
+            await self._take_over_inbound()
             if token is None:
                 raise Refused("missing", Close(UNAUTHORIZED, 'unauthorized: expected {"token": "<captionToken>"}'))
         ref = await auth.resolve(self.gw.redis, token)
@@ -178,7 +191,7 @@ class Connection:
             "caption connection opened",
             extra={"client": self.address, "resume_from": str(cursor) if cursor else "start", "types": sorted(types)},
         )
-        inbound = self.gw.tasks.spawn(self._inbound(), "inbound")
+        self.ws.connection_lost_waiter.add_done_callback(self._on_lost)
         try:
             try:
                 close = await self._deliver(event_id, task_id)
@@ -189,7 +202,7 @@ class Connection:
         except ConnectionClosed:
             pass
         finally:
-            inbound.cancel()
+            self.ws.connection_lost_waiter.remove_done_callback(self._on_lost)
             self.gw.hub.unsubscribe(self.sub)
         log.info("caption connection closed", extra={"client": self.address, "position": str(self.delivery.position)})
 
@@ -237,8 +250,9 @@ class Connection:
             else:
                 if sub.overflowed:
                     return self._interruption()
-                while sub.items and not delivery.finished:
-                    await self._offer(sub.items.popleft(), live=True)
+                for item in sub.take():
+                    if not await self._offer(item, live=True):
+                        break
             now = self.loop.time()
             action = delivery.poll(now)
             if isinstance(action, Close):
@@ -250,11 +264,7 @@ class Connection:
                 await self._ping(event_id, task_id)
             if catching_up or sub.items or sub.overflowed:
                 continue
-            try:
-                async with asyncio.timeout(delivery.next_wakeup(self.loop.time())):
-                    await sub.wake.wait()
-            except TimeoutError:
-                pass
+            await sub.wake.wait(delivery.next_wakeup(self.loop.time()))
 
     async def _offer(self, item: Item, live: bool) -> bool:
         """Write the frame the entry calls for; False once the end of stream was written."""
@@ -315,29 +325,56 @@ class Connection:
                 self.gw.hub.cursors.save(self.ref.event_id, self.ref.task_id, proven)
 
     # --- inbound ---------------------------------------------------------------------------
-    async def _inbound(self) -> None:
-        """Read client messages: answer a text ``ping`` (Kaltura seed, "Idle streams"), bound
-        the rate; websockets itself bounds the size (``max_size`` → close 1009)."""
-        rate = self.gw.settings.messages_per_second
-        bucket = auth.TokenBucket(rate, 2 * rate, self.loop.time())
-        try:
-            async for message in self.ws:
-                if self.refuse is not None:
-                    continue  # keep reading (and dropping) so the closing handshake completes
-                if not bucket.take(self.loop.time()):
-                    metrics.INBOUND_REFUSED.inc()
-                    log.warning("closing a client that floods messages", extra={"client": self.address})
-                    self.refuse = Close(POLICY, "too many messages")
-                    self.notify()
-                    continue
-                if isinstance(message, str) and message.strip().lower() == "ping":
-                    await self.ws.send("pong")
-        except ConnectionClosed:
-            sent = self.ws.protocol.close_sent
-            if sent is not None and sent.code == MESSAGE_TOO_BIG:
-                metrics.INBOUND_REFUSED.inc()
-                log.warning("closed a client that sent an oversized message", extra={"client": self.address})
-        finally:
-            if self.refuse is None and self.ws.state is not State.OPEN:
-                self.gone = True
-            self.wake()
+    def _on_frame(self, frame: Frame) -> None:
+        self._on_message(frame.opcode is Opcode.TEXT and frame.fin, bytes(frame.data))
+
+    async def _take_over_inbound(self) -> None:
+        """From now on data frames come to ``_on_frame``; first handle what was queued."""
+        if isinstance(self.ws, CaptionServerConnection):
+            self.ws.on_frame = self._on_frame
+        while True:
+            try:
+                async with asyncio.timeout(0):  # only what is already queued
+                    message = await self.ws.recv()
+            except TimeoutError:
+                return
+            text = isinstance(message, str)
+            self._on_message(text, message.encode() if isinstance(message, str) else bytes(message))
+
+    def _on_message(self, text: bool, data: bytes) -> None:
+        """A client message, handled inline (no reader task per connection): answer a text
+        ``ping`` (Kaltura seed, "Idle streams"), bound the rate. websockets bounds the size
+        (``max_size`` → close 1009) before a frame gets here."""
+        if self.refuse is not None:
+            return  # dropped; the closing handshake is under way
+        if not self._bucket.take(self.loop.time()):
+            metrics.INBOUND_REFUSED.inc()
+            log.warning("closing a client that floods messages", extra={"client": self.address})
+            self.refuse = Close(POLICY, "too many messages")
+            self.notify()
+            return
+        if text and data.strip().lower() == b"ping":
+            if self.ws.protocol.state is State.OPEN:
+                self.ws.protocol.send_text(b"pong")
+                self.ws.send_data()
+
+    def _on_lost(self, _fut: object) -> None:
+        self.gone = True
+        sent = self.ws.protocol.close_sent
+        if sent is not None and sent.code == MESSAGE_TOO_BIG:
+            metrics.INBOUND_REFUSED.inc()
+            log.warning("closed a client that sent an oversized message", extra={"client": self.address})
+        self.wake()
+
+
+class CaptionServerConnection(ServerConnection):
+    """A ``ServerConnection`` that hands data frames to a callback once authenticated, instead
+    of queueing them for ``recv``: the gateway never needs a reader task per connection."""
+
+    on_frame: Callable[[Frame], None] | None = None
+
+    def process_event(self, event: Event) -> None:
+        if self.on_frame is not None and isinstance(event, Frame) and event.opcode in DATA_OPCODES:
+            self.on_frame(event)
+        else:
+            super().process_event(event)

@@ -12,6 +12,7 @@ type filter skipped: there was nothing to deliver for them.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -69,6 +70,7 @@ class Close(NamedTuple):
     reason: str
 
 
+@functools.lru_cache(maxsize=64)  # few distinct values; connections share the frozensets
 def parse_types(query_value: str | None, deployment: str) -> frozenset[str] | None:
     """The response types a connection receives: the deployment's list narrowed by ``types``.
 

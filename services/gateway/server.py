@@ -15,7 +15,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from services.gateway import auth, metrics
-from services.gateway.connection import Connection
+from services.gateway.connection import CaptionServerConnection, Connection
 from services.gateway.fanout import CaptionHub
 from shared.aio import TaskSet
 from shared.metrics import render
@@ -72,6 +72,7 @@ class Gateway:
             max_size=self.settings.max_message_bytes,
             max_queue=4,
             open_timeout=10,
+            create_connection=CaptionServerConnection,
         )
         self.port = next(iter(self.server.sockets)).getsockname()[1]
         # Revocations published before we listen would be missed; feeds re-check anyway, but a
