@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ class Exported:
     skipped: list[str] = field(default_factory=list)  # stages whose module is not written yet
     by_stage: dict[str, set[str]] = field(default_factory=dict)  # stage → sample names it exports
     families: set[str] = field(default_factory=set)  # metric names as documented (counters with _total)
+    probes: dict[tuple[str, str, str, str], int] = field(default_factory=dict)  # probe → HTTP status (200 ok)
 
 
 def families_of(text: str) -> set[str]:
@@ -100,35 +102,60 @@ def scrape(port: int, deadline: float, needle: str) -> str:
     raise AssertionError(f"no {needle!r} on :{port}/metrics; last scrape:\n{last[:2000]}")
 
 
-def collect(redis_url: str, log_dir: Path, timeout: float = 60.0) -> Exported:
+def http_status(port: int, path: str, deadline: float) -> int:
+    """The status of GET path, retried until 200 or the deadline (a service may still be starting)."""
+    status = 0
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+                status = resp.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except OSError:
+            status = 0
+        if status == 200:
+            return status
+        time.sleep(0.2)
+    return status
+
+
+# Probe = (handler "httpGet" | "tcpSocket", container port name, path or "").
+Probe = tuple[str, str, str]
+
+
+def collect(redis_url: str, log_dir: Path, probes: dict[str, set[Probe]] | None = None,
+            timeout: float = 60.0) -> Exported:
+    """Run every written stage, scrape it, and try the probes the manifests declare for it
+    (port names: "metrics" = REACHLIVE_METRICS_PORT, "http" = the gateway's listen port,
+    "rtmp" = the ingest's listen port)."""
     found = Exported()
     present = available()
-    procs: dict[str, tuple[Service, int]] = {}
+    procs: dict[str, tuple[Service, dict[str, int]]] = {}
     try:
         for stage in STAGES:
             if stage not in present:
                 found.skipped.append(stage)
                 continue
-            port = free_port()
+            ports = {"metrics": free_port(), "http": free_port(), "rtmp": free_port()}
             env = {
                 "REACHLIVE_REDIS_URL": redis_url,
-                "REACHLIVE_METRICS_PORT": str(port),
+                "REACHLIVE_METRICS_PORT": str(ports["metrics"]),
                 "REACHLIVE_METRICS_HOST": "127.0.0.1",
                 "REACHLIVE_DATA_DIR": str(log_dir / "data"),
                 # Nothing outside: Kaltura and KWIKmotion on a closed loopback port, no early poll.
                 "REACHLIVE_KALTURA_SERVICE_URL": f"http://127.0.0.1:{free_port()}",
                 "REACHLIVE_KALTURA_POLL_SECONDS": "3600",
                 "REACHLIVE_KWIKMOTION_URL": f"ws://127.0.0.1:{free_port()}/",
-                "REACHLIVE_INGEST_LISTEN": "127.0.0.1:0",
-                "REACHLIVE_GATEWAY_LISTEN": "127.0.0.1:0",
+                "REACHLIVE_INGEST_LISTEN": f"127.0.0.1:{ports['rtmp']}",
+                "REACHLIVE_GATEWAY_LISTEN": f"127.0.0.1:{ports['http']}",
             }
-            procs[stage] = (Service([stage], env, log_dir, name=f"metrics-{stage}"), port)
+            procs[stage] = (Service([stage], env, log_dir, name=f"metrics-{stage}"), ports)
         deadline = time.monotonic() + timeout
-        for stage, (proc, port) in procs.items():
+        for stage, (proc, ports) in procs.items():
             prefix = STAGES[stage].split(".")[1]
             try:
-                wait_port(port, timeout=max(1.0, deadline - time.monotonic()))
-                text = scrape(port, deadline, f"reachlive_{prefix}_")
+                wait_port(ports["metrics"], timeout=max(1.0, deadline - time.monotonic()))
+                text = scrape(ports["metrics"], deadline, f"reachlive_{prefix}_")
             except (TimeoutError, AssertionError) as exc:
                 raise AssertionError(f"{stage}: {exc}\n--- log:\n{proc.log()[-3000:]}") from None
             found.by_stage[stage] = series_of(text)
@@ -137,6 +164,17 @@ def collect(redis_url: str, log_dir: Path, timeout: float = 60.0) -> Exported:
                 found.series.setdefault(name, stage)
             for name, labels in _label_names(STAGES[stage]).items():
                 found.labels.setdefault(name, set()).update(labels)
+            for handler, port_name, path in sorted((probes or {}).get(stage, set())):
+                port = ports[port_name]
+                if handler == "tcpSocket":
+                    try:
+                        wait_port(port, timeout=max(1.0, deadline - time.monotonic()))
+                        result = 200
+                    except TimeoutError:
+                        result = 0
+                else:
+                    result = http_status(port, path, deadline)
+                found.probes[(stage, handler, port_name, path)] = result
     finally:
         for proc, _ in procs.values():
             proc.stop(timeout=30)

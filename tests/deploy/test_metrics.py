@@ -11,16 +11,50 @@ import yaml
 
 from shared.embedded_redis import EmbeddedRedis
 from tests.deploy.exported import PROMETHEUS_SERIES, STAGES, TARGET_LABELS, Exported, collect
-from tests.deploy.manifests import DEPLOY, kind, render
+from tests.deploy.manifests import DEPLOY, OVERLAYS, component, kind, render, workloads
 from tests.deploy.promql import alert_rules, dashboard_exprs, selectors
 
 
 @pytest.fixture(scope="module")
 def exported(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    found = collect(redis_server.url, tmp_path_factory.mktemp("metrics"))
+    found = collect(redis_server.url, tmp_path_factory.mktemp("metrics"), probes=manifest_probes())
     if len(found.skipped) == len(STAGES):
         pytest.skip("no service module written yet")
     return found
+
+
+def manifest_probes() -> dict[str, set]:
+    """The liveness/readiness/startup probes of each stage in the rendered overlays."""
+    out: dict[str, set] = {}
+    for overlay in OVERLAYS:
+        for w in workloads(render(f"overlays/{overlay}")):
+            if component(w) not in STAGES:
+                continue
+            for c in w["spec"]["template"]["spec"]["containers"]:
+                for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                    spec = c.get(probe)
+                    if not spec:
+                        continue
+                    handler = "httpGet" if "httpGet" in spec else "tcpSocket"
+                    out.setdefault(component(w), set()).add(
+                        (handler, spec[handler]["port"], spec[handler].get("path", ""))
+                    )
+    return out
+
+
+def test_manifest_probes_answer(exported: Exported) -> None:
+    """Every probe path and port the manifests declare is served by the running service."""
+    probes = manifest_probes()
+    assert {p for ps in probes.values() for p in ps if p[0] == "httpGet" and p[2] in ("/healthz", "/readyz")}
+    checked = 0
+    for stage, ps in probes.items():
+        if stage in exported.skipped:
+            continue
+        for handler, port, path in ps:
+            status = exported.probes[(stage, handler, port, path)]
+            assert status == 200, f"{stage}: {handler} {port} {path} answered {status}"
+            checked += 1
+    assert checked >= len(probes)
 
 
 def _check(exported: Exported, where: str, expr: str) -> None:
