@@ -205,3 +205,37 @@ async def test_takeover_after_end_written_only_finalizes(redis_client, emu, rela
     assert emu.sessions == []
     assert redis_client.xlen(keys.captions(ev.id, ev.caption_task)) == 0
     assert redis_client.hget(keys.relay_state(ev.id), "epoch") == b"4"
+
+
+async def test_claim_lost_while_alive_stops_at_once(redis_client, emu, relays, redis_url) -> None:
+    """Another replica takes the entry (and the fencing epoch) while this one still runs: the
+    heartbeat sees the new owner and the KWIKmotion session stops at once; when that other
+    owner goes silent in turn, the session fails over back and completes with no duplicate."""
+    import asyncio
+
+    from services.relay.output import claim_epoch
+    from tests.relay.helpers import feed_paced
+
+    pcm = jfk_pcm()
+    ev = make_event(redis_client, "900", targets=("fr",))
+    lost = _metric("reachlive_relay_sessions_lost_total")
+    relays.start(config(redis_url, emu.url), name="relay-a")
+    open_session(redis_client, ev.id)
+    feeder = asyncio.create_task(feed_paced(redis_client, ev.id, pcm, interval=0.1))
+    await wait_for(lambda: any(len(s.chunks) >= 1 for s in emu.started_sessions()))
+    [entry] = redis_client.xpending_range(keys.SESSIONS_STREAM, keys.RELAY_GROUP, "-", "+", 10)
+    redis_client.xclaim(keys.SESSIONS_STREAM, keys.RELAY_GROUP, "intruder", 0, [entry["message_id"]], justid=True)
+    import redis.asyncio as aioredis
+
+    async with aioredis.Redis.from_url(redis_url) as client:
+        await claim_epoch(client, ev.id)
+    await wait_for(lambda: emu.sessions[0].finished, timeout=2)  # heartbeat every 0.2 s
+    assert emu.sessions[0].closed_code == 1001
+    assert _metric("reachlive_relay_sessions_lost_total") == lost + 1
+    await feeder
+    await wait_for(lambda: session_acked(redis_client), timeout=20)
+    sessions = emu.started_sessions()
+    assert len(sessions) == 2
+    check_audio(sessions, pcm)
+    for task in ev.task_ids:
+        check_captions(responses(redis_client, ev.id, task), _duration(pcm))
