@@ -23,12 +23,15 @@ from websockets.protocol import Event, State
 from services.gateway import auth, metrics
 from services.gateway.delivery import (
     GOING_AWAY,
+    NORMAL,
     POLICY,
     REASON_DRAIN,
+    REASON_EOS,
     REASON_SLOW,
     REASON_UNAVAILABLE,
     TRY_AGAIN,
     UNAUTHORIZED,
+    ZERO,
     Close,
     Delivery,
     Item,
@@ -247,6 +250,8 @@ class Connection:
                     catching_up = False
                     self.live = True
                     self._set_state("live")
+                    if not delivery.finished and await self._ended_before(stream, delivery.position):
+                        return Close(NORMAL, REASON_EOS)
             else:
                 if sub.overflowed:
                     return self._interruption()
@@ -265,6 +270,17 @@ class Connection:
             if catching_up or sub.items or sub.overflowed:
                 continue
             await sub.wake.wait(delivery.next_wakeup(self.loop.time()))
+
+    async def _ended_before(self, stream: str, position: StreamId) -> bool:
+        """The end-of-stream response is at or before a resumed cursor: it was proven
+        delivered, so a late reconnect is told the stream is over instead of idling."""
+        if position == ZERO:
+            return False
+        newest = await self.gw.redis.xrevrange(stream, "+", "-", count=1)
+        if not newest:
+            return False
+        sid, fields = newest[0]
+        return StreamId.parse(sid) <= position and fields.get(b"eos", fields.get("eos")) in (b"1", "1")
 
     async def _offer(self, item: Item, live: bool) -> bool:
         """Write the frame the entry calls for; False once the end of stream was written."""

@@ -309,3 +309,57 @@ async def test_health_readiness_and_metrics_on_the_same_port(start_gateway, redi
     await gw.drain()
     # The port is closed after the drain; readiness failed before that (draining flag).
     assert gw.draining
+
+
+async def test_reconnect_after_the_end_of_stream_was_delivered_closes_1000_at_once(start_gateway, redis_client):
+    token = make_task(redis_client)
+    gw = await start_gateway()
+    url = ws_url(gw, f"?token={token}")
+    add_caption(redis_client, "E1", "T1", 0)
+    add_caption(redis_client, "E1", "T1", 1, eos=True)
+    async with connect(url) as ws:
+        assert len([await recv_json(ws) for _ in range(2)]) == 2
+        assert (await closed_with(ws)).rcvd.code == 1000
+    await wait_for(lambda: delivered(redis_client) is not None)
+    async with connect(url) as ws:
+        exc = await closed_with(ws)  # nothing repeated, and no idling until the time limit
+    assert exc.rcvd.code == 1000 and exc.rcvd.reason == "end of stream"
+
+
+async def test_missed_revocation_message_is_caught_by_the_periodic_check(start_gateway, redis_client):
+    token = make_task(redis_client)
+    gw = await start_gateway(ping_interval_seconds=0.3)
+    async with connect(ws_url(gw, f"?token={token}")) as ws:
+        add_caption(redis_client, "E1", "T1", 0)
+        await recv_json(ws)
+        # Cancelled in the registry, but the pub/sub message never came (e.g. a reconnect).
+        redis_client.hset(keys.task("E1", "T1"), "cancelled", "1")
+        exc = await closed_with(ws, timeout=10)
+    assert exc.rcvd.code == 4003
+
+
+async def test_entry_breaking_the_payload_contract_is_skipped(start_gateway, redis_client):
+    token = make_task(redis_client)
+    gw = await start_gateway()
+    add_caption(redis_client, "E1", "T1", 0)
+    redis_client.xadd(keys.captions("E1", "T1"), {"v": "9", "json": "{}", "kind": "captions", "eos": "0"})
+    redis_client.xadd(keys.captions("E1", "T1"), {"v": "1", "json": "{}"})  # fields missing
+    add_caption(redis_client, "E1", "T1", 1)
+    async with connect(ws_url(gw, f"?token={token}")) as ws:
+        starts = [(await recv_json(ws))["response"]["start"] for _ in range(2)]
+        redis_client.xadd(keys.captions("E1", "T1"), {"v": "9", "json": "{}", "kind": "captions", "eos": "0"})
+        add_caption(redis_client, "E1", "T1", 2)
+        starts.append((await recv_json(ws))["response"]["start"])
+    assert starts == [0.0, 1.0, 2.0]
+
+
+async def test_connection_states_are_counted(start_gateway, redis_client):
+    token = make_task(redis_client)
+    gw = await start_gateway()
+    live = metrics.CONNECTIONS.labels("live")
+    before = live._value.get()
+    async with connect(ws_url(gw, f"?token={token}")) as ws:
+        await wait_for(lambda: live._value.get() == before + 1)
+        await ws.send("ping")
+        assert await asyncio.wait_for(ws.recv(), 5) == "pong"
+    await wait_for(lambda: live._value.get() == before)
