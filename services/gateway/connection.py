@@ -31,7 +31,6 @@ from services.gateway.delivery import (
     REASON_UNAVAILABLE,
     TRY_AGAIN,
     UNAUTHORIZED,
-    ZERO,
     Close,
     Delivery,
     Item,
@@ -190,6 +189,9 @@ class Connection:
         self._task = asyncio.current_task()
         self.sub = await self.gw.hub.subscribe(event_id, task_id)
         self.sub.notify = self.notify
+        # A revocation published between the token lookup and the subscription found no feed
+        # to close: look once more now that this connection can hear of it.
+        await self.sub.feed.check_task()
         log.info(
             "caption connection opened",
             extra={"client": self.address, "resume_from": str(cursor) if cursor else "start", "types": sorted(types)},
@@ -197,7 +199,7 @@ class Connection:
         self.ws.connection_lost_waiter.add_done_callback(self._on_lost)
         try:
             try:
-                close = await self._deliver(event_id, task_id)
+                close = await self._deliver(event_id, task_id, cursor)
             except Interrupted:
                 close = self._interruption()
             if close is not None:
@@ -220,7 +222,7 @@ class Connection:
         log.warning("closing a subscriber that fell too far behind", extra={"client": self.address})
         return Close(TRY_AGAIN, REASON_SLOW)
 
-    async def _deliver(self, event_id: str, task_id: str) -> Close | None:
+    async def _deliver(self, event_id: str, task_id: str, cursor: StreamId | None) -> Close | None:
         """Write frames until something asks to close; returns that close (None: client gone)."""
         assert self.sub is not None and self.delivery is not None
         sub, delivery = self.sub, self.delivery
@@ -250,7 +252,7 @@ class Connection:
                     catching_up = False
                     self.live = True
                     self._set_state("live")
-                    if not delivery.finished and await self._ended_before(stream, delivery.position):
+                    if cursor is not None and not delivery.finished and await self._ended_before(stream, cursor):
                         return Close(NORMAL, REASON_EOS)
             else:
                 if sub.overflowed:
@@ -274,8 +276,6 @@ class Connection:
     async def _ended_before(self, stream: str, position: StreamId) -> bool:
         """The end-of-stream response is at or before a resumed cursor: it was proven
         delivered, so a late reconnect is told the stream is over instead of idling."""
-        if position == ZERO:
-            return False
         newest = await self.gw.redis.xrevrange(stream, "+", "-", count=1)
         if not newest:
             return False

@@ -160,7 +160,7 @@ class TaskFeed:
                 )
                 if loop.time() >= next_check:
                     next_check = loop.time() + self.hub.check_seconds
-                    await self._check_task()
+                    await self.check_task()
                 backoff = 0.1
             except RedisError as exc:
                 # Subscribers stay connected; nothing is lost since ``last`` did not move.
@@ -175,7 +175,7 @@ class TaskFeed:
                     for sub in tuple(self.subscribers):
                         sub.push(item)
 
-    async def _check_task(self) -> None:
+    async def check_task(self) -> None:
         """Backstop for a missed revocation message: a cancelled or vanished task is revoked."""
         cancelled = await self.hub.redis.hget(keys.task(self.event_id, self.task_id), "cancelled")
         if cancelled is None or cancelled in (b"1", "1"):
@@ -306,7 +306,7 @@ class CaptionHub:
                 # After a reconnect, messages may have been missed: re-check every feed.
                 for feed in list(self.feeds.values()):
                     if feed.ready.done() and not feed.ready.exception():
-                        await feed._check_task()
+                        await feed.check_task()
                 backoff = 0.1
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
