@@ -123,8 +123,9 @@ def http_status(port: int, path: str, deadline: float) -> int:
 Probe = tuple[str, str, str]
 
 
-def collect(redis_url: str, log_dir: Path, probes: dict[str, set[Probe]] | None = None,
-            timeout: float = 60.0) -> Exported:
+def collect(
+    redis_url: str, log_dir: Path, probes: dict[str, set[Probe]] | None = None, timeout: float = 60.0
+) -> Exported:
     """Run every written stage, scrape it, and try the probes the manifests declare for it
     (port names: "metrics" = REACHLIVE_METRICS_PORT, "http" = the gateway's listen port,
     "rtmp" = the ingest's listen port)."""

@@ -46,7 +46,11 @@ def test_command_and_flags_exist(args: tuple[str, ...]) -> None:
         pytest.skip(f"emulator {args[1]}: module not written yet")
     out = subprocess.run(
         [sys.executable, "-m", "shared.cli", *words, "--help"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     for flag in (a for a in args if a.startswith("--")):

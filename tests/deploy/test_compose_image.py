@@ -66,8 +66,10 @@ def test_compose_runs_every_service_on_the_one_image() -> None:
 def test_compose_emulators_behind_a_profile_and_wired() -> None:
     services = COMPOSE["services"]
     env = _env(services["relay"])
-    for name, var in (("kaltura-emulator", "REACHLIVE_KALTURA_SERVICE_URL"),
-                      ("kwikmotion-emulator", "REACHLIVE_KWIKMOTION_URL")):
+    for name, var in (
+        ("kaltura-emulator", "REACHLIVE_KALTURA_SERVICE_URL"),
+        ("kwikmotion-emulator", "REACHLIVE_KWIKMOTION_URL"),
+    ):
         svc = services[name]
         assert svc["profiles"] == ["emulators"]
         assert svc["command"][:2] == ["emulate", name.split("-")[0]]
@@ -199,7 +201,8 @@ def test_dockerfile_is_multistage_nonroot_and_compiler_free() -> None:
 def test_dockerfile_copies_the_whole_package_and_dockerignore_lets_it_through() -> None:
     instrs = _instructions((DEPLOY / "Dockerfile").read_text())
     patterns = [
-        line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     sources: list[str] = []

@@ -170,13 +170,17 @@ def test_workloads_are_hardened_and_probed(overlay: str) -> None:
             assert "livenessProbe" in c and "readinessProbe" in c, name
         if component(w) in SERVICES:
             anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
-            assert any(selects(t["podAffinityTerm"]["labelSelector"], w["spec"]["template"]["metadata"]["labels"])
-                       for t in anti), name
+            assert any(
+                selects(t["podAffinityTerm"]["labelSelector"], w["spec"]["template"]["metadata"]["labels"])
+                for t in anti
+            ), name
             # A read-only root needs a writable /tmp (REACHLIVE_DATA_DIR, Python's tempfile).
             (c,) = pod["containers"]
             assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}, name
-            assert any(selects(p["spec"]["selector"], w["spec"]["template"]["metadata"]["labels"])
-                       for p in kind(docs, "PodDisruptionBudget")), f"no PodDisruptionBudget for {name}"
+            assert any(
+                selects(p["spec"]["selector"], w["spec"]["template"]["metadata"]["labels"])
+                for p in kind(docs, "PodDisruptionBudget")
+            ), f"no PodDisruptionBudget for {name}"
 
 
 def _prestop_seconds(container: dict[str, Any]) -> float:
@@ -281,8 +285,10 @@ def test_dev_has_emulators_and_redis_prod_has_neither() -> None:
     redis_url = base64.b64decode(secret["data"]["REACHLIVE_REDIS_URL"]).decode()
     assert redis_url.startswith(f"redis://redis-0.{redis['spec']['serviceName']}:6379/")
     services = {s["metadata"]["name"]: s for s in kind(dev, "Service")}
-    for env, svc in (("REACHLIVE_KALTURA_SERVICE_URL", "kaltura-emulator"),
-                     ("REACHLIVE_KWIKMOTION_URL", "kwikmotion-emulator")):
+    for env, svc in (
+        ("REACHLIVE_KALTURA_SERVICE_URL", "kaltura-emulator"),
+        ("REACHLIVE_KWIKMOTION_URL", "kwikmotion-emulator"),
+    ):
         port = services[svc]["spec"]["ports"][0]["port"]
         assert f"//{svc}:{port}" in cfg[env]
         (emu,) = [w for w in workloads(dev) if w["metadata"]["name"] == svc]

@@ -69,10 +69,7 @@ def test_on_call_needs_are_covered() -> None:
     rules = alert_rules()
 
     def watching(*metrics: str) -> list[str]:
-        return [
-            r["alert"] for r in rules
-            if all(any(s.name == m for s in selectors(r["expr"])) for m in metrics)
-        ]
+        return [r["alert"] for r in rules if all(any(s.name == m for s in selectors(r["expr"])) for m in metrics)]
 
     # No relay session for a live event: live publishers vs sessions owned.
     assert watching("reachlive_ingest_publishers", "reachlive_relay_sessions_owned")
