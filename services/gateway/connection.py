@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from services.gateway.server import Gateway
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CATCH_UP_PAGE = 200
 MESSAGE_TOO_BIG = 1009
@@ -292,9 +293,18 @@ class Connection:
 
     async def _write(self, item: Item, live: bool) -> None:
         assert self.delivery is not None
+        await self._guarded(self.ws.send(item.data, text=True))
+        self.delivery.sent(item)
+        metrics.FRAMES_SENT.inc()
+        metrics.BYTES_SENT.inc(len(item.data))
+        if live:
+            metrics.DELIVERY_LAG.observe(max(0.0, time.time() - item.created))
+
+    async def _guarded(self, write: Awaitable[T]) -> T:
+        """Await a write that ``notify`` may cancel (a client that reads nothing blocks it)."""
         self._sending = True
         try:
-            await self.ws.send(item.data, text=True)
+            return await write
         except asyncio.CancelledError:
             if self._interrupted and self._task is not None:
                 self._task.uncancel()
@@ -302,17 +312,12 @@ class Connection:
             raise
         finally:
             self._sending = False
-        self.delivery.sent(item)
-        metrics.FRAMES_SENT.inc()
-        metrics.BYTES_SENT.inc(len(item.data))
-        if live:
-            metrics.DELIVERY_LAG.observe(max(0.0, time.time() - item.created))
 
     async def _ping(self, event_id: str, task_id: str) -> None:
         assert self.delivery is not None
         delivery = self.delivery
         ref = delivery.ping_sent(self.loop.time())
-        waiter = await self.ws.ping()
+        waiter = await self._guarded(self.ws.ping())
 
         def on_pong(fut: asyncio.Future[float]) -> None:
             if fut.cancelled() or fut.exception() is not None:
