@@ -149,6 +149,43 @@ def test_references_resolve(overlay: str) -> None:
                 assert backend["port"]["name"] in {p["name"] for p in svc["spec"]["ports"]}
 
 
+def _allowed(docs: tuple[dict[str, Any], ...], labels: dict[str, str], port: dict[str, Any]) -> bool | None:
+    """Whether NetworkPolicies let traffic reach a container port of pods with these labels
+    (None: no policy selects the pods, so everything is allowed)."""
+    policies = [p for p in kind(docs, "NetworkPolicy") if selects(p["spec"]["podSelector"], labels)]
+    if not policies:
+        return None
+    for pol in policies:
+        for rule in pol["spec"].get("ingress", []):
+            ports = rule.get("ports")
+            if ports is None or any(p["port"] in (port.get("name"), port["containerPort"]) for p in ports):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_let_served_ports_through(overlay: str) -> None:
+    """Default deny, then each served port (Services, probes are kubelet-local, scrapes) opened."""
+    docs = render(f"overlays/{overlay}")
+    assert kind(docs, "NetworkPolicy")
+    for w in workloads(docs):
+        labels = w["spec"]["template"]["metadata"]["labels"]
+        ports = {p["name"]: p for c in containers(w) for p in c.get("ports", [])}
+        served = {
+            p["targetPort"]
+            for s in kind(docs, "Service")
+            if selects({"matchLabels": s["spec"]["selector"]}, labels)
+            for p in s["spec"]["ports"]
+        }
+        served |= {"metrics"} & set(ports)
+        for name in served:
+            assert _allowed(docs, labels, ports[name]) is not False, (w["metadata"]["name"], name)
+        if component(w) in ("poller", "worker", "relay"):
+            # Nothing but the scrape reaches them.
+            closed = {"name": "other", "containerPort": 12345}
+            assert _allowed(docs, labels, closed) is False
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_workloads_are_hardened_and_probed(overlay: str) -> None:
     docs = render(f"overlays/{overlay}")
