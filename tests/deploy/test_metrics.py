@@ -114,6 +114,19 @@ def test_unknown_metric_is_caught(exported: Exported) -> None:
         _check(exported, "probe", f"rate(reachlive_{prefix}_made_up_total[5m])")
 
 
+def readme_row(module: str, name: str) -> str:
+    """The README table row of a metric, from its definition (to paste into the right table)."""
+    import importlib
+
+    from prometheus_client.metrics import MetricWrapperBase
+
+    for obj in vars(importlib.import_module(module)).values():
+        if isinstance(obj, MetricWrapperBase) and obj._name in (name, name.removesuffix("_total")):
+            labels = ", ".join(obj._labelnames) or "—"
+            return f"| `{name}` | {obj._type} | {labels} | {obj._documentation} |"
+    return f"| `{name}` | ? | ? | ? |"
+
+
 def test_metrics_reference_in_readme(exported: Exported) -> None:
     """README's metrics reference lists every exported reachlive metric family."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -122,7 +135,9 @@ def test_metrics_reference_in_readme(exported: Exported) -> None:
     families = {f for f in exported.families if f.startswith("reachlive_")}
     assert families
     missing = sorted(f for f in families if f"`{f}`" not in section)
-    assert not missing, f"README metrics reference lacks {missing}"
+    assert not missing, "README metrics reference lacks these rows:\n" + "\n".join(
+        readme_row(f"services.{f.split('_')[1]}.metrics", f) for f in missing
+    )
     listed = set(re.findall(r"`(reachlive_\w+)`", section))
     stale = sorted(n for n in listed if n not in families)
     assert not stale, f"README metrics reference lists metrics no service exports: {stale}"
