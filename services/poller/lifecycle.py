@@ -48,8 +48,13 @@ def poll(ctx: Context) -> dict[str, int]:
     for job in jobs:
         if _needs_provision(ctx, job):
             holder = str(uuid.uuid4())
-            if ctx.lock(job.id, holder).take():
-                ctx.send_provision(job, holder)
+            lock = ctx.lock(job.id, holder)
+            if lock.take():
+                try:
+                    ctx.send_provision(job, holder)
+                except Exception:
+                    lock.release()  # not sent: let the next poll try at once
+                    raise
                 sent += 1
     stats = reconcile(ctx, {j.id: j for j in jobs})
     return {"listed": len(jobs), "sent": sent, **stats}
@@ -101,6 +106,9 @@ def reconcile(ctx: Context, listing: dict[str, VendorTask] | None = None) -> dic
                 continue
         cancelled += c
         moved += m
+    for raw in ctx.redis.smembers(keys.EVENTS):  # records that expired (keys.REGISTRY_TTL_AFTER_END_SECONDS)
+        if not ctx.redis.exists(keys.event(raw.decode())):
+            ctx.redis.srem(keys.EVENTS, raw)
     events, tasks_n = sizes(ctx.redis)
     metrics.REGISTRY_EVENTS.set(events)
     metrics.REGISTRY_TASKS.set(tasks_n)
