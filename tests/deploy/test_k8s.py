@@ -378,3 +378,14 @@ def test_metrics_port_matches_setting() -> None:
         if component(w) in ("poller", "worker", "ingest", "relay"):
             (c,) = w["spec"]["template"]["spec"]["containers"]
             assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in c["ports"]
+
+
+def test_prod_talks_to_the_outside_over_tls() -> None:
+    """KWIKmotion seed: 'Always use secure connections (wss://) in production'; Kaltura over
+    https; the Redis template uses TLS (rediss://)."""
+    cfg = config(render("overlays/prod"))
+    assert str(setting_value("REACHLIVE_KWIKMOTION_URL", cfg)).startswith("wss://")
+    assert str(setting_value("REACHLIVE_KALTURA_SERVICE_URL", cfg)).startswith("https://")
+    assert str(setting_value("REACHLIVE_GATEWAY_PUBLIC_URL", cfg)).startswith("wss://")
+    (secret,) = load_docs(K8S / "base" / "secret.example.yaml")
+    assert secret["stringData"]["REACHLIVE_REDIS_URL"].startswith("rediss://")
