@@ -102,8 +102,10 @@ def test_update_live_feature_and_status_flow(emulator: Any, admin: Admin) -> Non
     assert (feat.caption_url, feat.caption_token) == ("wss://captions.example.com/v1/captions", "ct-0123456789")
     assert feat.language == "eng" and feat.system_name == feature_name(job.id)
     call = admin.calls_of("schedule_scheduleevent", "updateLiveFeature")[0]
-    sent = {k for k in call["params"]["liveFeature"]} if isinstance(call["params"].get("liveFeature"), dict) else set()
-    assert sent <= {"objectType", "mediaUrl", "mediaKey", "captionUrl", "captionToken"}
+    # The seed's request: featureName, objectType and only the four fields.
+    assert call["params"]["featureName"] == feature_name(job.id)
+    assert set(call["params"]["liveFeature"]) == {"objectType", "mediaUrl", "mediaKey", "captionUrl", "captionToken"}
+    assert call["params"]["liveFeature"]["objectType"] == "KalturaLiveCaptionFeature"
     done = facade.update_job(job.id, SCHEDULED, external_task_id="reachlive:1:2")
     assert done.status == SCHEDULED and done.external_task_id == "reachlive:1:2"
     assert admin.task(job.id)["status"] == SCHEDULED
