@@ -221,7 +221,7 @@ async def test_claim_lost_while_alive_stops_at_once(redis_client, emu, relays, r
     lost = _metric("reachlive_relay_sessions_lost_total")
     relays.start(config(redis_url, emu.url), name="relay-a")
     open_session(redis_client, ev.id)
-    feeder = asyncio.create_task(feed_paced(redis_client, ev.id, pcm, interval=0.1))
+    feeder = asyncio.create_task(feed_paced(redis_client, ev.id, pcm, interval=0.2))
     await wait_for(lambda: any(len(s.chunks) >= 1 for s in emu.started_sessions()))
     [entry] = redis_client.xpending_range(keys.SESSIONS_STREAM, keys.RELAY_GROUP, "-", "+", 10)
     redis_client.xclaim(keys.SESSIONS_STREAM, keys.RELAY_GROUP, "intruder", 0, [entry["message_id"]], justid=True)
@@ -229,7 +229,7 @@ async def test_claim_lost_while_alive_stops_at_once(redis_client, emu, relays, r
 
     async with aioredis.Redis.from_url(redis_url) as client:
         await claim_epoch(client, ev.id)
-    await wait_for(lambda: emu.sessions[0].finished, timeout=2)  # heartbeat every 0.2 s
+    await wait_for(lambda: emu.sessions[0].finished, timeout=5)  # heartbeat every 0.2 s
     assert emu.sessions[0].closed_code == 1001
     assert _metric("reachlive_relay_sessions_lost_total") == lost + 1
     await feeder
