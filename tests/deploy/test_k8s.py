@@ -28,6 +28,8 @@ from tests.deploy.manifests import (
 )
 
 K8S_VERSION = kubernetes_validate.latest_version()
+# The oldest Kubernetes the manifests support (README) and the newest the package knows.
+K8S_VERSIONS = ("1.30.0", K8S_VERSION)
 # Prometheus Operator CRDs: kubernetes-validate has no schema for them (checked structurally).
 CRD_GROUP = "monitoring.coreos.com/v1"
 CRD_KINDS = {"PodMonitor", "ServiceMonitor", "PrometheusRule"}
@@ -42,15 +44,26 @@ def config(docs: tuple[dict[str, Any], ...]) -> dict[str, str]:
     return maps[0]["data"]
 
 
+@pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize("target", TARGETS)
-def test_renders_and_validates(target: str) -> None:
+def test_renders_and_validates(target: str, version: str) -> None:
     docs = render(target)
     assert {component(d) for d in workloads(docs)} >= set(SERVICES)
     for doc in docs:
         if doc["apiVersion"] == CRD_GROUP:
             assert doc["kind"] in CRD_KINDS, doc["kind"]
             continue
-        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_validation_is_strict() -> None:
+    """An unknown field (a typo) is refused, so the test above can fail."""
+    import copy
+
+    deployment = copy.deepcopy(by_name(render("overlays/prod"), "Deployment", "relay"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
 
 
 def test_secret_template_validates_and_holds_every_credential() -> None:
