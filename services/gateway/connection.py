@@ -49,6 +49,9 @@ T = TypeVar("T")
 
 CATCH_UP_PAGE = 200
 MESSAGE_TOO_BIG = 1009
+# The direct (synchronous) write path is taken only while the socket's write buffer is below
+# this; above it, frames queue and the connection's task awaits the drain (backpressure).
+DIRECT_WRITE_LIMIT = 2**15
 
 
 class Refused(Exception):
@@ -81,6 +84,8 @@ class Connection:
         self.live = False  # caught up: now fed by the shared reader
         self._task: asyncio.Task[None] | None = None
         self._sending = False
+        self._busy = False  # the task is writing a batch: direct writes would reorder frames
+        self._wake_at = 0.0  # when the task's current wait ends (loop time)
         self._interrupted = False  # a send was cancelled: what was written is unknown
         rate = gateway.settings.messages_per_second
         self._bucket = auth.TokenBucket(rate, 2 * rate, self.loop.time())
@@ -190,6 +195,9 @@ class Connection:
         self._task = asyncio.current_task()
         self.sub = await self.gw.hub.subscribe(event_id, task_id)
         self.sub.notify = self.notify
+        self.sub.direct = self._direct
+        if isinstance(self.ws, CaptionServerConnection):
+            self.ws.on_pong = self._on_pong
         # A revocation published between the token lookup and the subscription found no feed
         # to close: look once more now that this connection can hear of it.
         await self.sub.feed.check_task()
@@ -258,9 +266,13 @@ class Connection:
             else:
                 if sub.overflowed:
                     return self._interruption()
-                for item in sub.take():
-                    if not await self._offer(item, live=True):
-                        break
+                self._busy = True
+                try:
+                    for item in sub.take():
+                        if not await self._offer(item, live=True):
+                            break
+                finally:
+                    self._busy = False
             now = self.loop.time()
             action = delivery.poll(now)
             if isinstance(action, Close):
@@ -269,10 +281,13 @@ class Connection:
                 await self._write(action, live=False)
                 continue
             if delivery.ping_due(now):
-                await self._ping(event_id, task_id)
+                self._ping(now)
             if catching_up or sub.items or sub.overflowed:
                 continue
-            await sub.wake.wait(delivery.next_wakeup(self.loop.time()))
+            now = self.loop.time()
+            timeout = delivery.next_wakeup(now)
+            self._wake_at = now + timeout
+            await sub.wake.wait(timeout)
 
     async def _ended_before(self, stream: str, position: StreamId) -> bool:
         """The end-of-stream response is at or before a resumed cursor: it was proven
@@ -295,6 +310,10 @@ class Connection:
         assert self.delivery is not None
         await self._guarded(self.ws.send(item.data, text=True))
         self.delivery.sent(item)
+        self._count(item, live)
+
+    @staticmethod
+    def _count(item: Item, live: bool) -> None:
         metrics.FRAMES_SENT.inc()
         metrics.BYTES_SENT.inc(len(item.data))
         if live:
@@ -313,21 +332,70 @@ class Connection:
         finally:
             self._sending = False
 
-    async def _ping(self, event_id: str, task_id: str) -> None:
+    def _ping(self, now: float) -> None:
+        """Write a ping now. Its pong proves every frame written before it (TCP keeps order).
+        Written synchronously (a few bytes, after whatever is buffered), so it never blocks."""
         assert self.delivery is not None
-        delivery = self.delivery
-        ref = delivery.ping_sent(self.loop.time())
-        waiter = await self._guarded(self.ws.ping())
+        ws = self.ws
+        if ws.protocol.state is not State.OPEN:
+            return
+        ref = self.delivery.ping_sent(now)
+        ws.protocol.send_ping(ref.to_bytes(4, "big"))
+        ws.send_data()
 
-        def on_pong(fut: asyncio.Future[float]) -> None:
-            if fut.cancelled() or fut.exception() is not None:
-                return
-            proven = delivery.pong(ref)
-            if proven is not None:
-                self.gw.hub.cursors.save(event_id, task_id, proven)
+    def _on_pong(self, data: bytes) -> None:
+        if self.delivery is None or self.ref is None or len(data) != 4:
+            return
+        proven = self.delivery.pong(int.from_bytes(data, "big"))
+        if proven is not None:
+            self.gw.hub.cursors.save(self.ref.event_id, self.ref.task_id, proven)
+            self._reschedule(self.loop.time())
+
+    def _reschedule(self, now: float) -> None:
+        """Wake the task if the delivery state now needs it before its current wait ends."""
+        if self.delivery is not None and now + self.delivery.next_wakeup(now) < self._wake_at:
             self.wake()
 
-        waiter.add_done_callback(on_pong)  # type: ignore[attr-defined]
+    def _direct(self, item: Item) -> bool:
+        """The shared reader offers an entry: write it synchronously when nothing is queued
+        and the socket takes it (as websockets' ``broadcast`` does); False → queue it."""
+        sub, delivery, ws = self.sub, self.delivery, self.ws
+        if (
+            sub is None
+            or delivery is None
+            or not self.live
+            or self._busy
+            or self._sending
+            or self.gone
+            or delivery.finished
+            or sub.close is not None
+            or self.refuse is not None
+            or self.gw.draining
+            or ws.protocol.state is not State.OPEN
+            or ws.send_in_progress is not None
+            or ws.transport.get_write_buffer_size() > DIRECT_WRITE_LIMIT
+        ):
+            return False
+        now = self.loop.time()
+        frame = delivery.offer(item, now)
+        if frame is not None:
+            try:
+                ws.protocol.send_text(frame.data)
+                ws.send_data()
+            except Exception as exc:  # the connection is failing; its task will see it close
+                log.debug("direct write failed: %s", exc)
+                self.wake()
+                return True
+            delivery.sent(frame)
+            self._count(frame, live=True)
+            if delivery.finished:
+                self.wake()  # the task closes with 1000
+                return True
+            if delivery.ping_due(now):
+                self._ping(now)
+                return True
+        self._reschedule(now)
+        return True
 
     async def _close(self, close: Close) -> None:
         self._set_state("closing")
@@ -393,9 +461,13 @@ class CaptionServerConnection(ServerConnection):
     of queueing them for ``recv``: the gateway never needs a reader task per connection."""
 
     on_frame: Callable[[Frame], None] | None = None
+    on_pong: Callable[[bytes], None] | None = None  # our pings are ours: not in ``pending_pings``
 
     def process_event(self, event: Event) -> None:
-        if self.on_frame is not None and isinstance(event, Frame) and event.opcode in DATA_OPCODES:
-            self.on_frame(event)
-        else:
-            super().process_event(event)
+        if isinstance(event, Frame):
+            if self.on_frame is not None and event.opcode in DATA_OPCODES:
+                self.on_frame(event)
+                return
+            if self.on_pong is not None and event.opcode is Opcode.PONG:
+                self.on_pong(bytes(event.data))
+        super().process_event(event)

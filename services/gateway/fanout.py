@@ -87,7 +87,7 @@ class Wake:
 class Subscription:
     """One connection's view of a task feed: a bounded queue and a wake-up flag."""
 
-    __slots__ = ("close", "feed", "items", "limit", "notify", "overflowed", "wake")
+    __slots__ = ("close", "direct", "feed", "items", "limit", "notify", "overflowed", "wake")
 
     def __init__(self, feed: TaskFeed, limit: int) -> None:
         self.feed = feed
@@ -98,8 +98,13 @@ class Subscription:
         self.wake = Wake()
         # Called on overflow and revocation: a connection blocked in a send must hear of it.
         self.notify: Callable[[], None] | None = None
+        # The connection's synchronous write path: True when it wrote (or skipped) the entry
+        # itself, so the common case of an idle live subscriber costs no task wake-up.
+        self.direct: Callable[[Item], bool] | None = None
 
     def push(self, item: Item) -> None:
+        if not self.items and self.direct is not None and self.direct(item):
+            return
         if len(self.items) >= self.limit:
             if not self.overflowed:
                 self.overflowed = True
