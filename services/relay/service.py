@@ -76,8 +76,10 @@ class Relay:
             while not stop.is_set():
                 started = time.monotonic()
                 try:
-                    await self._round(stop)
-                except RedisError as exc:
+                    # A hung Redis call must not keep us from self-fencing in time.
+                    async with asyncio.timeout(max(2 * self.tick, self.settings.failover_seconds / 2)):
+                        await self._round(stop)
+                except (RedisError, TimeoutError) as exc:
                     log.warning("claim round failed: %s", exc)
                     self._self_fence()
                     await _wait(stop, self.tick)

@@ -119,3 +119,38 @@ def test_backoff_is_capped_and_jittered() -> None:
     assert all(d <= 4.0 for d in delays) and delays[-1] >= 2.0
     b.reset()
     assert b.next() <= 0.5
+
+
+async def test_self_fence_when_redis_is_unreachable() -> None:
+    """Heartbeats failing for 0.8 × failover: the replica stops its sessions itself, before any
+    other replica may take them over (which needs the full failover timeout of silence)."""
+    import redis.asyncio as aioredis
+
+    from services.relay.claim import Claimed
+    from services.relay.service import Relay
+    from shared.settings import RelaySettings
+    from tests.support.proc import free_port
+
+    stopped = asyncio.Event()
+
+    async def runner(claimed: Claimed) -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            stopped.set()
+
+    dead = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}", socket_connect_timeout=0.1)
+    relay = Relay(dead, RelaySettings(heartbeat_seconds=0.1, failover_seconds=0.5), runner, consumer="a")
+    relay._start(Claimed("1-0", "E", False))
+    stop = asyncio.Event()
+    with pytest.raises(Exception):  # noqa: B017 - ensure_group cannot reach Redis
+        await relay.claimer.ensure_group()
+    loop = asyncio.create_task(relay._round(stop))
+    with pytest.raises(Exception):  # noqa: B017
+        await loop
+    relay._self_fence()
+    assert not stopped.is_set()  # not yet: heartbeats failed for less than 0.4 s
+    await asyncio.sleep(0.45)
+    relay._self_fence()
+    await asyncio.wait_for(stopped.wait(), 1)
+    await dead.aclose()
