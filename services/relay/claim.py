@@ -89,6 +89,18 @@ class Claimer:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    async def prune_consumers(self, idle_seconds: float = 86400.0) -> int:
+        """Forget consumers (old pods) idle that long and owning nothing: each pod has its own
+        name, so the group would otherwise grow by one consumer per restart. A consumer with
+        pending entries is never deleted (that would drop its entries from the PEL)."""
+        removed = 0
+        for c in await self.client.xinfo_consumers(self.stream, self.group):
+            name = _s(c["name"])
+            if name != self.consumer and int(c["pending"]) == 0 and int(c["idle"]) > idle_seconds * 1000:
+                await self.client.xgroup_delconsumer(self.stream, self.group, name)
+                removed += 1
+        return removed
+
     def _parse(self, entry_id: Any, fields: Any, failover: bool) -> Claimed:
         eid = _s(entry_id)
         if not fields:

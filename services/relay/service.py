@@ -70,6 +70,7 @@ class Relay:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.claimer.ensure_group()
+        await self.claimer.prune_consumers()
         log.info("relay claiming sessions", extra={"consumer": self.consumer,
                                                     "max_sessions": self.settings.max_sessions})
         try:

@@ -55,6 +55,22 @@ async def test_read_heartbeat_autoclaim_release(aredis) -> None:
     assert await aredis.xlen(keys.SESSIONS_STREAM) == 0
 
 
+async def test_prune_keeps_consumers_that_own_entries(aredis) -> None:
+    a = Claimer(aredis, "a", failover_seconds=1)
+    b = Claimer(aredis, "b", failover_seconds=1)
+    await a.ensure_group()
+    await _session(aredis, "E1")
+    assert len(await a.read_new(1, block_ms=10)) == 1
+    await _session(aredis, "E2")
+    [done] = await b.read_new(1, block_ms=10)
+    await b.ack(done.entry_id)  # b exists, owning nothing
+    await asyncio.sleep(0.05)
+    c = Claimer(aredis, "c", failover_seconds=1)
+    assert await c.prune_consumers(idle_seconds=0.01) == 1
+    names = {x["name"] for x in await aredis.xinfo_consumers(keys.SESSIONS_STREAM, keys.RELAY_GROUP)}
+    assert names == {b"a"}
+
+
 async def test_capacity_bounds_reads(aredis) -> None:
     a = Claimer(aredis, "a", failover_seconds=1)
     await a.ensure_group()
