@@ -30,6 +30,10 @@ from shared.registry import TaskRecord
 
 log = logging.getLogger(__name__)
 
+# A task still SCHEDULED this long after its start (startDate − preStartTime) has no media: the
+# ingest would have moved it to PROCESSING (metric reachlive_poller_tasks_overdue).
+OVERDUE_MARGIN_SECONDS = 300
+
 
 # --- poll ----------------------------------------------------------------------------------
 def poll(ctx: Context) -> dict[str, int]:
@@ -78,7 +82,8 @@ def reconcile(ctx: Context, listing: dict[str, VendorTask] | None = None) -> dic
     if listing is None:
         listing = {j.id: j for j in ctx.kaltura.get_jobs((PENDING, SCHEDULED))}
     by_event: dict[str, list[TaskRecord]] = defaultdict(list)
-    cancelled = moved = 0
+    cancelled = moved = overdue = 0
+    late = ctx.clock() - OVERDUE_MARGIN_SECONDS
     for task_id in live_task_ids(ctx.redis):
         event_id = event_of(ctx.redis, task_id)
         rec = registry.read_task_sync(ctx.redis, event_id, task_id) if event_id else None
@@ -95,6 +100,7 @@ def reconcile(ctx: Context, listing: dict[str, VendorTask] | None = None) -> dic
                 continue
         if alive:
             by_event[rec.event].append(rec)
+            overdue += rec.status == SCHEDULED and 0 < rec.start < late
         else:
             cancelled += 1
     for event_id, tasks in by_event.items():
@@ -112,6 +118,7 @@ def reconcile(ctx: Context, listing: dict[str, VendorTask] | None = None) -> dic
     events, tasks_n = sizes(ctx.redis)
     metrics.REGISTRY_EVENTS.set(events)
     metrics.REGISTRY_TASKS.set(tasks_n)
+    metrics.TASKS_OVERDUE.set(overdue)
     return {"cancelled": cancelled, "moved": moved}
 
 

@@ -28,6 +28,10 @@ KALTURA_ERRORS = Counter(
 )
 REGISTRY_EVENTS = Gauge("reachlive_poller_registry_events", "events in the registry")
 REGISTRY_TASKS = Gauge("reachlive_poller_registry_tasks", "tasks provisioned and not yet final")
+TASKS_OVERDUE = Gauge(
+    "reachlive_poller_tasks_overdue",
+    "tasks still SCHEDULED more than a margin after their start (the media never reached the ingest)",
+)
 PROVISION_SECONDS = Histogram(
     "reachlive_poller_provision_seconds", "one provision run, start to SCHEDULED", buckets=LATENCY_BUCKETS
 )

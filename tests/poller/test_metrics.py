@@ -43,3 +43,19 @@ def test_metrics(worker: Any, admin: Admin, send: Any, redis_client: redis.Redis
     wait_for(lambda: value("reachlive_poller_registry_tasks") == 2)
     assert value("reachlive_poller_registry_events") == 1
     assert value("reachlive_poller_jobs_listed", status="scheduled") == 2
+
+
+def test_overdue_gauge(worker: Any, admin: Admin, send: Any) -> None:
+    import time
+
+    late = admin.create_event(**event_spec(CAPTION, start=time.time() - 600))  # started 10 min ago, no media
+    admin.create_event(**event_spec(CAPTION))  # starts in an hour
+    send(commands.POLL)
+    wait_for(lambda: int(admin.task(late["task_ids"][0])["status"]) == SCHEDULED)
+
+    def measured() -> bool:
+        send(commands.POLL)  # the gauge is set by each reconcile
+        time.sleep(0.3)
+        return value("reachlive_poller_tasks_overdue") == 1
+
+    wait_for(measured)
