@@ -212,6 +212,14 @@ def overview() -> dict:
                         width=4,
                         thresholds=[(1, "red")],
                     ),
+                    P(
+                        "Tasks past start, no media",
+                        [q("max(reachlive_poller_tasks_overdue)")],
+                        kind="stat",
+                        width=4,
+                        thresholds=[(1, "orange")],
+                        description="SCHEDULED more than 5 min after their start (alert ReachliveTasksStuckScheduled).",
+                    ),
                 ],
             ),
             (
@@ -330,10 +338,14 @@ def poller() -> dict:
                     P(
                         "Task outcomes (per 5 min)",
                         [q(f"sum by (outcome) (increase(reachlive_poller_tasks_total{sel}[5m]))", "{{outcome}}")],
-                        width=12,
                         stack=True,
                     ),
-                    P("Provision time", quantiles("reachlive_poller_provision_seconds", sel), "s", width=12),
+                    P("Provision time", quantiles("reachlive_poller_provision_seconds", sel), "s"),
+                    P(
+                        "Tasks past start with no media",
+                        [q(f"max(reachlive_poller_tasks_overdue{sel})", "overdue")],
+                        description="Still SCHEDULED more than 5 min after their start: no media reached the ingest.",
+                    ),
                 ],
             ),
             (

@@ -3,8 +3,11 @@ with each other and with the code (issue 9)."""
 
 from __future__ import annotations
 
+import base64
+import copy
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -23,6 +26,7 @@ from tests.deploy.manifests import (
     secret_setting_names,
     selects,
     setting_value,
+    settings_fields,
     walk,
     workloads,
 )
@@ -58,8 +62,6 @@ def test_renders_and_validates(target: str, version: str) -> None:
 
 def test_validation_is_strict() -> None:
     """An unknown field (a typo) is refused, so the test above can fail."""
-    import copy
-
     deployment = copy.deepcopy(by_name(render("overlays/prod"), "Deployment", "relay"))
     deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -252,8 +254,6 @@ SHUTDOWN_BOUNDS = {
 def test_grace_period_outlasts_each_drain(overlay: str) -> None:
     docs = render(f"overlays/{overlay}")
     cfg = config(docs)
-    from tests.deploy.manifests import settings_fields
-
     drains = {env for env in settings_fields() if "DRAIN" in env or "SHUTDOWN" in env}
     for env in drains:  # a drain setting added by a service must be covered here
         assert any(env in bounds for bounds in SHUTDOWN_BOUNDS.values()), f"{env} bounds no grace period"
@@ -282,8 +282,6 @@ def test_ingest_and_gateway_exposure(overlay: str) -> None:
     for key in ("nginx.ingress.kubernetes.io/proxy-read-timeout", "nginx.ingress.kubernetes.io/proxy-send-timeout"):
         assert float(ann[key]) > max_conn, key
     # The captionUrl given to Kaltura is served by this Ingress.
-    from urllib.parse import urlsplit
-
     url = urlsplit(str(setting_value("REACHLIVE_GATEWAY_PUBLIC_URL", cfg)))
     assert url.scheme == "wss"
     rule = ing["spec"]["rules"][0]
@@ -330,8 +328,6 @@ def test_dev_has_emulators_and_redis_prod_has_neither() -> None:
     # dev points the services at its emulators and its Redis.
     cfg = config(dev)
     (secret,) = [s for s in kind(dev, "Secret") if s["metadata"]["name"].startswith("reachlive-secrets")]
-    import base64
-
     redis_url = base64.b64decode(secret["data"]["REACHLIVE_REDIS_URL"]).decode()
     assert redis_url.startswith(f"redis://redis-0.{redis['spec']['serviceName']}:6379/")
     services = {s["metadata"]["name"]: s for s in kind(dev, "Service")}

@@ -3,11 +3,13 @@ collected from the running services' /metrics (issue 9)."""
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
 
 from shared.embedded_redis import EmbeddedRedis
 from tests.deploy.exported import PROMETHEUS_SERIES, STAGES, TARGET_LABELS, Exported, collect
@@ -116,10 +118,6 @@ def test_unknown_metric_is_caught(exported: Exported) -> None:
 
 def readme_row(module: str, name: str) -> str:
     """The README table row of a metric, from its definition (to paste into the right table)."""
-    import importlib
-
-    from prometheus_client.metrics import MetricWrapperBase
-
     for obj in vars(importlib.import_module(module)).values():
         if isinstance(obj, MetricWrapperBase) and obj._name in (name, name.removesuffix("_total")):
             labels = ", ".join(obj._labelnames) or "—"

@@ -78,6 +78,7 @@ def test_on_call_needs_are_covered() -> None:
     assert watching("reachlive_gateway_delivery_lag_seconds_bucket")
     assert watching("reachlive_poller_kaltura_errors_total")
     assert watching("reachlive_poller_polls_total")
+    assert watching("reachlive_poller_tasks_overdue")  # tasks stuck in SCHEDULED past their start
     critical = {r["alert"] for r in rules if r["labels"]["severity"] == "critical"}
     assert set(watching("reachlive_relay_kwikmotion_auth_failures_total")) <= critical
 

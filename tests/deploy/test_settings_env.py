@@ -17,6 +17,7 @@ from tests.deploy.manifests import (
     kind,
     render,
     setting_names,
+    setting_value,
     settings_fields,
     walk,
     workloads,
@@ -84,8 +85,6 @@ def test_rendered_config_and_secret_keys_are_settings(overlay: str) -> None:
 
 def test_values_parse_with_the_settings_classes() -> None:
     """A ConfigMap / compose value the service would refuse at start (e.g. a bad URL) fails here."""
-    from tests.deploy.manifests import setting_value
-
     sources: list[dict[str, str]] = []
     for overlay in OVERLAYS:
         for doc in kind(render(f"overlays/{overlay}"), "ConfigMap"):
