@@ -27,9 +27,9 @@ CLOSE_TIMEOUT = 5.0  # seconds to wait for the client's half of a closing handsh
 # Short commands (auth, cursors, catch-up pages) share a bounded pool: a reconnect storm after a
 # replica died waits for a connection instead of failing. Each task feed holds one connection
 # in a blocking XREAD, so feeds get their own pool, sized by the number of tasks served.
-COMMAND_CONNECTIONS = 64
+COMMAND_CONNECTIONS = 256
 FEED_CONNECTIONS = 100_000
-POOL_WAIT_SECONDS = 10.0
+POOL_WAIT_SECONDS = 30.0
 
 
 class Gateway:
