@@ -299,6 +299,8 @@ def test_autoscaling_signals(overlay: str) -> None:
         assert "Resource" in types
         if overlay == "prod":  # sessions / connections per replica via prometheus-adapter
             assert "Pods" in types
+        else:  # dev needs no metrics adapter
+            assert types == ["Resource"]
         # Scale-down moves sessions / clients: never faster than one pod per minute.
         down = hpa["spec"]["behavior"]["scaleDown"]
         assert down["stabilizationWindowSeconds"] >= 300
