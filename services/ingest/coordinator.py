@@ -28,8 +28,9 @@ RATE = 16000
 
 _ACQUIRE = """
 if redis.call('HGET', KEYS[2], 'eos') == '1' then return {-1} end
+-- a receiving standby keeps the event alive too: no end of stream while it waits
+redis.call('HSET', KEYS[2], 'alive', ARGV[3])
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  redis.call('HSET', KEYS[2], 'alive', ARGV[3])
   return {1, redis.call('HGET', KEYS[2], 'samples') or '0',
           redis.call('HGET', KEYS[2], 'pts_end') or '', redis.call('HGET', KEYS[2], 'epoch_end') or ''}
 end
@@ -88,6 +89,13 @@ return 1
 """
 
 
+_OPEN = """
+if redis.call('HGET', KEYS[1], 'session') == '1' then return 0 end
+redis.call('HSET', KEYS[1], 'session', '1', 'status', 'live')
+return 1
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Timeline:
     """Where the event's audio stands: samples written and the source position just after."""
@@ -115,6 +123,7 @@ class Coordinator:
         self._release = client.register_script(_RELEASE)
         self._write = client.register_script(_WRITE)
         self._eos = client.register_script(_EOS)
+        self._open = client.register_script(_OPEN)
 
     def _keys(self, event_id: str) -> list[str]:
         return [keys.ingest_primary(event_id), keys.ingest_state(event_id), keys.audio(event_id)]
@@ -163,12 +172,11 @@ class Coordinator:
     async def open_session(self, event_id: str) -> bool:
         """The first accepted publish of an event opens its media session (DESIGN section 3)."""
         await self.client.sadd(keys.INGEST_ACTIVE, event_id)
-        if not await self.client.hsetnx(keys.event(event_id), "session", "1"):
+        # An HSETNX in spirit: the registry writes session="0" up front, so "not yet 1" is
+        # the condition, checked and set atomically.
+        if not await self._open(keys=[keys.event(event_id)]):
             return False
-        pipe = self.client.pipeline(transaction=False)
-        pipe.xadd(keys.SESSIONS_STREAM, streams.SessionEntry(event_id).fields())
-        pipe.hset(keys.event(event_id), "status", "live")
-        await pipe.execute()
+        await self.client.xadd(keys.SESSIONS_STREAM, streams.SessionEntry(event_id).fields())
         metrics.SESSIONS_OPENED.inc()
         return True
 

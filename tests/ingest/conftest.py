@@ -76,7 +76,8 @@ def best_correlation(got: np.ndarray, ref: np.ndarray, max_lag: int = 8000) -> t
 
 
 async def ffmpeg_publish(url: str, *args: str, realtime: bool = False, video: bool = False,
-                         input_args: tuple[str, ...] = (), timeout: float = 60) -> tuple[int, str]:
+                         input_args: tuple[str, ...] = (), timeout: float = 60,
+                         procs: list | None = None) -> tuple[int, str]:
     """Publish the sample with the ffmpeg binary; returns (exit code, stderr)."""
     cmd = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "info"]
     if realtime:
@@ -88,6 +89,8 @@ async def ffmpeg_publish(url: str, *args: str, realtime: bool = False, video: bo
     cmd += ["-c:a", "aac", "-b:a", "128k", *args, "-f", "flv", url]
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL,
                                                 stderr=asyncio.subprocess.PIPE)
+    if procs is not None:
+        procs.append(proc)
     try:
         _out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:

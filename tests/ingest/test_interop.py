@@ -1,0 +1,198 @@
+"""Interop with publishers we did not write (ffmpeg's binary, PyAV's libavformat client): the
+PCM on the event's audio stream matches the source (DESIGN sections 3 and 9)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from services.ingest import metrics
+from shared import keys, streams
+from shared.registry import TaskRecord, write_task
+from tests.ingest.conftest import (
+    audio_entries,
+    best_correlation,
+    ffmpeg_publish,
+    make_event,
+    pcm_of,
+    source_pcm,
+    wait_for,
+)
+from tests.support.proc import ROOT
+
+REF = source_pcm()
+CHUNK = 8000  # 500 ms at 16 kHz
+
+
+def has_eos(client, event_id="ev1") -> bool:
+    return any(isinstance(e, streams.EndOfStream) for e in audio_entries(client, event_id))
+
+
+def check_audio(client, event_id: str = "ev1", ref: np.ndarray = REF, publishes: int = 1,
+                correlate: bool = True) -> list:
+    entries = audio_entries(client, event_id)
+    chunks = [e for e in entries if isinstance(e, streams.AudioChunk)]
+    eos = [e for e in entries if isinstance(e, streams.EndOfStream)]
+    assert len(eos) == 1 and eos[0] is entries[-1]
+    # the timeline is continuous: each chunk starts where the previous ended
+    t = 0.0
+    for c in chunks:
+        assert c.media_time == pytest.approx(t, abs=1e-9)
+        t += c.duration
+    assert eos[0].media_time == pytest.approx(t, abs=1e-9)
+    # full chunks, except the tail each publish flushes when it ends
+    assert all(0 < len(c.pcm) <= 2 * CHUNK for c in chunks)
+    assert sum(len(c.pcm) < 2 * CHUNK for c in chunks) <= publishes
+    pcm = pcm_of(entries)
+    assert abs(len(pcm) - len(ref)) <= CHUNK, (len(pcm), len(ref))  # same duration within one chunk
+    if correlate:
+        corr, _lag = best_correlation(pcm, ref)
+        assert corr > 0.9, corr
+    return chunks
+
+
+def celery_commands(client) -> list[tuple[str, list]]:
+    out = []
+    for raw in client.lrange(keys.BROKER_PREFIX + "reach", 0, -1):
+        msg = json.loads(raw)
+        body = json.loads(__import__("base64").b64decode(msg["body"]))
+        out.append((msg["headers"]["task"], body[0]))
+    return out
+
+
+async def test_ffmpeg_audio_only_session_and_end_of_stream(start_ingest, redis_client):
+    make_event(redis_client)
+    server = await start_ingest(rtmp_chunk_size=4096)
+    code, err = await ffmpeg_publish(f"rtmp://127.0.0.1:{server.port}/live/key-1")
+    assert code == 0, err[-2000:]
+    await wait_for(lambda: has_eos(redis_client))
+    chunks = check_audio(redis_client)
+    assert chunks[0].pts == pytest.approx(0.0, abs=0.05)
+    assert all(0 < c.epoch <= chunks[-1].epoch + 1 for c in chunks)
+    eos = audio_entries(redis_client)[-1]
+    assert eos.reason == "no_publisher"
+    # the media session was opened once, the event is live, the poller was asked for PROCESSING
+    sessions = redis_client.xrange(keys.SESSIONS_STREAM)
+    assert [streams.SessionEntry.parse(f).event_id for _i, f in sessions] == ["ev1"]
+    event = redis_client.hgetall(keys.event("ev1"))
+    assert event[b"session"] == b"1" and event[b"status"] == b"live"
+    assert celery_commands(redis_client) == [("reach.processing", ["ev1"])]
+    assert not redis_client.sismember(keys.INGEST_ACTIVE, "ev1")
+
+
+async def test_ffmpeg_with_video_chunk_size_128(start_ingest, redis_client):
+    make_event(redis_client)
+    server = await start_ingest(rtmp_chunk_size=128)  # ffmpeg's publisher adopts our chunk size
+    code, err = await ffmpeg_publish(f"rtmp://127.0.0.1:{server.port}/live/key-1", video=True)
+    assert code == 0, err[-2000:]
+    await wait_for(lambda: has_eos(redis_client))
+    check_audio(redis_client)
+
+
+async def test_ffmpeg_timestamps_past_24_bits(start_ingest, redis_client):
+    # 16780 s ≈ 0x1000_5E0 ms: every message needs an extended timestamp (RTMP 1.0 5.3.1.3).
+    make_event(redis_client)
+    server = await start_ingest()
+    code, err = await ffmpeg_publish(f"rtmp://127.0.0.1:{server.port}/live/key-1", "-output_ts_offset", "16780",
+                                     video=True)
+    assert code == 0, err[-2000:]
+    await wait_for(lambda: has_eos(redis_client))
+    chunks = check_audio(redis_client)
+    assert chunks[0].pts == pytest.approx(16780.0, abs=0.1)
+    assert chunks[-1].pts == pytest.approx(16780.0 + chunks[-1].media_time, abs=0.1)
+    assert chunks[0].media_time == 0.0
+
+
+async def test_ffmpeg_mp3(start_ingest, redis_client):
+    make_event(redis_client)
+    server = await start_ingest()
+    code, err = await ffmpeg_publish(f"rtmp://127.0.0.1:{server.port}/live/key-1", "-c:a", "libmp3lame",
+                                     "-ar", "44100")
+    assert code == 0, err[-2000:]
+    await wait_for(lambda: has_eos(redis_client))
+    check_audio(redis_client)
+
+
+async def pyav_publish(url: str) -> int:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.ingest.pyav_publisher", url,
+                                                cwd=ROOT)
+    return await asyncio.wait_for(proc.wait(), 60)
+
+
+async def test_pyav_publisher(start_ingest, redis_client):
+    make_event(redis_client)
+    server = await start_ingest()
+    assert await pyav_publish(f"rtmp://127.0.0.1:{server.port}/live/key-1") == 0
+    await wait_for(lambda: has_eos(redis_client))
+    check_audio(redis_client)
+
+
+async def test_reconnect_continues_the_timeline_without_gap(start_ingest, redis_client):
+    make_event(redis_client)
+    server = await start_ingest(grace_seconds=3.0)
+    url = f"rtmp://127.0.0.1:{server.port}/live/key-1"
+    code, err = await ffmpeg_publish(url, input_args=("-t", "5.2"))
+    assert code == 0, err[-2000:]
+    first = [e for e in audio_entries(redis_client) if isinstance(e, streams.AudioChunk)]
+    end_first = first[-1].media_time + first[-1].duration
+    code, err = await ffmpeg_publish(url, input_args=("-ss", "5.2"))
+    assert code == 0, err[-2000:]
+    await wait_for(lambda: has_eos(redis_client))
+    chunks = check_audio(redis_client, publishes=2, correlate=False)  # continuous, full duration
+    resumed = next(c for c in chunks if c.media_time >= end_first - 1e-9)
+    assert resumed.media_time == pytest.approx(end_first, abs=1e-9)
+    assert resumed.pts == pytest.approx(0.0, abs=0.05)  # the second publish's own clock restarted
+    # each publish is its own encoding (own codec delay): each part matches its half of the source
+    pcm = pcm_of(chunks)
+    cut, split_at = round(end_first * 16000), round(5.2 * 16000)
+    assert best_correlation(pcm[:cut], REF[:split_at])[0] > 0.9
+    assert best_correlation(pcm[cut:], REF[split_at:])[0] > 0.9
+
+
+async def test_rtmps(start_ingest, redis_client, tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    await asyncio.to_thread(
+        subprocess.run, ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                         str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True)
+    make_event(redis_client)
+    server = await start_ingest(tls_cert=str(cert), tls_key=str(key))
+    # ffmpeg verifies the server's certificate: trust our self-signed one
+    code, err = await ffmpeg_publish(f"rtmps://127.0.0.1:{server.port}/live/key-1", "-ca_file", str(cert))
+    assert code == 0, err[-2000:]
+    await wait_for(lambda: has_eos(redis_client))
+    check_audio(redis_client)
+
+
+@pytest.mark.slow
+async def test_hot_standby_takes_over_a_stalled_primary_without_gap(start_ingest, redis_client):
+    """Two real-time publishers of one event (two features' keys). The primary stalls (SIGSTOP:
+    its TCP connection stays open, as with a half-open link); its lease lapses and the standby
+    continues from the primary's last source pts: the stream holds the sample once, in order."""
+    make_event(redis_client)
+    write_task(redis_client, TaskRecord(id="t2", event="ev1", status=9, kind="translation"), media_key="key-2")
+    server = await start_ingest(grace_seconds=3.0)
+    takeovers_before = metrics.TAKEOVERS._value.get()
+    base = f"rtmp://127.0.0.1:{server.port}/live/"
+    procs: list = []
+    primary = asyncio.create_task(ffmpeg_publish(base + "key-1", realtime=True, procs=procs))
+    await wait_for(lambda: redis_client.get(keys.ingest_primary("ev1")) is not None)
+    standby = asyncio.create_task(ffmpeg_publish(base + "key-2", realtime=True))
+    await asyncio.sleep(3.0)
+    procs[0].send_signal(signal.SIGSTOP)
+    try:
+        code, err = await asyncio.wait_for(standby, 30)
+        assert code == 0, err[-2000:]
+    finally:
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].send_signal(signal.SIGCONT)
+        await primary
+    await wait_for(lambda: has_eos(redis_client), timeout=30)
+    check_audio(redis_client)
+    assert metrics.TAKEOVERS._value.get() > takeovers_before
