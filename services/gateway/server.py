@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from services.gateway import auth, metrics
+from services.gateway import auth, gctune, metrics
 from services.gateway.connection import CaptionServerConnection, Connection
 from services.gateway.fanout import CaptionHub
 from shared.aio import TaskSet
@@ -33,7 +33,11 @@ POOL_WAIT_SECONDS = 30.0
 
 
 class Gateway:
-    def __init__(self, redis_url: str, settings: GatewaySettings, caption_types: str) -> None:
+    def __init__(
+        self, redis_url: str, settings: GatewaySettings, caption_types: str, *, manage_gc: bool = False
+    ) -> None:
+        # manage_gc: the process is ours alone (``reachlive gateway``), so tune its GC (gctune).
+        self.manage_gc = manage_gc
         pool = aioredis.BlockingConnectionPool.from_url(
             redis_url, max_connections=COMMAND_CONNECTIONS, timeout=POOL_WAIT_SECONDS
         )
@@ -60,6 +64,8 @@ class Gateway:
         """Listen (port 0: any free port), start the revocation listener; returns the port."""
         subscribed = asyncio.Event()
         self.tasks.spawn(self.hub.listen_revocations(subscribed), "revocations")
+        if self.manage_gc:
+            self.tasks.spawn(gctune.run(), "gc")
         self.server = await serve(
             self._handle,
             host,
