@@ -22,7 +22,16 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from services.gateway import metrics
-from services.gateway.delivery import REASON_REVOKED, REVOKED, ZERO, Close, Item, StreamId
+from services.gateway.delivery import (
+    REASON_REVOKED,
+    REASON_UNAVAILABLE,
+    REVOKED,
+    TRY_AGAIN,
+    ZERO,
+    Close,
+    Item,
+    StreamId,
+)
 from shared import keys
 from shared.aio import TaskSet
 from shared.logs import log_context
@@ -146,9 +155,19 @@ class TaskFeed:
                 last = await self._tail()
             except Exception as exc:
                 self.ready.set_exception(exc)
+                self.hub.forget(self)
                 raise
             self.ready.set_result(last)
-            await self._read(last)
+            try:
+                await self._read(last)
+            except Exception:
+                # A reader that died would leave its subscribers waiting forever: close them
+                # (they reconnect and resume) and let the next subscriber start a fresh reader.
+                self.hub.forget(self)
+                for sub in tuple(self.subscribers):
+                    sub.close = Close(TRY_AGAIN, REASON_UNAVAILABLE)
+                    sub.alert()
+                raise
 
     async def _tail(self) -> StreamId:
         newest = await self.hub.redis.xrevrange(self.stream, "+", "-", count=1)
@@ -292,6 +311,12 @@ class CaptionHub:
                 del self.feeds[(feed.event_id, feed.task_id)]
             if feed.task is not None:
                 feed.task.cancel()
+            metrics.READERS.set(len(self.feeds))
+
+    def forget(self, feed: TaskFeed) -> None:
+        """Stop handing out a feed whose reader failed (its subscribers are being closed)."""
+        if self.feeds.get((feed.event_id, feed.task_id)) is feed:
+            del self.feeds[(feed.event_id, feed.task_id)]
             metrics.READERS.set(len(self.feeds))
 
     def revoke(self, event_id: str, task_id: str) -> None:
