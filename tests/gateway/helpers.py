@@ -97,7 +97,11 @@ def sid_key(sid: str) -> tuple[int, int]:
 
 
 def check_schema(doc: Any) -> None:
-    """Assert a frame follows the seed's "Websocket response - schema" exactly."""
+    """Assert a frame follows the seed's "Websocket response - schema" exactly (and passes the
+    caption-client emulator's validator too)."""
+    from emulators.caption_schema import validate_response
+
+    assert validate_response(doc) == []
     assert set(doc) == {"response"}
     r = doc["response"]
     assert set(r) == {
