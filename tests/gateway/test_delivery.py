@@ -14,8 +14,9 @@ from websockets.exceptions import ConnectionClosed
 from services.gateway import metrics
 from services.gateway.delivery import StreamId
 from shared import keys
+from shared.streams import CaptionEntry
 from tests.gateway.conftest import ws_url
-from tests.gateway.helpers import add_caption, make_task, sid_key, stream_ids_by_response
+from tests.gateway.helpers import add_caption, make_task, response, sid_key, stream_ids_by_response
 
 
 async def recv_json(ws, timeout: float = 5.0) -> dict:
@@ -363,3 +364,20 @@ async def test_connection_states_are_counted(start_gateway, redis_client):
         await ws.send("ping")
         assert await asyncio.wait_for(ws.recv(), 5) == "pong"
     await wait_for(lambda: live._value.get() == before)
+
+
+async def test_live_burst_arrives_complete_and_in_order(start_gateway, redis_client):
+    """A burst larger than the socket's write buffer: frames switch between the direct write
+    path and the queued one without loss, duplication or reordering."""
+    token = make_task(redis_client)
+    gw = await start_gateway()
+    words = "lorem ipsum " * 150  # ~2 KB responses: the burst overflows the 32 KiB direct limit
+    async with connect(ws_url(gw, f"?token={token}"), max_size=None) as ws:
+        await wait_for(lambda: any(c.live for c in gw.connections))
+        pipe = redis_client.pipeline()
+        for n in range(600):
+            body = json.dumps(response("T1", n, text=f"{n} {words}"))
+            pipe.xadd(keys.captions("E1", "T1"), CaptionEntry(body, "captions", False, time.time()).fields())
+        pipe.execute()
+        starts = [(await recv_json(ws))["response"]["start"] for _ in range(600)]
+    assert starts == [float(n) for n in range(600)]
