@@ -68,6 +68,7 @@ class IngestServer:
         self._live: dict[tuple[str, str], set[_Live]] = {}
         self.port = 0
         self.sweep_seconds = min(1.0, settings.grace_seconds / 4)
+        self._closing = False
 
     def _ssl(self) -> ssl.SSLContext | None:
         if not self.settings.tls_cert:
@@ -90,6 +91,7 @@ class IngestServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        self._closing = True
         await self.tasks.close(timeout=10)
         if self._server is not None:
             with contextlib.suppress(Exception):
@@ -273,12 +275,15 @@ class IngestServer:
     # --- background -------------------------------------------------------------------------
     async def _revocations(self) -> None:
         """Close publishers of a task the poller revoked ("<event>:<task>" on REVOKED_CHANNEL)."""
-        while True:
+        # A polling loop with our own flag, not pubsub.listen(): redis-py's listen() can swallow
+        # a task cancellation while it waits, which would hang shutdown.
+        while not self._closing:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub = self.client.pubsub()
                 await pubsub.subscribe(keys.REVOKED_CHANNEL)
-                async for msg in pubsub.listen():
-                    if msg.get("type") != "message":
+                while not self._closing:
+                    msg = await pubsub.get_message(timeout=1.0)
+                    if msg is None or msg.get("type") != "message":
                         continue
                     data = msg["data"].decode() if isinstance(msg["data"], bytes) else str(msg["data"])
                     event_id, _, task_id = data.partition(":")
@@ -289,6 +294,9 @@ class IngestServer:
             except Exception:
                 log.exception("revocation listener failed; resubscribing")
                 await asyncio.sleep(1)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
 
     async def _sweeper(self) -> None:
         """Write each open session's end of stream when it is due (DESIGN section 3)."""

@@ -126,3 +126,38 @@ async def wait_for(predicate: Callable[[], object], timeout: float = 20.0, inter
             return
         await asyncio.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+async def raw_session(port: int, data: bytes, *, wait: float = 5.0, then: bytes = b"",
+                      keep_sending: float = 0.0) -> tuple[bytes, bool, float]:
+    """Send ``data`` to the server, read until it closes or ``wait`` s pass.
+
+    Returns (bytes received, closed by the server, seconds until closed). ``keep_sending``
+    sends ``then`` every that many seconds meanwhile (a live publisher's traffic)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.monotonic()
+    received = bytearray()
+    closed = False
+    writer.write(data)
+    next_send = started + keep_sending if keep_sending else float("inf")
+    try:
+        while time.monotonic() - started < wait:
+            timeout = max(0.01, min(started + wait, next_send) - time.monotonic())
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), timeout)
+            except TimeoutError:
+                chunk = None
+            if chunk == b"":
+                closed = True
+                break
+            if chunk:
+                received += chunk
+            if time.monotonic() >= next_send:
+                next_send += keep_sending
+                writer.write(then)
+                await writer.drain()
+    except ConnectionError:
+        closed = True
+    finally:
+        writer.close()
+    return bytes(received), closed, time.monotonic() - started

@@ -3,6 +3,7 @@ answers; arbitrary or corrupted bytes never raise anything but ``ProtocolError``
 
 from __future__ import annotations
 
+import itertools
 import os
 
 from hypothesis import HealthCheck, given, settings
@@ -42,7 +43,7 @@ def drive(pieces: list[bytes]) -> tuple[list, bytes]:
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
     bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 REFERENCE = {size: drive([data]) for size, data in STREAMS.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -16,7 +17,15 @@ from shared.rtmp import (
     ServerConnection,
     Unpublished,
 )
-from shared.rtmp.chunks import ACKNOWLEDGEMENT, AUDIO, SET_CHUNK_SIZE, SET_PEER_BANDWIDTH, USER_CONTROL, VIDEO, WINDOW_ACK_SIZE
+from shared.rtmp.chunks import (
+    ACKNOWLEDGEMENT,
+    AUDIO,
+    SET_CHUNK_SIZE,
+    SET_PEER_BANDWIDTH,
+    USER_CONTROL,
+    VIDEO,
+    WINDOW_ACK_SIZE,
+)
 from shared.rtmp.handshake import PACKET
 from tests.rtmp.helpers import Client, commands, handshake, server_messages
 
@@ -55,7 +64,7 @@ def test_handshake_answers_s0_s1_s2_echoing_c1():
 
 def test_publish_conversation():
     data = handshake() + Client(4096).publish_flow().media().unpublish().out
-    conn, events, out = run(bytes(data))
+    _conn, events, out = run(bytes(data))
     kinds = [type(e) for e in events]
     assert kinds[0] is Connected and events[0].app == "live"
     pub = [e for e in events if isinstance(e, PublishRequested)]
@@ -82,7 +91,7 @@ def test_publish_conversation():
 
 def test_reject_sends_badname_error_and_closes():
     data = handshake() + Client().publish_flow().media().out
-    conn, events, out = run(bytes(data), accept=False)
+    conn, _events, out = run(bytes(data), accept=False)
     status = [c for c in commands(out) if c[0] == "onStatus"]
     assert status[-1][3]["code"] == "NetStream.Publish.BadName" and status[-1][3]["level"] == "error"
     assert "key-1" not in status[-1][3]["description"]
@@ -121,7 +130,7 @@ def test_acknowledgement_sent_per_peer_window():
         out += conn.data_to_send()
     acks = [struct.unpack(">I", m.payload)[0] for m in server_messages(bytes(out)) if m.type_id == ACKNOWLEDGEMENT]
     assert len(acks) >= 5
-    assert all(b - a >= 5000 for a, b in zip(acks, acks[1:], strict=False))
+    assert all(b - a >= 5000 for a, b in itertools.pairwise(acks))
     assert acks[-1] <= conn.bytes_received
 
 
