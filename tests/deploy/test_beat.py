@@ -30,7 +30,7 @@ def test_one_beat_leads_and_the_standby_takes_over(redis_url: str, tmp_path) -> 
     env = {
         "REACHLIVE_REDIS_URL": redis_url,
         "REACHLIVE_LOG_LEVEL": "INFO",
-        "REACHLIVE_POLLER_BEAT_LOCK_SECONDS": "3",
+        "REACHLIVE_POLLER_BEAT_LOCK_SECONDS": "5",
         "REACHLIVE_POLLER_BEAT_MAX_INTERVAL_SECONDS": "0.5",
         "REACHLIVE_KALTURA_POLL_SECONDS": "1",
         "REACHLIVE_DATA_DIR": str(tmp_path / "data"),
@@ -42,7 +42,7 @@ def test_one_beat_leads_and_the_standby_takes_over(redis_url: str, tmp_path) -> 
         leader, standby = (a, b) if ACQUIRED in a.log() else (b, a)
         # The leader keeps ticking (extending the lock) for longer than the lock timeout; the
         # standby, alive, must not lead meanwhile.
-        time.sleep(5)
+        time.sleep(6)
         assert leader.alive() and standby.alive(), standby.log()[-2000:]
         assert ACQUIRED not in standby.log(), "two beats lead at once"
         leader.kill()
