@@ -16,10 +16,12 @@ class Node:
 
 
 async def test_freezes_after_a_full_collection_and_reclaims_frozen_garbage_each_period():
+    default = gc.get_threshold()
     task = asyncio.create_task(gctune.run(period=0.2))
     try:
         await asyncio.sleep(0.05)
         assert gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] == gctune.YOUNG_THRESHOLD
         node = Node()
         ref = weakref.ref(node)
         gc.collect()  # a full collection: survivors (node) get frozen right after
@@ -35,3 +37,4 @@ async def test_freezes_after_a_full_collection_and_reclaims_frozen_garbage_each_
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == default
