@@ -9,7 +9,7 @@ import time
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from services.gateway import metrics
 from services.gateway.delivery import StreamId
@@ -307,9 +307,15 @@ async def test_health_readiness_and_metrics_on_the_same_port(start_gateway, redi
     for name in ("reachlive_gateway_connections", "reachlive_gateway_frames_sent_total",
                  "reachlive_gateway_delivery_lag_seconds_bucket", "reachlive_gateway_auth_failures_total"):
         assert name in body
+    # Draining (SIGTERM): not ready, and new caption connections go to another replica.
+    gw.draining = True
+    assert (await http_get(gw.port, "/readyz"))[0] == 503
+    assert (await http_get(gw.port, "/healthz"))[0] == 200
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(ws_url(gw, f"?token={token}")):
+            pass
+    assert info.value.response.status_code == 503
     await gw.drain()
-    # The port is closed after the drain; readiness failed before that (draining flag).
-    assert gw.draining
 
 
 async def test_reconnect_after_the_end_of_stream_was_delivered_closes_1000_at_once(start_gateway, redis_client):
