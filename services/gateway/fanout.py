@@ -197,7 +197,12 @@ class TaskFeed:
                 last = StreamId.parse(entry_id)
                 if item is not None:
                     for sub in tuple(self.subscribers):
-                        sub.push(item)
+                        try:
+                            sub.push(item)
+                        except Exception:  # one broken connection must not stop the others
+                            log.exception("delivering to a subscriber failed")
+                            sub.close = Close(TRY_AGAIN, REASON_UNAVAILABLE)
+                            sub.wake.set()
 
     async def check_task(self) -> None:
         """Backstop for a missed revocation message: a cancelled or vanished task is revoked."""
