@@ -33,7 +33,19 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--forbidden-token", action="append", default=[], help="a token answered with 403")
     parser.add_argument("--max-sessions", type=int, default=100)
     parser.add_argument("--reference-file", type=Path, help="reference transcript (default: the JFK sample)")
-    parser.add_argument("--reference-seconds", type=float, default=11.0)
+    parser.add_argument("--reference-seconds", type=float, default=11.0, help="words spread over (--align time)")
+    parser.add_argument(
+        "--reference-audio",
+        type=Path,
+        help="the recording of the reference transcript (default: the JFK sample, with its transcript)",
+    )
+    parser.add_argument(
+        "--align",
+        choices=("auto", "audio", "time"),
+        default="auto",
+        help="audio: the words heard where each chunk matches the reference audio; time: the words "
+        "replayed by the session's audio time; auto (default): audio when there is reference audio",
+    )
     parser.add_argument("--ping-interval", type=float, default=20.0)
     parser.add_argument("--ping-timeout", type=float, default=30.0)
     parser.add_argument("--tls-cert", help="PEM certificate: serve wss:// (the seed's scheme)")
@@ -54,6 +66,9 @@ def main(argv: list[str]) -> int:
         return 2
     setup_logging(args.log_format, args.log_level, "kwikmotion-emulator")
     text = args.reference_file.read_text().strip() if args.reference_file else JFK_TEXT
+    if args.align == "audio" and args.reference_audio is None and text.split() != JFK_TEXT.split():
+        print("reachlive emulate kwikmotion: --align audio needs --reference-audio", file=sys.stderr)
+        return 2
     context = None
     if args.tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -69,6 +84,8 @@ def main(argv: list[str]) -> int:
         ping_timeout=args.ping_timeout,
         forbidden_tokens=args.forbidden_token,
         ssl_context=context,
+        reference_audio=args.reference_audio,
+        align=args.align,
     )
     return asyncio.run(_run(emu))
 

@@ -1,5 +1,7 @@
 """The KWIKmotion EMULATOR: a WebSocket server that speaks the seed's protocol to the letter, with
-faults on demand, recording every session's audio (DESIGN section 4).
+faults on demand, recording every session's audio (DESIGN section 4). Transcripts are the words of
+the reference recording heard in each chunk (``align.py``), or the reference transcript replayed
+in step with the session's audio time (``align="time"``).
 
 One coroutine per connection: authenticate (Error then close, "immediately after connection"),
 refuse at capacity (1008), then answer StartRecognition, every binary chunk (AudioAdded,
@@ -19,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -27,13 +30,15 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from emulators.kwikmotion import protocol as p
+from emulators.kwikmotion.align import AudioAligner, ReferenceAudio, decode_pcm, reference_audio
 from emulators.kwikmotion.faults import Faults, parse_fault_query
-from emulators.media import JFK_TEXT
+from emulators.media import JFK_FLAC, JFK_TEXT
 from shared.kwikmotion.languages import SUPPORTED_LANGUAGES
 
 log = logging.getLogger("emulators.kwikmotion")
 BANNER = "KWIKmotion EMULATOR"
 MAX_CHUNK_BYTES = 4 * 1024 * 1024  # 10 s of pcm_f32le at 48 kHz is 1.9 MB
+ALIGN_MODES = ("auto", "audio", "time")
 
 
 @dataclass
@@ -57,6 +62,8 @@ class SessionRecord:
     closed_reason: str = ""
     done: bool = False  # EndOfTranscript sent
     finished: bool = False  # the connection is over and this record final
+    align: str | None = None  # how this session's words were found: audio | time
+    aligner: AudioAligner | None = field(default=None, repr=False, compare=False)
 
     @property
     def token_ok(self) -> bool:
@@ -85,6 +92,8 @@ class SessionRecord:
             "closed_reason": self.closed_reason,
             "done": self.done,
             "finished": self.finished,
+            "align": self.align,
+            "searches": self.aligner.searches if self.aligner else 0,
         }
 
 
@@ -107,7 +116,22 @@ class KwikmotionEmulator:
         forbidden_tokens: Sequence[str] = (),
         extra_tokens: Sequence[str] = (),
         ssl_context: ssl.SSLContext | None = None,
+        reference_audio: str | Path | None = None,
+        align: str = "auto",
     ) -> None:
+        """``align``: "audio" recognises where in ``reference_audio`` each chunk is (as a real
+        engine transcribes what it hears, so a session opened mid-speech gets the words of that
+        audio); "time" replays ``reference_text`` spread over ``reference_seconds`` of the
+        session's audio time, whatever the audio; "auto" is "audio" when there is reference audio.
+        ``reference_audio`` defaults to the JFK sample when ``reference_text`` is its transcript."""
+        if align not in ALIGN_MODES:
+            raise ValueError(f"align must be one of {ALIGN_MODES}")
+        if reference_audio is None and reference_text.split() == JFK_TEXT.split():
+            reference_audio = JFK_FLAC
+        if align == "audio" and reference_audio is None:
+            raise ValueError("align='audio' needs reference_audio")
+        self.reference_audio = Path(reference_audio) if reference_audio is not None else None
+        self.align = "time" if align == "time" or self.reference_audio is None else "audio"
         self.ssl_context = ssl_context  # the seed's endpoint is wss://; tests mostly use ws://
         self.host, self.port = host, port
         self.tokens = {token, *extra_tokens}
@@ -126,6 +150,8 @@ class KwikmotionEmulator:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.align == "audio":
+            self._reference(16000)  # the seed's rate: decode it now, not in the first session
         self._server = await serve(
             self._handle,
             self.host,
@@ -337,6 +363,13 @@ class KwikmotionEmulator:
                 await self._fail(conn, rec, exc.code, exc.type, exc.reason)
             assert config is not None
             rec.start, rec.language, rec.targets = msg, config.language, config.targets
+            rec.align = self.align
+            if self.align == "audio":
+                try:
+                    rec.aligner = AudioAligner(self._reference(config.sample_rate))
+                except Exception:  # e.g. a rate too low to hold the reference: replay by time
+                    log.warning("%s: no reference audio at %d Hz, words by time", BANNER, config.sample_rate)
+                    rec.align = "time"
             rec.session_id = self._session_id()
             await self._delay()
             await self._send(conn, rec, json.dumps({"message": "RecognitionStarted", "session_id": rec.session_id}))
@@ -380,7 +413,11 @@ class KwikmotionEmulator:
             await self._fail(conn, rec, *p.INVALID_MESSAGE, f"Invalid audio chunk: {len(chunk)} bytes")
         seq = len(rec.chunks) - 1
         start, end = samples, samples + len(chunk) // config.width
-        words = self.script.words_between(start, end, config.sample_rate)
+        if rec.aligner is not None:
+            # The words heard in this chunk, wherever it sits in the reference.
+            words = rec.aligner.feed(decode_pcm(chunk, config.encoding))
+        else:
+            words = self.script.words_between(start, end, config.sample_rate)
         t0, t1 = round(start / config.sample_rate, 3), round(end / config.sample_rate, 3)
         await self._delay()
         # Seed: AudioAdded "after each audio chunk is received and queued for processing", then
@@ -422,6 +459,10 @@ class KwikmotionEmulator:
             log.info("%s fault: session %s goes silent after %d chunks", BANNER, rec.session_id, n)
             self._silent.add(conn)
             _silence(conn)
+
+    def _reference(self, rate: int) -> ReferenceAudio:
+        assert self.reference_audio is not None
+        return reference_audio(str(self.reference_audio), rate, tuple(self.script.words))
 
     def _session_id(self) -> str:
         # The seed's shape, "session_<epoch ms>", kept unique within this emulator.
