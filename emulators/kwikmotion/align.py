@@ -185,10 +185,13 @@ class AudioAligner:
     """One session's recogniser: feed each chunk's samples, get the reference words heard in it.
 
     State: ``pos`` predicts the reference position of the next sample (None when lost);
-    ``done`` is the position up to which this pass's words were given (never twice); ``tail`` and
-    ``run`` keep the last samples, ``run`` of them contiguous with ``pos`` in this pass (context).
+    ``done`` is the position up to which this pass's words were given (never twice); ``tail``
+    keeps the last window of samples, the last ``run`` of them contiguous with ``pos`` in this
+    pass (verification context) and the last ``unmatched`` of them not credited with words.
     Windows never cross the loop's end: the audio after it must match the reference's start on
-    its own, so encoder padding after the last word does not bring the first word back.
+    its own, so encoder padding after the last word does not bring the first word back. When a
+    search finds its place after unmatched audio (a window half silence, half speech), the audio
+    before it is matched backwards in short steps, so the words of the speech half are not lost.
     """
 
     def __init__(self, ref: ReferenceAudio) -> None:
@@ -196,6 +199,7 @@ class AudioAligner:
         self.pos: int | None = None
         self.done = 0
         self.run = 0
+        self.unmatched = 0
         self.tail = np.zeros(0, dtype=np.float32)
         self.searches = 0  # full searches run (the expensive step)
         self.verifications = 0
@@ -214,6 +218,7 @@ class AudioAligner:
                 if len(seg) < ref.minimum:
                     # Too little to judge: predict on, give its words with the next verified piece.
                     self._advance(piece, self.pos + n)
+                    self.unmatched += n
                     i += n
                     continue
                 self.verifications += 1
@@ -224,6 +229,7 @@ class AudioAligner:
                     words += ref.words_in(self.done, end)
                     self.done = max(self.done, end)
                     self._advance(piece, end)
+                    self.unmatched = 0
                     i += n
                     continue
                 self.pos = None  # lost: search this same audio
@@ -236,6 +242,7 @@ class AudioAligner:
                 self.misses += 1
                 self.pos, self.run = None, 0
                 self._keep(piece)
+                self.unmatched += n
                 i += n
                 continue
             o = found[0]
@@ -248,14 +255,37 @@ class AudioAligner:
                 if part >= ref.minimum and ref.correlate(head, o - ref.radius, 2 * ref.radius + 1).max() >= THRESHOLD:
                     words += ref.words_in(o, L)
                 self._keep(head)
-                self.pos, self.done, self.run = 0, 0, 0
+                self.pos, self.done, self.run, self.unmatched = 0, 0, 0, 0
                 i += part
                 continue
-            words += ref.words_in(o, o + n)
-            self.pos, self.done, self.run = o, o + n, 0
+            words += ref.words_in(self._backfill(piece, o), o + n)
+            self.pos, self.done, self.run, self.unmatched = o, o + n, 0, 0
             self._advance(piece, o + n)
             i += n
         return words
+
+    def _backfill(self, piece: np.ndarray, o: int) -> int:
+        """How far before ``o`` (not before this pass's start) the unmatched audio before
+        ``piece`` still matches the reference, stepping back ``minimum`` samples at a time and
+        halving the step at the edge."""
+        ref = self.ref
+        back = min(self.unmatched, len(self.tail), o)
+        if back <= 0:
+            return o
+        audio = np.concatenate([self.tail[len(self.tail) - back :], piece])
+        base = o - back  # reference position of audio[0]
+        q, step = o, ref.minimum
+        while q > base:
+            lo = max(base, q - step)
+            hi = min(o + len(piece), max(q, lo + ref.minimum))  # judge a full step: reach into matched audio
+            seg = audio[lo - base : hi - base]
+            if ref.correlate(seg, lo - ref.radius, 2 * ref.radius + 1).max() >= THRESHOLD:
+                q = lo
+            elif step > ref.minimum // 8:
+                step //= 2  # the edge of the match is in there: find it to within ~12 ms
+            else:
+                break
+        return q
 
     def _advance(self, piece: np.ndarray, end: int) -> None:
         """``piece`` heard, the next sample predicted at ``end`` (wrapping to a new pass at the loop's end)."""
@@ -267,7 +297,7 @@ class AudioAligner:
             self.run += len(piece)
 
     def _keep(self, piece: np.ndarray) -> None:
-        keep = self.ref.context
+        keep = self.ref.window
         if len(piece) >= keep:
             self.tail = piece[-keep:].copy()
         else:

@@ -166,18 +166,31 @@ async def test_jfk_flow_audio_added_transcripts_translations_end(
     assert record.done and record.closed_code == 1000 and record.auth_via == "header"
 
 
-async def test_reference_loops_past_its_end(emu: KwikmotionEmulator) -> None:
-    silence = b"\x00\x00" * 16000 * 22  # 22 s: the 11 s reference twice
+async def _words_of(emu: KwikmotionEmulator, audio: bytes) -> list[str]:
     async with open_ws(emu) as ws:
         session = await start(ws)
-        for piece in chunks(silence, 320000):
+        pieces = chunks(audio, 320000)
+        for piece in pieces:
             await ws.send(session.send_audio(piece, 0))
         words = []
-        for _ in range(3):
+        for _ in pieces:
             for event in session.receive(await ws.recv(), 0) + session.receive(await ws.recv(), 0):
                 if isinstance(event, TranscriptResult):
                     words += event.transcript.split()
-    assert words == JFK_TEXT.split() * 2
+    return words
+
+
+async def test_reference_loops_past_its_end(emu: KwikmotionEmulator, pcm: bytes) -> None:
+    # The reference audio twice (22 s, in 10 s chunks across the loop point): its words twice.
+    assert await _words_of(emu, pcm * 2) == JFK_TEXT.split() * 2
+    # Silence is not the reference: no words (align="audio", the default with the JFK sample).
+    assert await _words_of(emu, b"\x00\x00" * 16000 * 22) == []
+
+
+async def test_time_mode_loops_the_reference_past_its_end() -> None:
+    silence = b"\x00\x00" * 16000 * 22  # 22 s: the 11 s reference twice, whatever the audio
+    async with KwikmotionEmulator(token=TOKEN, align="time") as emu:
+        assert await _words_of(emu, silence) == JFK_TEXT.split() * 2
 
 
 async def test_sessions_get_distinct_ids(emu: KwikmotionEmulator) -> None:
