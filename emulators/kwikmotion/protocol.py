@@ -1,6 +1,7 @@
 """The emulator's side of the seed, written from the seed alone (not from shared.kwikmotion, so a
 misreading in our client is not mirrored here): server payloads, StartRecognition validation,
-and the reference transcript replayed in step with the audio received."""
+and the reference transcript replayed in step with the audio time received (``align="time"``;
+``align.py`` finds the words in the audio itself)."""
 
 from __future__ import annotations
 

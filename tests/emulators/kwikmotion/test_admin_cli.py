@@ -15,6 +15,7 @@ import pytest
 from websockets.sync.client import connect as sync_connect
 
 from emulators.kwikmotion import BANNER, KwikmotionEmulator
+from emulators.media import JFK_FLAC
 from shared.kwikmotion import AudioAdded, KwikSession, TranscriptResult
 from tests.emulators.kwikmotion.support import TOKEN, eventually, open_ws, start
 from tests.support.proc import Service
@@ -124,11 +125,36 @@ def test_cli_process(tmp_path: Path) -> None:
     assert BANNER in log and "cli-token" not in log
 
 
+def test_cli_reference_audio_and_align(tmp_path: Path, pcm: bytes) -> None:
+    """``--reference-audio`` with its own transcript: the words heard where the audio matches, so
+    a session sent the second half of the recording gets the second word only."""
+    ref = tmp_path / "ref.txt"
+    ref.write_text("first second\n")
+    args = ["emulate", "kwikmotion", "--listen", "127.0.0.1:0", "--token", "cli-token", "--reference-file", str(ref)]
+    args += ["--reference-audio", str(JFK_FLAC), "--align", "audio"]
+    with Service(args, env={}, log_dir=tmp_path, name="kwik-emulator-audio") as service:
+        url = _emulator_url(service)
+        session = KwikSession("en")
+        with sync_connect(url, additional_headers={"Authorization": "Bearer cli-token"}) as ws:
+            ws.send(session.start(0))
+            session.receive(ws.recv(5), 0)
+            half = pcm[len(pcm) // 2 :]  # 5.5 s: "second" starts at its first sample
+            for i in range(0, len(half), 64000):
+                ws.send(session.send_audio(half[i : i + 64000], 0))
+            events = [e for _ in range(0, len(half), 64000) for _ in range(2) for e in session.receive(ws.recv(5), 0)]
+        assert [e.transcript for e in events if isinstance(e, TranscriptResult)] == ["second", "", ""]
+        assert service.stop() == 0
+
+
 def test_cli_needs_a_token(tmp_path: Path) -> None:
     from emulators.kwikmotion.main import main
 
     assert main(["--listen", "127.0.0.1:0", "--token", ""]) == 2
     assert main(["--listen", "nowhere", "--token", "x"]) == 2
+    ref = tmp_path / "ref.txt"
+    ref.write_text("not the sample's words\n")
+    # Words of another recording cannot be found in the JFK sample: audio alignment needs its audio.
+    assert main(["--listen", "127.0.0.1:0", "--token", "x", "--reference-file", str(ref), "--align", "audio"]) == 2
 
 
 @pytest.mark.parametrize("argv", [["emulate"], ["emulate", "nothing"]])
