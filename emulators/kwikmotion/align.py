@@ -42,7 +42,8 @@ def decode_pcm(chunk: bytes, encoding: str) -> np.ndarray:
     if encoding == "pcm_s16le":
         return np.frombuffer(chunk, dtype="<i2").astype(np.float32) / 32768.0
     if encoding == "pcm_f32le":
-        return np.nan_to_num(np.frombuffer(chunk, dtype="<f4").astype(np.float32))
+        # Any float is valid on the wire: keep NaN/inf/huge values from poisoning the sums.
+        return np.clip(np.nan_to_num(np.frombuffer(chunk, dtype="<f4"), posinf=0.0, neginf=0.0), -16.0, 16.0)
     if encoding == "mulaw":
         return _MULAW[np.frombuffer(chunk, dtype=np.uint8)]
     raise ValueError(f"unsupported encoding {encoding!r}")

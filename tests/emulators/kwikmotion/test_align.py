@@ -137,6 +137,13 @@ def _mulaw_encode(x: np.ndarray) -> bytes:
     return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
 
 
+def test_float_audio_with_nan_and_inf_gives_no_words_and_no_error() -> None:
+    wire = np.array([np.nan, np.inf, -np.inf, 3e38] * 8000, dtype="<f4").tobytes()
+    samples = decode_pcm(wire, "pcm_f32le")
+    assert np.isfinite(samples).all()
+    assert AudioAligner(ref16()).feed(samples) == []
+
+
 def test_mulaw_expansion_known_values() -> None:
     assert (decode_pcm(bytes([0x00, 0x80, 0xFF, 0x7F]), "mulaw") * 32768).tolist() == [-32124, 32124, 0, 0]
 
