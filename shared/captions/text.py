@@ -116,8 +116,10 @@ def spread(tokens: list[Token], start: float, end: float) -> list[TimedToken]:
     non-decreasing character position (``start + span * position / total``, rounded half up in
     integers), so they are monotonic and inside ``[round(start, 3), round(end, 3)]``.
     """
-    s_ms = round(start * 1000)
-    span = round(end * 1000) - s_ms
+    # Round to ms exactly as the bounds are (round(x, 3)): round(x * 1000) alone rounds half to
+    # even on the scaled float and can disagree by a millisecond (0.0025 → 2 ms vs 0.003 s).
+    s_ms = round(round(start, 3) * 1000)
+    span = round(round(end, 3) * 1000) - s_ms
     r_start = s_ms / 1000
     total = 0
     first = True
