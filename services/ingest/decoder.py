@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import av
 import av.error
+import numpy as np
 
 from shared.rtmp.flv import AAC, AAC_SEQUENCE_HEADER, MP3, MP3_8K, AudioTag
 
 OUT_RATE = 16000
+# Decoded frames are resampled in batches of this length: one resampler call per ~10 AAC
+# frames instead of one per frame (PyAV's per-call cost dominates the ingest's CPU per stream).
+BATCH_SECONDS = 0.25
+
+Segment = tuple[bytes, float, float]  # (16 kHz PCM, source pts of its first sample, arrival epoch)
 
 
 class DecodeError(Exception):
@@ -26,63 +32,91 @@ class AudioDecoder:
         self._ctx: av.CodecContext | None = None
         self._key: tuple[int, bytes] | None = None
         self._resampler: av.AudioResampler | None = None
+        self._pending: list[np.ndarray] = []
+        self._pending_samples = 0
+        self._pending_meta: tuple[str, str, int, float, float] | None = None  # format, layout, rate, pts, epoch
 
-    def _open(self, fmt: int, extradata: bytes = b"") -> None:
+    def _open(self, fmt: int, extradata: bytes = b"") -> list[Segment]:
+        out = self._emit()
         ctx = av.CodecContext.create("aac" if fmt == AAC else "mp3", "r")
         if extradata:
             ctx.extradata = extradata
         self._ctx = ctx
         self._key = (fmt, extradata)
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=OUT_RATE)
+        return out
 
-    def decode(self, tag: AudioTag) -> bytes:
-        """PCM for one FLV audio message (possibly empty: decoders and resamplers delay)."""
+    def decode(self, tag: AudioTag, pts: float, epoch: float) -> list[Segment]:
+        """PCM segments completed by one FLV audio message (often none: batches, codec delay)."""
         if tag.sound_format == AAC:
             if tag.aac_packet_type == AAC_SEQUENCE_HEADER:
                 if self._key != (AAC, tag.data):
                     if not tag.data or len(tag.data) > 64:
                         raise DecodeError("aac", "bad AudioSpecificConfig")
-                    self._open(AAC, tag.data)
-                return b""
+                    return self._open(AAC, tag.data)
+                return []
             if self._key is None or self._key[0] != AAC:
                 raise DecodeError("aac", "AAC data before its sequence header")
-            return self._run([av.Packet(tag.data)], "aac")
+            return self._run([av.Packet(tag.data)], "aac", pts, epoch)
         if tag.sound_format in (MP3, MP3_8K):
+            out: list[Segment] = []
             if self._key is None or self._key[0] != MP3:
-                self._open(MP3)
+                out = self._open(MP3)
             assert self._ctx is not None
             try:
                 packets = self._ctx.parse(tag.data)
             except av.error.FFmpegError as exc:
                 raise DecodeError("mp3", str(exc)) from None
-            return self._run(packets, "mp3")
+            return out + self._run(packets, "mp3", pts, epoch)
         raise DecodeError(tag.codec, "unsupported audio codec (AAC or MP3 expected)")
 
-    def _run(self, packets: list[av.Packet], codec: str) -> bytes:
-        assert self._ctx is not None and self._resampler is not None
-        out = bytearray()
+    def _run(self, packets: list[av.Packet], codec: str, pts: float, epoch: float) -> list[Segment]:
+        assert self._ctx is not None
+        out: list[Segment] = []
         try:
             for packet in packets:
                 for frame in self._ctx.decode(packet):
-                    frame.pts = None  # we time samples ourselves; avoid resampler pts checks
-                    for res in self._resampler.resample(frame):
-                        out += res.to_ndarray().tobytes()
+                    meta = (frame.format.name, frame.layout.name, frame.sample_rate)
+                    if self._pending_meta is not None and self._pending_meta[:3] != meta:
+                        out += self._emit()
+                    if self._pending_meta is None:
+                        self._pending_meta = (*meta, pts, epoch)
+                    self._pending.append(frame.to_ndarray())
+                    self._pending_samples += frame.samples
+                    if self._pending_samples >= BATCH_SECONDS * frame.sample_rate:
+                        out += self._emit()
         except (av.error.FFmpegError, ValueError) as exc:
             raise DecodeError(codec, str(exc)) from None
-        return bytes(out)
+        return out
 
-    def flush(self) -> bytes:
-        """The samples still inside the decoder and resampler (at the end of a publish)."""
-        if self._ctx is None or self._resampler is None:
-            return b""
-        out = bytearray()
+    def _emit(self, final: bool = False) -> list[Segment]:
+        """Resample the pending batch (and, at the end, the resampler's tail)."""
+        if self._resampler is None:
+            return []
+        pcm = bytearray()
+        meta = self._pending_meta
+        if meta is not None:
+            fmt, layout, rate, _pts, _epoch = meta
+            frame = av.AudioFrame.from_ndarray(np.concatenate(self._pending, axis=1), format=fmt, layout=layout)
+            frame.sample_rate = rate
+            for res in self._resampler.resample(frame):
+                pcm += res.to_ndarray().tobytes()
+        if final:
+            for res in self._resampler.resample(None):
+                pcm += res.to_ndarray().tobytes()
+        self._pending, self._pending_samples, self._pending_meta = [], 0, None
+        if not pcm:
+            return []
+        return [(bytes(pcm), meta[3] if meta else 0.0, meta[4] if meta else 0.0)]
+
+    def flush(self) -> list[Segment]:
+        """Everything still inside the decoder, the batch and the resampler (end of a publish)."""
+        if self._ctx is None:
+            return []
         try:
             for frame in self._ctx.decode(None):
-                frame.pts = None
-                for res in self._resampler.resample(frame):
-                    out += res.to_ndarray().tobytes()
-            for res in self._resampler.resample(None):
-                out += res.to_ndarray().tobytes()
+                self._pending.append(frame.to_ndarray())
+                self._pending_samples += frame.samples
+            return self._emit(final=True)
         except (av.error.FFmpegError, ValueError):
-            pass
-        return bytes(out)
+            return []

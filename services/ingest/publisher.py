@@ -8,7 +8,6 @@ All methods run in the connection's task, one at a time (no locking needed).
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 
 from services.ingest import metrics
@@ -61,7 +60,7 @@ class Publisher:
             tag = parse_audio_tag(payload)
             if tag is None:
                 return
-            pcm = self.decoder.decode(tag)
+            segments = self.decoder.decode(tag, pts, epoch)
         except (DecodeError, ProtocolError) as exc:
             codec = getattr(exc, "codec", "aac")
             metrics.DECODE_ERRORS.labels(codec).inc()
@@ -70,7 +69,8 @@ class Publisher:
                 log.warning("audio decode error (%d so far): %s", self._decode_errors, exc)
             return
         self._last_pts, self._last_epoch = pts, epoch
-        self.track.append(pcm, pts, epoch)
+        for pcm, seg_pts, seg_epoch in segments:
+            self.track.append(pcm, seg_pts, seg_epoch)
         if self._align is not None and self.track.available:
             self._apply_alignment(self._align)
             self._align = None
@@ -143,8 +143,8 @@ class Publisher:
         """The publish ended: write what is left (decoder tail too) and hand the lease over."""
         try:
             if self.role == "primary":
-                tail = self.decoder.flush()
-                self.track.append(tail, self._last_pts, self._last_epoch or time.time())
+                for pcm, seg_pts, seg_epoch in self.decoder.flush():
+                    self.track.append(pcm, seg_pts, seg_epoch)
                 await self._write_ready(final=True)
                 await self.coord.release(self.event_id, self.id)
         finally:

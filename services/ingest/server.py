@@ -36,6 +36,11 @@ from shared.settings import IngestSettings, split_listen
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
+COALESCE_SECONDS = 0.1  # ≪ the 500 ms chunks: adds no audio latency that matters
+# A publisher silent this long is stalled or half-open: its writer lease is no longer
+# refreshed, so a standby takes over INGEST_PRIMARY_TTL_SECONDS later (a real-time publisher
+# sends dozens of messages a second; a 1 s hiccup alone never causes a takeover).
+STALL_SECONDS = 1.0
 VALIDATE_SECONDS = 2.0  # re-check key, task and window of a live publish (pub/sub is lossy)
 
 
@@ -186,6 +191,16 @@ class IngestServer:
                 await self._send(conn, writer)
                 if conn.closed:
                     raise _Closed("rejected" if live is None else "stopped")
+                if live is not None and len(data) < READ_SIZE // 2:
+                    # A real-time publisher writes each media packet on its own (~100 small
+                    # segments/s at 3 Mbps). Letting the kernel gather them for a moment turns
+                    # that into ~20 reads/s: most of the ingest's CPU per stream is per wakeup.
+                    writer.transport.pause_reading()
+                    try:
+                        await asyncio.sleep(COALESCE_SECONDS)
+                    finally:
+                        if not writer.transport.is_closing():
+                            writer.transport.resume_reading()
             if live is not None:
                 if live.revoked:
                     self._stop(conn, live, "The caption order was cancelled")
@@ -193,7 +208,7 @@ class IngestServer:
                     raise _Closed(live.revoked)
                 if now >= next_beat:
                     next_beat = now + s.heartbeat_seconds
-                    await live.publisher.heartbeat(receiving=now - last_data < keys.INGEST_PRIMARY_TTL_SECONDS / 2)
+                    await live.publisher.heartbeat(receiving=now - last_data < STALL_SECONDS)
                 if now >= next_check:
                     next_check = now + VALIDATE_SECONDS
                     await self._revalidate(live)

@@ -12,6 +12,7 @@ from collections import deque
 
 RATE = 16000
 BYTES_PER_SAMPLE = 2
+REANCHOR_SECONDS = 0.05
 
 
 class Track:
@@ -20,6 +21,7 @@ class Track:
         self.head = 0  # absolute position of _pcm[0]
         # (absolute position, pts seconds, arrival epoch) where a message's samples start.
         self._marks: deque[tuple[int, float, float]] = deque()
+        self._anchor: tuple[int, float] | None = None  # (position, pts) the sample count runs from
 
     @property
     def end(self) -> int:
@@ -32,6 +34,17 @@ class Track:
     def append(self, pcm: bytes, pts: float, epoch: float) -> None:
         if not pcm:
             return
+        # RTMP timestamps are whole milliseconds (an AAC frame lasts 23.2 ms), so a message's pts
+        # is off by up to 0.5 ms. Counting samples from an anchor is exact; re-anchor only on a
+        # real discontinuity in the source timestamps.
+        if self._anchor is not None:
+            expected = self._anchor[1] + (self.end - self._anchor[0]) / RATE
+            if abs(pts - expected) <= REANCHOR_SECONDS:
+                pts = expected
+            else:
+                self._anchor = (self.end, pts)
+        else:
+            self._anchor = (self.end, pts)
         self._marks.append((self.end, pts, epoch))
         self._pcm += pcm
 

@@ -139,6 +139,9 @@ async def test_reconnect_continues_the_timeline_without_gap(start_ingest, redis_
     url = f"rtmp://127.0.0.1:{server.port}/live/key-1"
     code, err = await ffmpeg_publish(url, input_args=("-t", "5.2"))
     assert code == 0, err[-2000:]
+    # the publisher's end is handled once its lease is released (tail flushed)
+    await wait_for(lambda: redis_client.get(keys.ingest_primary("ev1")) is None
+                   and redis_client.exists(keys.audio("ev1")))
     first = [e for e in audio_entries(redis_client) if isinstance(e, streams.AudioChunk)]
     end_first = first[-1].media_time + first[-1].duration
     code, err = await ffmpeg_publish(url, input_args=("-ss", "5.2"))
@@ -184,7 +187,7 @@ async def test_hot_standby_takes_over_a_stalled_primary_without_gap(start_ingest
     primary = asyncio.create_task(ffmpeg_publish(base + "key-1", realtime=True, procs=procs))
     await wait_for(lambda: redis_client.get(keys.ingest_primary("ev1")) is not None)
     standby = asyncio.create_task(ffmpeg_publish(base + "key-2", realtime=True))
-    await asyncio.sleep(3.0)
+    await asyncio.sleep(2.5)
     procs[0].send_signal(signal.SIGSTOP)
     try:
         code, err = await asyncio.wait_for(standby, 30)
