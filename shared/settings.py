@@ -140,7 +140,7 @@ class IngestSettings(BaseSettings):
     # MAXLEN ~ of each audio stream, in seconds of audio (the relay reads it live).
     audio_retention_seconds: PositiveSeconds = 900.0
     standby_buffer_seconds: PositiveSeconds = 30.0  # audio a hot standby holds (> primary TTL)
-    heartbeat_seconds: PositiveSeconds = 0.5  # primary lease refresh / standby takeover check
+    heartbeat_seconds: PositiveSeconds = 1.0  # primary lease refresh / standby takeover check
 
 
 class RelaySettings(BaseSettings):

@@ -41,7 +41,7 @@ COALESCE_SECONDS = 0.1  # ≪ the 500 ms chunks: adds no audio latency that matt
 # refreshed, so a standby takes over INGEST_PRIMARY_TTL_SECONDS later (a real-time publisher
 # sends dozens of messages a second; a 1 s hiccup alone never causes a takeover).
 STALL_SECONDS = 1.0
-VALIDATE_SECONDS = 2.0  # re-check key, task and window of a live publish (pub/sub is lossy)
+VALIDATE_SECONDS = 5.0  # re-check key, task and window of a live publish (pub/sub is lossy)
 
 
 class _Closed(Exception):
