@@ -274,7 +274,11 @@ class IngestServer:
         await self.coord.mark_seen(adm.event.id)
         if await self.coord.open_session(adm.event.id):
             log.info("media session opened")
-            await send_async(self.redis_url, PROCESSING, adm.event.id)
+            try:
+                await send_async(self.redis_url, PROCESSING, adm.event.id)
+            except Exception:
+                # The session is open either way; the poller's reconcile also sees it live.
+                log.exception("could not ask the poller to move the tasks to PROCESSING")
         await publisher.try_acquire()
         log.info("publish accepted as %s", publisher.role)
         return live
@@ -315,7 +319,9 @@ class IngestServer:
 
     async def _sweeper(self) -> None:
         """Write each open session's end of stream when it is due (DESIGN section 3)."""
-        while True:
+        # The _closing flag, not only cancellation, ends the loop: redis-py can swallow a
+        # cancellation that lands inside one of its calls.
+        while not self._closing:
             await asyncio.sleep(self.sweep_seconds)
             try:
                 await self.sweep_once()
