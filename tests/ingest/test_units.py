@@ -1,0 +1,72 @@
+"""Units of the ingest that need no sockets: the track's timing and alignment, decoder errors,
+stream key parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.ingest.admission import normalize_app, stream_key
+from services.ingest.decoder import AudioDecoder, DecodeError
+from services.ingest.track import RATE, Track
+from shared.rtmp.flv import parse_audio_tag
+
+
+def pcm(samples: int) -> bytes:
+    return bytes(2 * samples)
+
+
+def test_track_counts_samples_from_an_anchor_despite_millisecond_timestamps():
+    t = Track()
+    frame = 371  # ~23.2 ms at 16 kHz, like one AAC frame
+    for i in range(100):
+        t.append(pcm(frame), round(i * frame / RATE, 3), 1000.0 + i * 0.023)
+    assert t.at(50 * frame)[0] == pytest.approx(50 * frame / RATE, abs=1e-9)
+    # a real jump in the source timestamps re-anchors
+    t.append(pcm(frame), 500.0, 1003.0)
+    assert t.at(100 * frame)[0] == 500.0
+
+
+def test_take_and_standby_trim_keep_positions_absolute():
+    t = Track()
+    t.append(pcm(RATE), 10.0, 100.0)
+    t.append(pcm(RATE), 11.0, 101.0)
+    data, pts, epoch = t.take(RATE // 2)
+    assert len(data) == RATE and pts == 10.0 and epoch == 100.0
+    assert t.head == RATE // 2 and t.at(t.head)[0] == pytest.approx(10.5)
+    t.keep_last(RATE // 4)
+    assert t.available == RATE // 4 and t.at(t.head)[0] == pytest.approx(11.75)
+
+
+def test_alignment_by_pts_only_when_the_same_media_arrived_together():
+    t = Track()
+    for i in range(20):
+        t.append(pcm(RATE // 4), i * 0.25, 100.0 + i * 0.25)
+    pos = t.find_pts(2.0, 102.3, tolerance=3.0)
+    assert pos == 2 * RATE
+    assert t.find_pts(2.0, 200.0, tolerance=3.0) is None  # arrived far apart: other media
+    assert t.find_pts(99.0, 102.0, tolerance=3.0) is None  # not held
+    assert t.first_after_epoch(102.1) == round(2.25 * RATE)
+    assert t.first_after_epoch(1e12) == t.end
+
+
+def test_decoder_errors():
+    d = AudioDecoder()
+    with pytest.raises(DecodeError) as err:
+        d.decode(parse_audio_tag(b"\xaf\x01" + bytes(20)), 0.0, 0.0)  # AAC before its config
+    assert err.value.codec == "aac"
+    with pytest.raises(DecodeError):
+        d.decode(parse_audio_tag(b"\xaf\x00"), 0.0, 0.0)  # empty AudioSpecificConfig
+    with pytest.raises(DecodeError) as err:
+        d.decode(parse_audio_tag(b"\xb2" + bytes(20)), 0.0, 0.0)  # Speex
+    assert err.value.codec == "speex"
+    assert d.decode(parse_audio_tag(b"\xaf\x00\x12\x10"), 0.0, 0.0) == []
+    try:
+        d.decode(parse_audio_tag(b"\xaf\x01" + b"\xff" * 40), 0.0, 0.0)  # garbage AAC
+    except DecodeError:
+        pass
+
+
+def test_stream_key_and_app_normalization():
+    assert stream_key("abc?token=1") == "abc"
+    assert stream_key(" abc ") == "abc"
+    assert normalize_app("live/") == "live" and normalize_app("live?x=1") == "live"
