@@ -53,7 +53,8 @@ class CaptionClient:
     errors: list[str] = field(default_factory=list)
     closes: list[tuple[int | None, str]] = field(default_factory=list)
     connections: int = 0
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)  # the end-of-stream response arrived
+    finished: asyncio.Event = field(default_factory=asyncio.Event)  # run() returned (done, fatal or stopped)
     fatal: str = ""
 
     def responses(self, kind: str | None = None) -> list[dict[str, Any]]:
@@ -74,7 +75,12 @@ class CaptionClient:
         return (f"{base}{sep}{urlencode(query)}" if query else base), headers
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        stop = stop or asyncio.Event()
+        try:
+            await self._run(stop or asyncio.Event())
+        finally:
+            self.finished.set()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         delay = self.backoff_initial
         failures = 0  # consecutive connection failures: rotate through the fallback URLs
         while not self.done.is_set() and not stop.is_set() and not self.fatal:

@@ -88,7 +88,8 @@ def start_restreams(run: EventRun, source: Path, stop: threading.Event, *, stand
 
 
 async def wait_clients(run: EventRun, timeout: float) -> bool:
-    waits = [asyncio.create_task(c.done.wait()) for c in run.clients.values()]
+    """Wait until every client has finished (end of stream, or refused for good); True if all did."""
+    waits = [asyncio.create_task(c.finished.wait()) for c in run.clients.values()]
     _done, pending = await asyncio.wait(waits, timeout=timeout)
     for w in pending:
         w.cancel()
