@@ -29,7 +29,12 @@ def log_context(**fields: object) -> Iterator[None]:
     try:
         yield
     finally:
-        _context.reset(token)
+        try:
+            _context.reset(token)
+        except ValueError:
+            # Finalised in another Context (a coroutine closed by the GC or at loop close):
+            # the block's own Context is gone, so there is nothing to restore.
+            pass
 
 
 def bind(**fields: object) -> None:

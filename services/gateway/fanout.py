@@ -32,6 +32,7 @@ from services.gateway.delivery import (
     Item,
     StreamId,
 )
+from services.gateway.lifecycle import check_cancelled, stop_taskset
 from shared import keys
 from shared.aio import TaskSet
 from shared.logs import log_context
@@ -39,9 +40,30 @@ from shared.streams import CaptionEntry, PayloadError
 
 log = logging.getLogger(__name__)
 
-# Below redis-py's default 5 s socket timeout, which also applies to blocking reads.
 READ_BLOCK_MS = 2000
 READ_COUNT = 200
+# The feed client has no socket_timeout (see ``feed_client``): each XREAD gets this deadline
+# instead, longer than the block so that an idle stream never times out, short enough that a
+# dead Redis connection is replaced within seconds.
+READ_DEADLINE_SECONDS = READ_BLOCK_MS / 1000 + 5.0
+FEED_CONNECT_TIMEOUT_SECONDS = 5.0
+
+
+def feed_client(redis_url: str, max_connections: int) -> aioredis.Redis:
+    """The client for the feeds' blocking reads (one connection per feed, held in XREAD BLOCK).
+
+    No ``socket_timeout``: with one, redis-py 8 wraps each command write in ``asyncio.wait_for``,
+    which on Python 3.11 can swallow the cancellation of a stopping feed (lifecycle.py), and the
+    feed would keep reading after its gateway stopped. The read deadline is ``asyncio.timeout``
+    (``READ_DEADLINE_SECONDS`` > the block time), which counts cancellations correctly; a
+    cancelled read makes redis-py drop that connection at once (``disconnect(nowait=True)``).
+    """
+    return aioredis.Redis.from_url(
+        redis_url,
+        max_connections=max_connections,
+        socket_timeout=None,
+        socket_connect_timeout=FEED_CONNECT_TIMEOUT_SECONDS,
+    )
 
 
 def to_item(entry_id: Any, fields: dict[Any, Any]) -> Item | None:
@@ -178,17 +200,20 @@ class TaskFeed:
         next_check = loop.time() + self.hub.check_seconds
         backoff = 0.1
         while True:
+            check_cancelled()  # a stop request swallowed by redis-py's write path ends the loop
             try:
-                response = await self.hub.feed_redis.xread(
-                    {self.stream: str(last)}, count=READ_COUNT, block=READ_BLOCK_MS
-                )
+                async with asyncio.timeout(READ_DEADLINE_SECONDS):
+                    response = await self.hub.feed_redis.xread(
+                        {self.stream: str(last)}, count=READ_COUNT, block=READ_BLOCK_MS
+                    )
                 if loop.time() >= next_check:
                     next_check = loop.time() + self.hub.check_seconds
                     await self.check_task()
                 backoff = 0.1
-            except RedisError as exc:
+            except (RedisError, TimeoutError) as exc:
                 # Subscribers stay connected; nothing is lost since ``last`` did not move.
-                log.warning("captions reader error, retrying: %s", exc)
+                check_cancelled()
+                log.warning("captions reader error, retrying: %s", str(exc) or type(exc).__name__)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -344,6 +369,7 @@ class CaptionHub:
                         await feed.check_task()
                 backoff = 0.1
                 async for message in pubsub.listen():
+                    check_cancelled()
                     if message.get("type") != "message":
                         continue
                     data = message["data"]
@@ -352,6 +378,7 @@ class CaptionHub:
                     if sep:
                         self.revoke(event_id, task_id)
             except RedisError as exc:
+                check_cancelled()  # see lifecycle.py: the error may stand for a swallowed stop
                 log.warning("revocation listener error, reconnecting: %s", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -359,6 +386,8 @@ class CaptionHub:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
 
-    async def close(self, timeout: float) -> None:
+    async def close(self, timeout: float) -> bool:
+        """Save pending cursors, then stop every feed, cursor writer and the revocation
+        listener and wait for them all; True when none is left running."""
         await self.cursors.flush(timeout)
-        await self.tasks.close(timeout)
+        return await stop_taskset(self.tasks, timeout)

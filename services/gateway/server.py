@@ -16,7 +16,8 @@ from websockets.http11 import Request, Response
 
 from services.gateway import auth, gctune, metrics
 from services.gateway.connection import CaptionServerConnection, Connection
-from services.gateway.fanout import CaptionHub
+from services.gateway.fanout import CaptionHub, feed_client
+from services.gateway.lifecycle import cancel_and_wait, stop_taskset
 from shared.aio import TaskSet
 from shared.metrics import render
 from shared.settings import GatewaySettings
@@ -30,6 +31,7 @@ CLOSE_TIMEOUT = 5.0  # seconds to wait for the client's half of a closing handsh
 COMMAND_CONNECTIONS = 256
 FEED_CONNECTIONS = 100_000
 POOL_WAIT_SECONDS = 30.0
+STOP_SECONDS = 2.0  # per stage of a drain, once the connections are closed
 
 
 class Gateway:
@@ -42,7 +44,7 @@ class Gateway:
             redis_url, max_connections=COMMAND_CONNECTIONS, timeout=POOL_WAIT_SECONDS
         )
         self.redis = aioredis.Redis(connection_pool=pool)
-        self._feed_redis = aioredis.Redis.from_url(redis_url, max_connections=FEED_CONNECTIONS)
+        self._feed_redis = feed_client(redis_url, FEED_CONNECTIONS)
         self.settings = settings
         self.caption_types = caption_types
         self.hub = CaptionHub(
@@ -153,10 +155,31 @@ class Gateway:
                     await self.server.wait_closed()
             except TimeoutError:
                 log.warning("drain timed out with %d connections open", len(self.connections))
-        await self.hub.close(timeout=2.0)
-        await self.tasks.close(timeout=2.0)
+                await self._stop_handlers()
+        await self.hub.close(timeout=STOP_SECONDS)
+        await stop_taskset(self.tasks, timeout=STOP_SECONDS)
         await self.redis.aclose()
         await self._feed_redis.aclose()
+
+    async def _stop_handlers(self) -> None:
+        """Connections that outlived the drain: cancel their handlers and wait for them, and
+        for the server's own close task, so that nothing outlives ``drain``."""
+        assert self.server is not None
+        await cancel_and_wait(self.server.handler_tasks, STOP_SECONDS)
+        try:
+            async with asyncio.timeout(STOP_SECONDS):
+                await self.server.wait_closed()
+        except TimeoutError:
+            log.error("websocket server did not close")
+
+    def leftovers(self) -> list[str]:
+        """Names of what is still running of this gateway (empty after ``drain``)."""
+        names = [f"{ts.name} ({len(ts)} tasks)" for ts in (self.tasks, self.hub.tasks) if len(ts)]
+        if self.server is not None:
+            names += [t.get_name() for t in self.server.handler_tasks if not t.done()]
+            if self.server.close_task is not None and not self.server.close_task.done():
+                names.append("websocket server close")
+        return names
 
     async def run(self, host: str, port: int, stop: asyncio.Event) -> None:
         port = await self.start(host, port)

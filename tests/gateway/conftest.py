@@ -26,10 +26,20 @@ async def start_gateway(redis_url: str) -> AsyncIterator[GatewayFactory]:
         started.append(gw)
         return gw
 
-    yield start
-    for gw in started:
-        if not gw.draining:
-            await gw.drain()
+    try:
+        yield start
+    finally:
+        leftovers: dict[int, list[str]] = {}
+        for gw in started:
+            try:
+                if not gw.draining:
+                    await gw.drain()
+            finally:
+                # Whatever a drain leaves running would only be cancelled when the test's event
+                # loop closes (where a stuck one hangs the run): fail the test here instead.
+                if gw.leftovers():
+                    leftovers[gw.port] = gw.leftovers()
+        assert not leftovers, f"gateway tasks still running after drain: {leftovers}"
 
 
 def ws_url(gw: Gateway, query: str = "") -> str:
