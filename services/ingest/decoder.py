@@ -35,6 +35,10 @@ class AudioDecoder:
         self._pending: list[np.ndarray] = []
         self._pending_samples = 0
         self._pending_meta: tuple[str, str, int, float, float] | None = None  # format, layout, rate, pts, epoch
+        # Seconds of audio after which the pending batch is resampled at the latest. The
+        # publisher lowers it to what completes the chunk being filled, so batching never
+        # holds back a chunk's end (the pipeline's latency) while still saving resampler calls.
+        self.horizon = BATCH_SECONDS
 
     def _open(self, fmt: int, extradata: bytes = b"") -> list[Segment]:
         out = self._emit()
@@ -83,7 +87,7 @@ class AudioDecoder:
                         self._pending_meta = (*meta, pts, epoch)
                     self._pending.append(frame.to_ndarray())
                     self._pending_samples += frame.samples
-                    if self._pending_samples >= BATCH_SECONDS * frame.sample_rate:
+                    if self._pending_samples >= min(BATCH_SECONDS, self.horizon) * frame.sample_rate:
                         out += self._emit()
         except (av.error.FFmpegError, ValueError) as exc:
             raise DecodeError(codec, str(exc)) from None

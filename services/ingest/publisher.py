@@ -12,7 +12,7 @@ import uuid
 
 from services.ingest import metrics
 from services.ingest.coordinator import RATE, Coordinator, Timeline
-from services.ingest.decoder import AudioDecoder, DecodeError
+from services.ingest.decoder import BATCH_SECONDS, AudioDecoder, DecodeError
 from services.ingest.track import Track
 from shared import streams
 from shared.rtmp.errors import ProtocolError
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 # the same media reached it within this many seconds of the primary; otherwise it continues
 # with audio that arrived after the primary's last.
 ALIGN_TOLERANCE_SECONDS = 3.0
+RESAMPLER_DELAY_SECONDS = 0.003
 
 
 class Publisher:
@@ -60,6 +61,13 @@ class Publisher:
             tag = parse_audio_tag(payload)
             if tag is None:
                 return
+            if self.role == "primary":
+                # Resample as soon as the chunk being filled can be completed (plus the
+                # resampler's own delay of about a millisecond), not only per batch.
+                missing = max(0, self.chunk_samples - self.track.available)
+                self.decoder.horizon = missing / RATE + RESAMPLER_DELAY_SECONDS
+            else:
+                self.decoder.horizon = BATCH_SECONDS
             segments = self.decoder.decode(tag, pts, epoch)
         except (DecodeError, ProtocolError) as exc:
             codec = getattr(exc, "codec", "aac")
