@@ -9,7 +9,6 @@ import logging
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
@@ -20,6 +19,7 @@ from services.gateway.fanout import CaptionHub, feed_client
 from services.gateway.lifecycle import cancel_and_wait, stop_taskset
 from shared.aio import TaskSet
 from shared.metrics import render
+from shared.redis_client import command_client
 from shared.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -40,10 +40,7 @@ class Gateway:
     ) -> None:
         # manage_gc: the process is ours alone (``reachlive gateway``), so tune its GC (gctune).
         self.manage_gc = manage_gc
-        pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url, max_connections=COMMAND_CONNECTIONS, timeout=POOL_WAIT_SECONDS
-        )
-        self.redis = aioredis.Redis(connection_pool=pool)
+        self.redis = command_client(redis_url, COMMAND_CONNECTIONS, POOL_WAIT_SECONDS)
         self._feed_redis = feed_client(redis_url, FEED_CONNECTIONS)
         self.settings = settings
         self.caption_types = caption_types

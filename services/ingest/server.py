@@ -12,8 +12,6 @@ import ssl
 import time
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from services.ingest import metrics
 from services.ingest.admission import Admission, Rejected, admit, check
 from services.ingest.coordinator import Coordinator
@@ -22,6 +20,7 @@ from shared import keys, registry
 from shared.aio import TaskSet
 from shared.commands import PROCESSING, send_async
 from shared.logs import bind
+from shared.redis_client import command_client
 from shared.rtmp import (
     Connected,
     MediaMessage,
@@ -64,7 +63,7 @@ class IngestServer:
     def __init__(self, settings: IngestSettings, redis_url: str) -> None:
         self.settings = settings
         self.redis_url = redis_url
-        self.client = aioredis.Redis.from_url(redis_url)
+        self.client = command_client(redis_url)
         self.coord = Coordinator(
             self.client, chunk_ms=settings.chunk_ms, retention_seconds=settings.audio_retention_seconds
         )

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from services.relay.service import Relay
 from services.relay.session import Config, session_runner
+from shared.redis_client import command_client
 from shared.runtime import run_async_service
 from shared.settings import CommonSettings, KwikmotionSettings, RelaySettings, load
 
@@ -31,15 +32,14 @@ async def serve(redis_url: str, stop: asyncio.Event, config: Config | None = Non
     # one per session), and everything else shares a bounded pool that waits for a free
     # connection rather than failing (redis-py's default pool raises past 100 connections).
     reader = aioredis.Redis.from_url(redis_url, max_connections=config.relay.max_sessions + 8)
-    pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=64, timeout=30)
-    client = aioredis.Redis(connection_pool=pool)
+    client = command_client(redis_url, max_connections=64)
     try:
         relay = Relay(client, config.relay)
         relay.runner = session_runner(client, relay.claimer, config, reader=reader)
         await relay.run(stop)
     finally:
         await client.aclose()
-        await pool.disconnect()
+        await client.connection_pool.disconnect()
         await reader.aclose()
 
 
