@@ -63,7 +63,8 @@ class IngestServer:
     def __init__(self, settings: IngestSettings, redis_url: str) -> None:
         self.settings = settings
         self.redis_url = redis_url
-        self.client = command_client(redis_url)
+        # Hundreds of publishers write at once; a connection each at most (Redis takes 10k+).
+        self.client = command_client(redis_url, max_connections=512)
         self.coord = Coordinator(
             self.client, chunk_ms=settings.chunk_ms, retention_seconds=settings.audio_retention_seconds
         )
