@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 from emulators.kaltura_admin import KalturaAdmin
 from services.all.supervisor import Child, Supervisor
 from shared.embedded_redis import EmbeddedRedis
+from shared.settings import CommonSettings, KalturaSettings, KwikmotionSettings, load
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,10 @@ class Stack:
 
     def _start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.redis_url = os.environ.get("REACHLIVE_REDIS_URL") or self._exit.enter_context(
-            EmbeddedRedis(self.data_dir)
-        ).url
-        self.real_kaltura = bool(os.environ.get("REACHLIVE_KALTURA_PARTNER_ID"))
-        self.real_kwik = bool(os.environ.get("REACHLIVE_KWIKMOTION_TOKEN"))
+        self.redis_url = load(CommonSettings).redis_url or self._exit.enter_context(EmbeddedRedis(self.data_dir)).url
+        # Real accounts when their credentials are set (README, "Demo on real accounts").
+        self.real_kaltura = load(KalturaSettings).partner_id > 0
+        self.real_kwik = bool(load(KwikmotionSettings).token.get_secret_value())
         base = {"REACHLIVE_REDIS_URL": self.redis_url, "REACHLIVE_DATA_DIR": str(self.data_dir)}
         if not self.real_kaltura:
             from emulators.kaltura import KalturaEmulator
