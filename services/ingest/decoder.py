@@ -35,6 +35,10 @@ class AudioDecoder:
         self._pending: list[np.ndarray] = []
         self._pending_samples = 0
         self._pending_meta: tuple[str, str, int, float, float] | None = None  # format, layout, rate, pts, epoch
+        # (source-sample offset in the batch, pts, arrival epoch) of each decoded frame, so every
+        # output sample keeps the arrival time of its own message, not the batch's first one
+        # (a 250 ms batch would otherwise stamp its later samples up to 250 ms too early).
+        self._pending_marks: list[tuple[int, float, float]] = []
         # Seconds of audio after which the pending batch is resampled at the latest. The
         # publisher lowers it to what completes the chunk being filled, so batching never
         # holds back a chunk's end (the pipeline's latency) while still saving resampler calls.
@@ -85,6 +89,7 @@ class AudioDecoder:
                         out += self._emit()
                     if self._pending_meta is None:
                         self._pending_meta = (*meta, pts, epoch)
+                    self._pending_marks.append((self._pending_samples, pts, epoch))
                     self._pending.append(frame.to_ndarray())
                     self._pending_samples += frame.samples
                     if self._pending_samples >= min(BATCH_SECONDS, self.horizon) * frame.sample_rate:
@@ -94,11 +99,13 @@ class AudioDecoder:
         return out
 
     def _emit(self, final: bool = False) -> list[Segment]:
-        """Resample the pending batch (and, at the end, the resampler's tail)."""
+        """Resample the pending batch (and, at the end, the resampler's tail): one segment per
+        decoded frame, each with its own message's pts and arrival epoch."""
         if self._resampler is None:
             return []
         pcm = bytearray()
         meta = self._pending_meta
+        marks = self._pending_marks
         if meta is not None:
             fmt, layout, rate, _pts, _epoch = meta
             frame = av.AudioFrame.from_ndarray(np.concatenate(self._pending, axis=1), format=fmt, layout=layout)
@@ -108,10 +115,22 @@ class AudioDecoder:
         if final:
             for res in self._resampler.resample(None):
                 pcm += res.to_ndarray().tobytes()
-        self._pending, self._pending_samples, self._pending_meta = [], 0, None
+        self._pending, self._pending_samples, self._pending_meta, self._pending_marks = [], 0, None, []
         if not pcm:
             return []
-        return [(bytes(pcm), meta[3] if meta else 0.0, meta[4] if meta else 0.0)]
+        if meta is None or not marks:
+            return [(bytes(pcm), meta[3] if meta else 0.0, meta[4] if meta else 0.0)]
+        rate = meta[2]
+        total = len(pcm) // 2
+        # Source offsets → output samples (the resampler's ~1 ms delay is ignored); the last
+        # segment takes whatever the resampler returned beyond the last frame's start.
+        starts = [min(total, round(off * OUT_RATE / rate)) for off, _pts, _epoch in marks]
+        segments: list[Segment] = []
+        for i, (_off, pts, epoch) in enumerate(marks):
+            end = starts[i + 1] if i + 1 < len(marks) else total
+            if end > starts[i]:
+                segments.append((bytes(pcm[starts[i] * 2 : end * 2]), pts, epoch))
+        return segments
 
     def flush(self) -> list[Segment]:
         """Everything still inside the decoder, the batch and the resampler (end of a publish)."""
