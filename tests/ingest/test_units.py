@@ -70,3 +70,34 @@ def test_stream_key_and_app_normalization():
     assert stream_key("abc?token=1") == "abc"
     assert stream_key(" abc ") == "abc"
     assert normalize_app("live/") == "live" and normalize_app("live?x=1") == "live"
+
+
+def test_decoded_audio_keeps_each_messages_arrival_epoch():
+    """Batched resampling must not stamp a batch's later samples with its first message's
+    arrival time: start_epoch (Kaltura seed) is when the media at ``start`` was received."""
+    import av
+
+    from emulators.media import JFK_FLAC
+
+    enc = av.CodecContext.create("aac", "w")
+    enc.sample_rate, enc.layout, enc.format = 44100, "stereo", "fltp"
+    enc.open()
+    packets = []
+    with av.open(str(JFK_FLAC)) as inp:
+        resampler = av.AudioResampler(format="fltp", layout="stereo", rate=44100)
+        for frame in inp.decode(audio=0):
+            for f in resampler.resample(frame):
+                f.pts = None
+                packets += enc.encode(f)
+    d = AudioDecoder()
+    assert d.decode(parse_audio_tag(b"\xaf\x00" + bytes(enc.extradata)), 0.0, 0.0) == []
+    base, frame_s = 1000.0, 1024 / 44100
+    segments = []
+    for i, packet in enumerate(packets[:200]):
+        # A real-time publisher: message i arrives at base + its media time.
+        segments += d.decode(parse_audio_tag(b"\xaf\x01" + bytes(packet)), i * frame_s, base + i * frame_s)
+    assert len(segments) > 100  # one per decoded frame, not one per 250 ms batch
+    for _pcm, pts, epoch in segments:
+        assert epoch == pytest.approx(base + pts, abs=0.002)
+    out = b"".join(p for p, _, _ in segments)
+    assert abs(len(out) / 2 / 16000 - len(segments) * frame_s) < 0.05
