@@ -44,6 +44,12 @@ class AudioDecoder:
         # holds back a chunk's end (the pipeline's latency) while still saving resampler calls.
         self.horizon = BATCH_SECONDS
 
+    @property
+    def pending_seconds(self) -> float:
+        """Decoded audio waiting in the batch, not yet resampled."""
+        rate = self._pending_meta[2] if self._pending_meta is not None else 0
+        return self._pending_samples / rate if rate else 0.0
+
     def _open(self, fmt: int, extradata: bytes = b"") -> list[Segment]:
         out = self._emit()
         ctx = av.CodecContext.create("aac" if fmt == AAC else "mp3", "r")

@@ -87,6 +87,14 @@ class Publisher:
         else:
             self.track.keep_last(self.standby_samples)
 
+    def seconds_to_chunk(self) -> float | None:
+        """Audio still missing from the chunk being filled (a real-time publisher sends it in
+        about as many seconds); None when this publisher writes no chunks (a standby)."""
+        if self.role != "primary":
+            return None
+        missing = max(0, self.chunk_samples - self.track.available) / RATE
+        return max(0.0, missing - self.decoder.pending_seconds)
+
     async def _write_ready(self, *, final: bool) -> None:
         while self.role == "primary" and (
             self.track.available >= self.chunk_samples or (final and self.track.available)

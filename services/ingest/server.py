@@ -35,12 +35,24 @@ from shared.settings import IngestSettings, split_listen
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
-COALESCE_SECONDS = 0.1  # ≪ the 500 ms chunks: adds no audio latency that matters
+COALESCE_SECONDS = 0.1  # longest pause between reads of a real-time publisher (see coalesce_pause)
+MIN_PAUSE_SECONDS = 0.005  # a shorter pause costs a timer wakeup and saves no read
 # A publisher silent this long is stalled or half-open: its writer lease is no longer
 # refreshed, so a standby takes over INGEST_PRIMARY_TTL_SECONDS later (a real-time publisher
 # sends dozens of messages a second; a 1 s hiccup alone never causes a takeover).
 STALL_SECONDS = 1.0
 VALIDATE_SECONDS = 5.0  # re-check key, task and window of a live publish (pub/sub is lossy)
+
+
+def coalesce_pause(seconds_to_chunk: float | None) -> float:
+    """How long to leave a live publisher's bytes in the socket before the next read: up to
+    COALESCE_SECONDS, but never past the moment the chunk being filled completes, so that the
+    bytes ending a chunk are read (and stamped, and written) as they arrive. Waiting the full
+    period there would add up to COALESCE_SECONDS to every chunk's latency. 0 means read now."""
+    if seconds_to_chunk is None:
+        return COALESCE_SECONDS  # a standby writes nothing: no chunk to hold back
+    pause = min(COALESCE_SECONDS, seconds_to_chunk)
+    return pause if pause >= MIN_PAUSE_SECONDS else 0.0
 
 
 class _Closed(Exception):
@@ -191,13 +203,14 @@ class IngestServer:
                 await self._send(conn, writer)
                 if conn.closed:
                     raise _Closed("rejected" if live is None else "stopped")
-                if live is not None and len(data) < READ_SIZE // 2:
+                pause = coalesce_pause(live.publisher.seconds_to_chunk()) if live is not None else 0.0
+                if pause and len(data) < READ_SIZE // 2:
                     # A real-time publisher writes each media packet on its own (~100 small
                     # segments/s at 3 Mbps). Letting the kernel gather them for a moment turns
                     # that into ~20 reads/s: most of the ingest's CPU per stream is per wakeup.
                     writer.transport.pause_reading()
                     try:
-                        await asyncio.sleep(COALESCE_SECONDS)
+                        await asyncio.sleep(pause)
                     finally:
                         if not writer.transport.is_closing():
                             writer.transport.resume_reading()

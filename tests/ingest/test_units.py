@@ -101,3 +101,23 @@ def test_decoded_audio_keeps_each_messages_arrival_epoch():
         assert epoch == pytest.approx(base + pts, abs=0.002)
     out = b"".join(p for p, _, _ in segments)
     assert abs(len(out) / 2 / 16000 - len(segments) * frame_s) < 0.05
+
+
+def test_read_coalescing_never_holds_back_the_end_of_a_chunk():
+    """Coalescing reads saves wakeups, but the bytes that complete a chunk must be read as they
+    arrive: their arrival is where the pipeline's latency starts (issue 8's overhead)."""
+    from services.ingest.publisher import Publisher
+    from services.ingest.server import COALESCE_SECONDS, coalesce_pause
+
+    pub = Publisher(None, "e", "t", chunk_ms=500, standby_seconds=5)  # type: ignore[arg-type]
+    assert pub.seconds_to_chunk() is None  # a standby writes no chunks
+    assert coalesce_pause(pub.seconds_to_chunk()) == COALESCE_SECONDS
+    pub.role = "primary"
+    assert pub.seconds_to_chunk() == pytest.approx(0.5)
+    pub.track.append(b"\0\0" * 6000, 0.0, 0.0)  # 375 ms of the 500 ms chunk
+    assert pub.seconds_to_chunk() == pytest.approx(0.125)
+    assert coalesce_pause(pub.seconds_to_chunk()) == COALESCE_SECONDS
+    pub.track.append(b"\0\0" * 1600, 0.375, 0.375)  # 25 ms left: pause only until then
+    assert coalesce_pause(pub.seconds_to_chunk()) == pytest.approx(0.025)
+    pub.track.append(b"\0\0" * 350, 0.475, 0.475)  # under 5 ms left: read at once
+    assert coalesce_pause(pub.seconds_to_chunk()) == 0.0
