@@ -7,21 +7,37 @@ KWIKmotion chunk → the transcript frame at the caption client, minus the emula
 time), CPU per event per service, and whether the run kept up with real time (every client got
 every word and the end of stream, overhead p99 under 2 s).
 
-    .venv/bin/python bench/pipeline.py            # N = 10 50 100 200
-    .venv/bin/python bench/pipeline.py 10 50      # chosen N
+    .venv/bin/python bench/pipeline.py              # N = 10 50 100 200
+    .venv/bin/python bench/pipeline.py 10 50        # chosen N
+    .venv/bin/python bench/pipeline.py 100 --stages # and where the time goes, stage by stage
+
+How "arrival" is measured: a publisher sends in real time, so the end of a chunk at media time
+``end`` reaches the ingest at ``T0 + end``. Ingest stamps every sample with the time it *read*
+it (``start_epoch``), which can only be late, never early; ``T0`` is therefore the smallest
+``start_epoch - start`` over the event's responses. Measuring from there (and not from the
+ingest's own stamps) counts every wait after the bytes reached the machine: socket buffers, read
+coalescing, a busy event loop. It hides only a constant decoder delay (about one AAC frame, 23 ms).
+
+The caption clients run in a process of their own, so their arrival clocks do not share a GIL
+with the emulators. Polling runs at the production default period (30 s), not the demo's 1 s.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
+import multiprocessing
 import os
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import imageio_ffmpeg
 
@@ -36,6 +52,7 @@ from services.demo.stack import Stack
 LOOPS = 3  # 33 s of speech per event
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 TICKS = os.sysconf("SC_CLK_TCK")
+SERVICES = ("worker", "poller", "ingest", "relay", "gateway")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -46,14 +63,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
+
+
 def words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", text.lower())
-
-
-def received_words(client: CaptionClient) -> list[str]:
-    """Every word the client received, in order (every word of the sample once per loop)."""
-    return [w for r in client.responses() for i in r["alternatives"][0]["items"] if i["kind"] == "text"
-            for w in words(i["value"])]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -63,90 +80,226 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run_n(n: int, flv: Path, workdir: Path) -> dict[str, object]:
-    env = {"REACHLIVE_RELAY_MAX_SESSIONS": str(max(50, n)), "REACHLIVE_LOG_LEVEL": "WARNING"}
+# --- the caption clients, in their own process ----------------------------------------------------
+def run_clients(targets: list[tuple[str, str]], timeout: float, conn: Any) -> None:
+    """Child process: one CaptionClient per (url, token); says "ready" once all are connected,
+    then sends back what each received, with arrival times."""
+
+    async def go() -> list[dict[str, Any]]:
+        clients = [CaptionClient(url=url, token=token, types="transcript") for url, token in targets]
+        tasks = [asyncio.create_task(c.run(), name=f"client-{i}") for i, c in enumerate(clients)]
+        deadline = time.monotonic() + 30
+        while any(c.connections == 0 for c in clients) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        conn.send("ready")
+        waits = [asyncio.create_task(c.finished.wait()) for c in clients]
+        await asyncio.wait(waits, timeout=timeout)
+        for t in [*tasks, *waits]:
+            t.cancel()
+        await asyncio.gather(*tasks, *waits, return_exceptions=True)
+        return [
+            {
+                "done": c.done.is_set(), "errors": c.errors[:5], "closes": c.closes[:5], "connections": c.connections,
+                "received": [(r.response["response"], r.at) for r in c.received],
+            }
+            for c in clients
+        ]
+
+    conn.send(asyncio.run(go()))
+
+
+# --- optional stage breakdown ---------------------------------------------------------------------
+class AudioWatch:
+    """Records when each audio entry was XADDed (its id's ms) while the run goes: the relay trims
+    what it has transcribed, so this cannot be read afterwards. It adds a reader of every audio
+    stream to the load, hence only with ``--stages``."""
+
+    def __init__(self, redis_url: str, event_ids: list[str]) -> None:
+        self.redis_url, self.event_ids = redis_url, event_ids
+        self.seen: dict[str, list[tuple[float, float]]] = {e: [] for e in event_ids}  # (media end, XADD epoch)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="audio-watch", daemon=True)
+
+    def _run(self) -> None:
+        import redis
+
+        from shared import keys
+        from shared.streams import AudioChunk, parse_audio
+
+        cursors: dict[str, str | bytes] = {keys.audio(e): "0" for e in self.event_ids}
+        by_key = {keys.audio(e): e for e in self.event_ids}
+        with redis.Redis.from_url(self.redis_url) as r:
+            while not self.stop.is_set():
+                for key, entries in r.xread(cursors, block=200) or []:
+                    name = key.decode()
+                    for entry_id, fields in entries:
+                        cursors[name] = entry_id
+                        chunk = parse_audio(fields)
+                        if isinstance(chunk, AudioChunk):
+                            at = int(entry_id.split(b"-")[0]) / 1000
+                            self.seen[by_key[name]].append((chunk.media_time + chunk.duration, at))
+
+
+def stages(redis_url: str, runs: list[scenario.EventRun], results: list[dict[str, Any]], offsets: list[float],
+           watch: AudioWatch) -> dict[str, list[float]]:
+    """Each steady-state frame's overhead split at the Redis entry ids (ms): ingest (arrival of
+    the chunk's end → its audio XADD), relay + KWIKmotion (→ caption XADD), gateway (→ client)."""
+    import redis
+
+    from shared import keys
+
+    out: dict[str, list[float]] = {"ingest": [], "relay+kwikmotion": [], "gateway": []}
+    with redis.Redis.from_url(redis_url) as r:
+        for run, result, offset in zip(runs, results, offsets, strict=True):
+            written = {}
+            for entry_id, fields in r.xrange(keys.captions(run.event_id, run.task_ids[0])):
+                written[json.loads(fields[b"json"])["response"]["id"]] = int(entry_id.split(b"-")[0]) / 1000
+            for resp, at in steady(result):
+                audio_at = next((t for end, t in watch.seen[run.event_id] if end >= resp["end"] - 1e-3), None)
+                if audio_at is None or resp["id"] not in written:
+                    continue
+                out["ingest"].append(audio_at - (offset + resp["end"]))
+                out["relay+kwikmotion"].append(written[resp["id"]] - audio_at)
+                out["gateway"].append(at - written[resp["id"]])
+    return out
+
+
+# --- one run --------------------------------------------------------------------------------------
+def frames(result: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:
+    return [(resp, at) for resp, at in result["received"] if not resp["is_end_of_stream"]]
+
+
+def steady(result: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:
+    """All but the first chunk (session claim, KWIKmotion start) and the last (end-of-media
+    detection waits for the grace period): those are reported apart."""
+    return frames(result)[1:-1]
+
+
+def received_words(result: dict[str, Any]) -> list[str]:
+    return [w for resp, _ in result["received"] for i in resp["alternatives"][0]["items"] if i["kind"] == "text"
+            for w in words(i["value"])]
+
+
+def run_n(n: int, flv: Path, workdir: Path, with_stages: bool) -> dict[str, Any]:
+    env = {
+        "REACHLIVE_RELAY_MAX_SESSIONS": str(max(50, n)),
+        "REACHLIVE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        "REACHLIVE_KALTURA_POLL_SECONDS": "30",  # the production default
+    }
     # The emulator's session limit (1008 at capacity, as the seed says) above N: this bench
     # measures reachlive, not a KWIKmotion subscription's limit.
     kwik = {"max_sessions": n + 50}
     with Stack(data_dir=workdir / f"data-{n}", log_dir=workdir / f"logs-{n}", env=env, kwik_options=kwik) as stack:
         admin = stack.kaltura
-        runs = [await asyncio.to_thread(scenario.order, admin, translations=()) for _ in range(n)]
+        runs = [scenario.order(admin, translations=()) for _ in range(n)]
         for run in runs:
-            await asyncio.to_thread(scenario.wait_scheduled, admin, run, 120)
-        pids = {name: [c.proc.pid for c in cs] for name, cs in stack.children.items()}
+            scenario.wait_scheduled(admin, run, 120)
+        targets = [(run.features[run.task_ids[0]]["captionUrl"], run.features[run.task_ids[0]]["captionToken"])
+                   for run in runs]
+        ctx = multiprocessing.get_context("spawn")
+        mine, theirs = ctx.Pipe()
+        clients = ctx.Process(target=run_clients, args=(targets, LOOPS * 11 + 90, theirs), daemon=True)
+        clients.start()
+        if not mine.poll(60) or mine.recv() != "ready":
+            raise RuntimeError("the caption clients did not start")
+        watch = AudioWatch(stack.redis_url, [r.event_id for r in runs]) if with_stages else None
+        if watch:
+            watch.thread.start()
+        pids = {name: [c.proc.pid for c in stack.children[name]] for name in SERVICES}
+        if stack.embedded_redis is not None and stack.embedded_redis.proc is not None:
+            pids["redis"] = [stack.embedded_redis.proc.pid]
+        pids["clients"] = [clients.pid]
         cpu0 = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
-        clients: list[CaptionClient] = []
-        tasks = []
-        for run in runs:
-            feature = run.features[run.task_ids[0]]
-            client = CaptionClient(url=feature["captionUrl"], token=feature["captionToken"], types="transcript")
-            clients.append(client)
-            tasks.append(asyncio.create_task(client.run()))
-        await asyncio.sleep(1)
-        t0 = time.monotonic()
-        # Publishers are ffmpeg processes (`-re -c copy`): PyAV's RTMP client holds the GIL
-        # while it waits on its socket, which would stall the caption clients in this process.
-        publishers = []
-        for run in runs:
-            feature = run.features[run.task_ids[0]]
-            url = publish_url(feature["mediaUrl"], feature["mediaKey"])
-            publishers.append(subprocess.Popen(  # noqa: ASYNC220 - a few ms each, before measuring
-                [FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-i", str(flv), "-c", "copy", "-f", "flv", url],
+        busy0, own0, t0 = machine_jiffies(), time.process_time(), time.monotonic()
+        # Publishers are ffmpeg processes: the real thing, and no GIL shared with anything.
+        publishers = [
+            subprocess.Popen(
+                [FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-i", str(flv), "-c", "copy", "-f", "flv",
+                 publish_url(run.features[run.task_ids[0]]["mediaUrl"], run.features[run.task_ids[0]]["mediaKey"])],
                 stdin=subprocess.DEVNULL,
-            ))
-        await asyncio.wait([asyncio.create_task(c.done.wait()) for c in clients], timeout=LOOPS * 11 + 90)
+            )
+            for run in runs
+        ]
+        results = mine.recv() if mine.poll(LOOPS * 11 + 120) else [{"done": False, "received": []}] * n
         wall = time.monotonic() - t0
+        busy1, own1 = machine_jiffies(), time.process_time()
+        cpu1 = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
+        ffmpeg_cpu = 0.0
         for p in publishers:
+            ffmpeg_cpu += cpu_seconds(p.pid)  # a zombie's /proc entry still has its times
             p.kill()
             p.wait()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        cpu1 = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
-        delay = stack.kwik_emulator.faults.delay_seconds if stack.kwik_emulator else 0.0
-        overheads, edges = [], []
-        for client in clients:
-            items = [i for i in client.received if not i.response["response"]["is_end_of_stream"]]
-            for pos, item in enumerate(items):
-                r = item.response["response"]
-                chunk_end_arrival = r["start_epoch"] + (r["end"] - r["start"])
-                value = item.at - chunk_end_arrival - delay
-                # The first chunk also waits for the session to be claimed and KWIKmotion to start,
-                # the last for end-of-media detection (the grace period): reported apart.
-                (edges if pos in (0, len(items) - 1) else overheads).append(value)
+        clients.join(10)
+        if watch:
+            watch.stop.set()
+            watch.thread.join(5)
+        replies = [x for s in stack.kwik_emulator.sessions for x in s.reply_seconds]
+        emulator_own = statistics.median(replies) if replies else 0.0
+        offsets = [min((resp["start_epoch"] - resp["start"] for resp, _ in frames(r)), default=0.0) for r in results]
+        overheads: list[float] = []
+        edges: list[float] = []
+        for result, offset in zip(results, offsets, strict=True):
+            all_frames = frames(result)
+            for pos, (resp, at) in enumerate(all_frames):
+                value = at - (offset + resp["end"]) - emulator_own
+                (edges if pos in (0, len(all_frames) - 1) else overheads).append(value)
         expected = words(JFK_TEXT) * LOOPS
-        complete = sum(1 for c in clients if c.done.is_set() and received_words(c) == expected)
+        incomplete = []
+        for run, result in zip(runs, results, strict=True):
+            if not (result["done"] and received_words(result) == expected):
+                incomplete.append(f"event {run.event_id}: done={result['done']} words "
+                                  f"{len(received_words(result))}/{len(expected)} {result.get('errors')} "
+                                  f"{result.get('closes')}")
         p99 = percentile(overheads, 0.99)
+        busy = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
         return {
             "n": n,
             "p50_ms": percentile(overheads, 0.5) * 1000,
             "p99_ms": p99 * 1000,
-            "mean_ms": statistics.fmean(overheads) * 1000 if overheads else float("nan"),
-            "first_last_p50_ms": percentile(edges, 0.5) * 1000,
-            "complete": complete,
-            "wall_s": wall,
-            "cpu_per_event_pct": {k: 100 * (cpu1[k] - cpu0[k]) / wall / n for k in cpu1},
-            "realtime": complete == n and p99 < 2.0,
+            "edge_p50_ms": percentile(edges, 0.5) * 1000,
+            "complete": n - len(incomplete),
+            "incomplete": incomplete,
+            "realtime": not incomplete and p99 < 2.0,
+            "cpu_per_event_pct": {k: 100 * (cpu1[k] - cpu0[k]) / wall / n for k in SERVICES},
+            "load_pct": {
+                "machine (of all cores)": 100 * busy,
+                "ffmpeg publishers": 100 * ffmpeg_cpu / wall,
+                "caption clients": 100 * (cpu1["clients"] - cpu0["clients"]) / wall,
+                "emulators (bench process)": 100 * (own1 - own0) / wall,
+                "redis": 100 * (cpu1.get("redis", 0) - cpu0.get("redis", 0)) / wall,
+            },
+            "emulator_ms": (percentile(replies, 0.5) * 1000, percentile(replies, 0.99) * 1000),
+            "stages": stages(stack.redis_url, runs, results, offsets, watch) if watch else {},
         }
 
 
 def main(argv: list[str]) -> int:
-    ns = [int(a) for a in argv] or [10, 50, 100, 200]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("n", type=int, nargs="*", default=[10, 50, 100, 200])
+    parser.add_argument("--stages", action="store_true", help="also split the overhead by stage (adds a reader)")
+    args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="reachlive-bench-"))
     flv = encode_flv(JFK_FLAC, workdir / "jfk.flv", loops=LOOPS)
     print(f"pipeline bench: {os.cpu_count()} cores, {LOOPS * 11} s of speech per event, workdir {workdir}")
-    print("overhead = transcript frame at the client - arrival at ingest of its chunk's end (steady state;")
-    print("          the first and last chunk of each event, which include session start / end-of-media")
-    print("          detection, are shown apart as 'edge p50')")
+    print("overhead = transcript frame at the client - arrival at ingest of its chunk's end - the emulator's")
+    print("          median reply time (steady state; the first and last chunk of each event, which include")
+    print("          session start / end-of-media detection, are shown apart as 'edge p50')")
     print(f"{'N':>5} {'p50 ms':>8} {'p99 ms':>8} {'edge p50':>9} {'complete':>9} {'real time':>9}  "
           "CPU % of a core per event")
     best = 0
-    for n in ns:
-        result = asyncio.run(run_n(n, flv, workdir))
+    for n in args.n:
+        result = run_n(n, flv, workdir, args.stages)
         cpu = " ".join(f"{k}={v:.2f}" for k, v in result["cpu_per_event_pct"].items())
-        print(f"{n:>5} {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {result['first_last_p50_ms']:>9.1f} "
-              f"{result['complete']:>5}/{n:<3} "
-              f"{'yes' if result['realtime'] else 'no':>9}  {cpu}", flush=True)
+        print(f"{n:>5} {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {result['edge_p50_ms']:>9.1f} "
+              f"{result['complete']:>5}/{n:<3} {'yes' if result['realtime'] else 'no':>9}  {cpu}", flush=True)
+        load = ", ".join(f"{k} {v:.0f} %" for k, v in result["load_pct"].items())
+        reply = "/".join(f"{v:.2f}" for v in result["emulator_ms"])
+        print(f"      load: {load}; emulator reply p50/p99 {reply} ms")
+        for name, values in result["stages"].items():
+            print(f"      stage {name}: p50 {percentile(values, 0.5) * 1000:.1f} ms, "
+                  f"p99 {percentile(values, 0.99) * 1000:.1f} ms")
+        for line in result["incomplete"]:
+            print(f"      incomplete: {line}")
         if result["realtime"]:
             best = max(best, n)
     print(f"largest N sustained in real time: {best}")

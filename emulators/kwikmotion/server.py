@@ -54,6 +54,9 @@ class SessionRecord:
     language: str | None = None
     targets: list[str] = field(default_factory=list)
     chunks: list[bytes] = field(default_factory=list)
+    # Per chunk: seconds from taking the chunk to having sent its results (the emulator's own
+    # time, which the pipeline benchmark subtracts from the end-to-end figure).
+    reply_seconds: list[float] = field(default_factory=list)
     received: list[str] = field(default_factory=list)  # text messages, in order
     sent: list[dict[str, Any]] = field(default_factory=list)  # messages sent, in order
     end_of_stream: dict[str, Any] | None = None
@@ -403,6 +406,7 @@ class KwikmotionEmulator:
     async def _audio(
         self, conn: ServerConnection, rec: SessionRecord, config: p.StartConfig | None, chunk: bytes, samples: int
     ) -> int:
+        taken = time.perf_counter()
         rec.chunks.append(chunk)
         if config is None:
             await self._fail(conn, rec, *p.INVALID_MESSAGE, "Audio received before StartRecognition")
@@ -438,6 +442,7 @@ class KwikmotionEmulator:
             translation = f"[{target}] {transcript}" if transcript else ""
             meta = {"translation": translation, "target_language": target, "start_time": t0, "end_time": t1}
             await self._send(conn, rec, json.dumps({"message": "AddTranslation", "metadata": meta}))
+        rec.reply_seconds.append(time.perf_counter() - taken)
         await self._chunk_faults(conn, rec)
         return end
 

@@ -48,6 +48,7 @@ class Stack:
         self._thread: threading.Thread | None = None
         self.kaltura_emulator: Any = None
         self.kwik_emulator: Any = None
+        self.embedded_redis: EmbeddedRedis | None = None
 
     # -- endpoints -------------------------------------------------------------------------
     @property
@@ -71,7 +72,10 @@ class Stack:
 
     def _start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.redis_url = load(CommonSettings).redis_url or self._exit.enter_context(EmbeddedRedis(self.data_dir)).url
+        self.redis_url = load(CommonSettings).redis_url
+        if not self.redis_url:
+            self.embedded_redis = self._exit.enter_context(EmbeddedRedis(self.data_dir))
+            self.redis_url = self.embedded_redis.url
         # Real accounts when their credentials are set (README, "Demo on real accounts").
         self.real_kaltura = load(KalturaSettings).partner_id > 0
         self.real_kwik = bool(load(KwikmotionSettings).token.get_secret_value())
