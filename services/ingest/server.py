@@ -285,16 +285,23 @@ class IngestServer:
         self._live.setdefault((adm.event.id, adm.task.id), set()).add(live)
         conn.accept_publish(ev.stream_id)
         await self.coord.mark_seen(adm.event.id)
+        # The writer lease first: until an event has one, the sweeper ends its media once the
+        # grace period has passed, so nothing slow may come between mark_seen and the lease.
+        await publisher.try_acquire()
         if await self.coord.open_session(adm.event.id):
             log.info("media session opened")
-            try:
-                await send_async(self.redis_url, PROCESSING, adm.event.id)
-            except Exception:
-                # The session is open either way; the poller's reconcile also sees it live.
-                log.exception("could not ask the poller to move the tasks to PROCESSING")
-        await publisher.try_acquire()
+            # In the background: the Celery send waits for a thread and the broker (the first one
+            # sets up the sender), and the connection must read its audio meanwhile.
+            self.tasks.spawn(self._ask_processing(adm.event.id), f"processing:{adm.event.id}")
         log.info("publish accepted as %s", publisher.role)
         return live
+
+    async def _ask_processing(self, event_id: str) -> None:
+        try:
+            await send_async(self.redis_url, PROCESSING, event_id)
+        except Exception:
+            # The session is open either way; the poller's reconcile also sees it live.
+            log.exception("could not ask the poller to move the tasks to PROCESSING")
 
     def _forget(self, live: _Live) -> None:
         ref = (live.admission.event.id, live.admission.task.id)

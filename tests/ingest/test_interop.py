@@ -199,3 +199,30 @@ async def test_hot_standby_takes_over_a_stalled_primary_without_gap(start_ingest
     await wait_for(lambda: has_eos(redis_client), timeout=30)
     check_audio(redis_client)
     assert metrics.TAKEOVERS._value.get() > takeovers_before
+
+
+async def test_a_slow_processing_command_does_not_end_the_media(start_ingest, redis_client, monkeypatch):
+    """The first publish of an event asks the poller for PROCESSING through Celery; a broker
+    that answers slowly (the first send also sets the sender up) must neither hold the
+    publisher's audio back nor let the sweeper end the media for want of a writer."""
+    from services.ingest import server as ingest_server
+
+    real_send = ingest_server.send_async
+    sent = asyncio.Event()
+
+    async def slow_send(*args: object) -> None:
+        await asyncio.sleep(3.0)  # three grace periods
+        await real_send(*args)
+        sent.set()
+
+    monkeypatch.setattr(ingest_server, "send_async", slow_send)
+    make_event(redis_client)
+    server = await start_ingest(grace_seconds=1.0)
+    publish = asyncio.create_task(ffmpeg_publish(f"rtmp://127.0.0.1:{server.port}/live/key-1", realtime=True))
+    await wait_for(lambda: len(audio_entries(redis_client)) >= 4, timeout=5)  # audio flows during the send
+    assert not sent.is_set()
+    code, err = await publish
+    assert code == 0, err[-2000:]
+    await wait_for(lambda: has_eos(redis_client))
+    check_audio(redis_client)  # all of it, then one end of stream
+    assert sent.is_set() and celery_commands(redis_client) == [("reach.processing", ["ev1"])]
