@@ -180,6 +180,20 @@ def received_words(result: dict[str, Any]) -> list[str]:
             for w in words(i["value"])]
 
 
+def emulator_sessions(stack: Stack) -> list[str]:
+    """What the emulator saw of each session, grouped by the audio it received (all events send
+    the same sample, so a session whose audio differs from the rest stands out)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for sess in stack.kwik_emulator.sessions:
+        info = sess.summary()
+        groups.setdefault(f"{info['audio_sha256'][:12]} ({info['audio_bytes']} B)", []).append(info)
+    return [
+        f"{audio}: {len(infos)} sessions, e.g. " + str({k: infos[0][k] for k in ("index", "chunks", "align", "searches",
+                                                                                 "closed_code", "faults")})
+        for audio, infos in groups.items()
+    ]
+
+
 def run_n(n: int, flv: Path, workdir: Path, with_stages: bool) -> dict[str, Any]:
     env = {
         "REACHLIVE_RELAY_MAX_SESSIONS": str(max(50, n)),
@@ -247,8 +261,10 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool) -> dict[str, Any]
         incomplete = []
         for run, result in zip(runs, results, strict=True):
             if not (result["done"] and received_words(result) == expected):
+                empty = sum(1 for resp, _ in frames(result) if not resp["alternatives"][0]["items"])
                 incomplete.append(f"event {run.event_id}: done={result['done']} words "
-                                  f"{len(received_words(result))}/{len(expected)} {result.get('errors')} "
+                                  f"{len(received_words(result))}/{len(expected)}, {len(frames(result))} frames "
+                                  f"({empty} without words), errors {result.get('errors')}, closes "
                                   f"{result.get('closes')}")
         p99 = percentile(overheads, 0.99)
         busy = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
@@ -269,6 +285,7 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool) -> dict[str, Any]
                 "redis": 100 * (cpu1.get("redis", 0) - cpu0.get("redis", 0)) / wall,
             },
             "emulator_ms": (percentile(replies, 0.5) * 1000, percentile(replies, 0.99) * 1000),
+            "emulator_sessions": emulator_sessions(stack) if incomplete else [],
             "stages": stages(stack.redis_url, runs, results, offsets, watch) if watch else {},
         }
 
@@ -300,6 +317,8 @@ def main(argv: list[str]) -> int:
                   f"p99 {percentile(values, 0.99) * 1000:.1f} ms")
         for line in result["incomplete"]:
             print(f"      incomplete: {line}")
+        if result["incomplete"]:
+            print(f"      emulator sessions: {result['emulator_sessions']}")
         if result["realtime"]:
             best = max(best, n)
     print(f"largest N sustained in real time: {best}")

@@ -51,7 +51,10 @@ def main(argv: list[str]) -> int:
 
 
 async def _play(stack: Stack, args: argparse.Namespace) -> bool:
-    engine = "a real KWIKmotion account" if stack.real_kwik else "the KWIKmotion EMULATOR (reference transcript replay)"
+    how = {"audio": "words of its reference recording, found in the audio it hears",
+           "time": "its reference transcript replayed in step with the audio"}
+    engine = ("a real KWIKmotion account" if stack.real_kwik
+              else f"the KWIKmotion EMULATOR ({how[stack.kwik_emulator.align]})")
     side = "a real Kaltura partner" if stack.real_kaltura else "the Kaltura EMULATOR"
     _say(f"reachlive demo: {side} + {engine}")
     _say(f"  redis {stack.redis_url}   ingest {stack.ingest_url}   gateway {stack.gateway_urls()[0]}\n")
