@@ -48,10 +48,13 @@ from emulators.media import JFK_FLAC, JFK_TEXT
 from emulators.restreamer import encode_flv, publish_url
 from services.demo import scenario
 from services.demo.stack import Stack
+from shared.settings import RelaySettings
 
-LOOPS = 3  # 33 s of speech per event
+LOOPS = 4  # 44 s of speech per event
+STARTS_OVER_CHUNKS = 5  # publishers start over this many KWIKmotion chunk periods
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 TICKS = os.sysconf("SC_CLK_TCK")
+CHUNK_SECONDS = RelaySettings().chunk_seconds  # the KWIKmotion chunk period
 SERVICES = ("worker", "poller", "ingest", "relay", "gateway")
 
 
@@ -194,7 +197,7 @@ def emulator_sessions(stack: Stack) -> list[str]:
     ]
 
 
-def run_n(n: int, flv: Path, workdir: Path, with_stages: bool) -> dict[str, Any]:
+def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float) -> dict[str, Any]:
     env = {
         "REACHLIVE_RELAY_MAX_SESSIONS": str(max(50, n)),
         "REACHLIVE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
@@ -212,7 +215,7 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool) -> dict[str, Any]
                    for run in runs]
         ctx = multiprocessing.get_context("spawn")
         mine, theirs = ctx.Pipe()
-        clients = ctx.Process(target=run_clients, args=(targets, LOOPS * 11 + 90, theirs), daemon=True)
+        clients = ctx.Process(target=run_clients, args=(targets, LOOPS * 11 + spread + 90, theirs), daemon=True)
         clients.start()
         if not mine.poll(60) or mine.recv() != "ready":
             raise RuntimeError("the caption clients did not start")
@@ -226,15 +229,20 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool) -> dict[str, Any]
         cpu0 = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
         busy0, own0, t0 = machine_jiffies(), time.process_time(), time.monotonic()
         # Publishers are ffmpeg processes: the real thing, and no GIL shared with anything.
-        publishers = [
-            subprocess.Popen(
+        # Live events start when they start: spread evenly over a few KWIKmotion chunk periods,
+        # their chunks end at every phase of the period, as N independent events' do (over one
+        # period only, the ffmpeg start-ups saturate the CPU and bunch the phases). ``--burst``
+        # starts them all at once: every chunk ends together, the synchronised worst case.
+        publishers = []
+        for i, run in enumerate(runs):
+            if spread:
+                time.sleep(max(0.0, t0 + i * spread / n - time.monotonic()))
+            publishers.append(subprocess.Popen(
                 [FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-i", str(flv), "-c", "copy", "-f", "flv",
                  publish_url(run.features[run.task_ids[0]]["mediaUrl"], run.features[run.task_ids[0]]["mediaKey"])],
                 stdin=subprocess.DEVNULL,
-            )
-            for run in runs
-        ]
-        results = mine.recv() if mine.poll(LOOPS * 11 + 120) else [{"done": False, "received": []}] * n
+            ))
+        results = mine.recv() if mine.poll(LOOPS * 11 + spread + 120) else [{"done": False, "received": []}] * n
         wall = time.monotonic() - t0
         busy1, own1 = machine_jiffies(), time.process_time()
         cpu1 = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
@@ -250,13 +258,20 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool) -> dict[str, Any]
         replies = [x for s in stack.kwik_emulator.sessions for x in s.reply_seconds]
         emulator_own = statistics.median(replies) if replies else 0.0
         offsets = [min((resp["start_epoch"] - resp["start"] for resp, _ in frames(r)), default=0.0) for r in results]
+        # Steady state: frames that arrived while all N events were live (after the last one's
+        # first frame, before the first one's last), minus each event's first and last frame.
+        live = [frames(r) for r in results if frames(r)]
+        window = (max(f[0][1] for f in live), min(f[-1][1] for f in live)) if live else (0.0, 0.0)
         overheads: list[float] = []
         edges: list[float] = []
         for result, offset in zip(results, offsets, strict=True):
             all_frames = frames(result)
             for pos, (resp, at) in enumerate(all_frames):
                 value = at - (offset + resp["end"]) - emulator_own
-                (edges if pos in (0, len(all_frames) - 1) else overheads).append(value)
+                if pos in (0, len(all_frames) - 1):
+                    edges.append(value)
+                elif window[0] <= at <= window[1]:
+                    overheads.append(value)
         expected = words(JFK_TEXT) * LOOPS
         incomplete = []
         for run, result in zip(runs, results, strict=True):
@@ -272,6 +287,7 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool) -> dict[str, Any]
             "n": n,
             "p50_ms": percentile(overheads, 0.5) * 1000,
             "p99_ms": p99 * 1000,
+            "measured": len(overheads),
             "edge_p50_ms": percentile(edges, 0.5) * 1000,
             "complete": n - len(incomplete),
             "incomplete": incomplete,
@@ -293,25 +309,28 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool) -> dict[str, Any]
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("n", type=int, nargs="*", default=[10, 50, 100, 200])
+    parser.add_argument("--burst", action="store_true", help="start every publisher at once (phase-aligned events)")
     parser.add_argument("--stages", action="store_true", help="also split the overhead by stage (adds a reader)")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="reachlive-bench-"))
     flv = encode_flv(JFK_FLAC, workdir / "jfk.flv", loops=LOOPS)
-    print(f"pipeline bench: {os.cpu_count()} cores, {LOOPS * 11} s of speech per event, workdir {workdir}")
+    starts = "all at once" if args.burst else f"starting over {STARTS_OVER_CHUNKS * CHUNK_SECONDS:.0f} s"
+    print(f"pipeline bench: {os.cpu_count()} cores, {LOOPS * 11} s of speech per event, publishers {starts}, "
+          f"workdir {workdir}")
     print("overhead = transcript frame at the client - arrival at ingest of its chunk's end - the emulator's")
-    print("          median reply time (steady state; the first and last chunk of each event, which include")
-    print("          session start / end-of-media detection, are shown apart as 'edge p50')")
+    print("          median reply time (steady state: while all N events are live; the first and last chunk")
+    print("          of each event, which include session start / end-of-media detection, are shown apart)")
     print(f"{'N':>5} {'p50 ms':>8} {'p99 ms':>8} {'edge p50':>9} {'complete':>9} {'real time':>9}  "
           "CPU % of a core per event")
     best = 0
     for n in args.n:
-        result = run_n(n, flv, workdir, args.stages)
+        result = run_n(n, flv, workdir, args.stages, 0.0 if args.burst else STARTS_OVER_CHUNKS * CHUNK_SECONDS)
         cpu = " ".join(f"{k}={v:.2f}" for k, v in result["cpu_per_event_pct"].items())
         print(f"{n:>5} {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {result['edge_p50_ms']:>9.1f} "
               f"{result['complete']:>5}/{n:<3} {'yes' if result['realtime'] else 'no':>9}  {cpu}", flush=True)
         load = ", ".join(f"{k} {v:.0f} %" for k, v in result["load_pct"].items())
         reply = "/".join(f"{v:.2f}" for v in result["emulator_ms"])
-        print(f"      load: {load}; emulator reply p50/p99 {reply} ms")
+        print(f"      {result['measured']} steady frames; load: {load}; emulator reply p50/p99 {reply} ms")
         for name, values in result["stages"].items():
             print(f"      stage {name}: p50 {percentile(values, 0.5) * 1000:.1f} ms, "
                   f"p99 {percentile(values, 0.99) * 1000:.1f} ms")
