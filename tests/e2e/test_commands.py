@@ -52,7 +52,7 @@ def service_pids(parent: int) -> dict[str, int]:
     return out
 
 
-def wait_until(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
+def wait_until(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -73,7 +73,7 @@ def all_cmd(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int]
         "REACHLIVE_GATEWAY_LISTEN": f"127.0.0.1:{gateway}",
         "REACHLIVE_LOG_FORMAT": "json",
     }
-    log = open(tmp_path / "all.log", "wb")  # noqa: SIM115 - closed below, after the process
+    log = open(tmp_path / "all.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "all"], env=env, stdin=subprocess.DEVNULL,
                             stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
@@ -88,7 +88,7 @@ def all_cmd(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int]
         log.close()
 
 
-def test_all_runs_every_service_and_stops_cleanly_on_sigterm(all_cmd) -> None:  # noqa: ANN001
+def test_all_runs_every_service_and_stops_cleanly_on_sigterm(all_cmd) -> None:
     proc, _ingest, _gateway = all_cmd
     pids = service_pids(proc.pid)
     assert set(pids) == {"worker", "poller", "ingest", "relay", "gateway"}
@@ -100,7 +100,7 @@ def test_all_runs_every_service_and_stops_cleanly_on_sigterm(all_cmd) -> None:  
         wait_until(lambda pid=pid: not running(pid), 10, f"child {pid} {cmdline(pid)} gone")
 
 
-def test_all_restarts_a_service_that_dies(all_cmd) -> None:  # noqa: ANN001
+def test_all_restarts_a_service_that_dies(all_cmd) -> None:
     proc, ingest, _gateway = all_cmd
     old = service_pids(proc.pid)["ingest"]
     os.kill(old, signal.SIGKILL)
@@ -109,7 +109,7 @@ def test_all_restarts_a_service_that_dies(all_cmd) -> None:  # noqa: ANN001
     assert proc.poll() is None
 
 
-def test_a_killed_all_leaves_no_orphans(all_cmd) -> None:  # noqa: ANN001
+def test_a_killed_all_leaves_no_orphans(all_cmd) -> None:
     proc, _ingest, _gateway = all_cmd
     pids = children_of(proc.pid)  # the services and the embedded Redis
     assert len(pids) == SERVICES + 1
