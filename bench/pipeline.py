@@ -18,14 +18,16 @@ it (``start_epoch``), which can only be late, never early; ``T0`` is therefore t
 ingest's own stamps) counts every wait after the bytes reached the machine: socket buffers, read
 coalescing, a busy event loop. It hides only a constant decoder delay (about one AAC frame, 23 ms).
 
-The caption clients run in a process of their own, so their arrival clocks do not share a GIL
-with the emulators. Polling runs at the production default period (30 s), not the demo's 1 s.
+The caption clients and the KWIKmotion emulator run in processes of their own, so neither
+shares a GIL with the other or with the Kaltura emulator (in this process). Polling runs at the
+production default period (30 s), not the demo's 1 s.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -36,6 +38,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,7 @@ from emulators.restreamer import encode_flv, publish_url
 from services.demo import scenario
 from services.demo.stack import Stack
 from shared.settings import RelaySettings
+from tests.support.proc import free_port, wait_port
 
 LOOPS = 4  # 44 s of speech per event
 STARTS_OVER_CHUNKS = 5  # publishers start over this many KWIKmotion chunk periods
@@ -183,12 +188,46 @@ def received_words(result: dict[str, Any]) -> list[str]:
             for w in words(i["value"])]
 
 
-def emulator_sessions(stack: Stack) -> list[str]:
-    """What the emulator saw of each session, grouped by the audio it received (all events send
-    the same sample, so a session whose audio differs from the rest stands out)."""
+@contextlib.contextmanager
+def kwikmotion_emulator(n: int, workdir: Path) -> Iterator[tuple[str, int]]:
+    """The KWIKmotion emulator in a process of its own (not a thread of this one, whose GIL the
+    Kaltura emulator shares), with its session limit (1008 at capacity, as the seed says) above
+    N: this bench measures reachlive, not a KWIKmotion subscription's limit. The services find it
+    through the same settings as a real account."""
+    port, token = free_port(), "bench-kwikmotion-token"
+    log = open(workdir / f"kwikmotion-{n}.log", "wb")  # closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "emulate", "kwikmotion", "--listen", f"127.0.0.1:{port}",
+         "--token", token, "--max-sessions", str(n + 50), "--log-level", "WARNING"],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+    )
+    saved = {k: os.environ.get(k) for k in ("REACHLIVE_KWIKMOTION_URL", "REACHLIVE_KWIKMOTION_TOKEN")}
+    url = f"ws://127.0.0.1:{port}/"
+    os.environ.update(REACHLIVE_KWIKMOTION_URL=url, REACHLIVE_KWIKMOTION_TOKEN=token)
+    try:
+        wait_port(port, 30)
+        yield url, proc.pid
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def emulator_sessions(kwik_url: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(kwik_url.replace("ws://", "http://") + "admin/sessions", timeout=30) as r:
+        return json.load(r)["sessions"]
+
+
+def by_audio(sessions: list[dict[str, Any]]) -> list[str]:
+    """What the emulator saw, grouped by the audio each session received (all events send the
+    same sample, so a session whose audio differs from the rest stands out)."""
     groups: dict[str, list[dict[str, Any]]] = {}
-    for sess in stack.kwik_emulator.sessions:
-        info = sess.summary()
+    for info in sessions:
         groups.setdefault(f"{info['audio_sha256'][:12]} ({info['audio_bytes']} B)", []).append(info)
     return [
         f"{audio}: {len(infos)} sessions, e.g. " + str({k: infos[0][k] for k in ("index", "chunks", "align", "searches",
@@ -203,10 +242,9 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float) ->
         "REACHLIVE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         "REACHLIVE_KALTURA_POLL_SECONDS": "30",  # the production default
     }
-    # The emulator's session limit (1008 at capacity, as the seed says) above N: this bench
-    # measures reachlive, not a KWIKmotion subscription's limit.
-    kwik = {"max_sessions": n + 50}
-    with Stack(data_dir=workdir / f"data-{n}", log_dir=workdir / f"logs-{n}", env=env, kwik_options=kwik) as stack:
+    with kwikmotion_emulator(n, workdir) as (kwik_url, kwik_pid), Stack(
+        data_dir=workdir / f"data-{n}", log_dir=workdir / f"logs-{n}", env=env
+    ) as stack:
         admin = stack.kaltura
         runs = [scenario.order(admin, translations=()) for _ in range(n)]
         for run in runs:
@@ -226,6 +264,7 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float) ->
         if stack.embedded_redis is not None and stack.embedded_redis.proc is not None:
             pids["redis"] = [stack.embedded_redis.proc.pid]
         pids["clients"] = [clients.pid]
+        pids["kwikmotion"] = [kwik_pid]
         cpu0 = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
         busy0, own0, t0 = machine_jiffies(), time.process_time(), time.monotonic()
         # Publishers are ffmpeg processes: the real thing, and no GIL shared with anything.
@@ -255,7 +294,8 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float) ->
         if watch:
             watch.stop.set()
             watch.thread.join(5)
-        replies = [x for s in stack.kwik_emulator.sessions for x in s.reply_seconds]
+        sessions = emulator_sessions(kwik_url)
+        replies = [x for sess in sessions for x in sess["reply_seconds"]]
         emulator_own = statistics.median(replies) if replies else 0.0
         offsets = [min((resp["start_epoch"] - resp["start"] for resp, _ in frames(r)), default=0.0) for r in results]
         # Steady state: frames that arrived while all N events were live (after the last one's
@@ -297,11 +337,12 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float) ->
                 "machine (of all cores)": 100 * busy,
                 "ffmpeg publishers": 100 * ffmpeg_cpu / wall,
                 "caption clients": 100 * (cpu1["clients"] - cpu0["clients"]) / wall,
-                "emulators (bench process)": 100 * (own1 - own0) / wall,
+                "kwikmotion emulator": 100 * (cpu1["kwikmotion"] - cpu0["kwikmotion"]) / wall,
+                "kaltura emulator (bench process)": 100 * (own1 - own0) / wall,
                 "redis": 100 * (cpu1.get("redis", 0) - cpu0.get("redis", 0)) / wall,
             },
             "emulator_ms": (percentile(replies, 0.5) * 1000, percentile(replies, 0.99) * 1000),
-            "emulator_sessions": emulator_sessions(stack) if incomplete else [],
+            "emulator_sessions": by_audio(sessions) if incomplete else [],
             "stages": stages(stack.redis_url, runs, results, offsets, watch) if watch else {},
         }
 

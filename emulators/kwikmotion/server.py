@@ -97,6 +97,7 @@ class SessionRecord:
             "finished": self.finished,
             "align": self.align,
             "searches": self.aligner.searches if self.aligner else 0,
+            "reply_seconds": [round(x, 6) for x in self.reply_seconds],
         }
 
 
