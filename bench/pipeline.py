@@ -304,6 +304,7 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float) ->
         window = (max(f[0][1] for f in live), min(f[-1][1] for f in live)) if live else (0.0, 0.0)
         overheads: list[float] = []
         edges: list[float] = []
+        by_second: dict[int, list[float]] = {}  # steady frames by the second they arrived in
         for result, offset in zip(results, offsets, strict=True):
             all_frames = frames(result)
             for pos, (resp, at) in enumerate(all_frames):
@@ -312,6 +313,7 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float) ->
                     edges.append(value)
                 elif window[0] <= at <= window[1]:
                     overheads.append(value)
+                    by_second.setdefault(int(at - window[0]), []).append(value)
         expected = words(JFK_TEXT) * LOOPS
         incomplete = []
         for run, result in zip(runs, results, strict=True):
@@ -344,6 +346,7 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float) ->
             "emulator_ms": (percentile(replies, 0.5) * 1000, percentile(replies, 0.99) * 1000),
             "emulator_sessions": by_audio(sessions) if incomplete else [],
             "stages": stages(stack.redis_url, runs, results, offsets, watch) if watch else {},
+            "worst_seconds": sorted(((max(v), t) for t, v in by_second.items()), reverse=True)[:5],
         }
 
 
@@ -372,6 +375,9 @@ def main(argv: list[str]) -> int:
         load = ", ".join(f"{k} {v:.0f} %" for k, v in result["load_pct"].items())
         reply = "/".join(f"{v:.2f}" for v in result["emulator_ms"])
         print(f"      {result['measured']} steady frames; load: {load}; emulator reply p50/p99 {reply} ms")
+        if args.stages:
+            worst = ", ".join(f"{t} s: {v * 1000:.0f} ms" for v, t in result["worst_seconds"])
+            print(f"      worst seconds of the steady state (max overhead): {worst}")
         for name, values in result["stages"].items():
             print(f"      stage {name}: p50 {percentile(values, 0.5) * 1000:.1f} ms, "
                   f"p99 {percentile(values, 0.99) * 1000:.1f} ms")

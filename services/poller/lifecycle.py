@@ -96,7 +96,7 @@ def reconcile(ctx: Context, listing: dict[str, VendorTask] | None = None) -> dic
             try:
                 alive = _check_task(ctx, rec, listing.get(task_id))
             except KalturaError as exc:
-                log.warning("reconcile: could not check the task: %s", exc.code)
+                _check_failed(ctx, [rec], "task", exc)
                 continue
         if alive:
             by_event[rec.event].append(rec)
@@ -108,7 +108,7 @@ def reconcile(ctx: Context, listing: dict[str, VendorTask] | None = None) -> dic
             try:
                 c, m = _check_event(ctx, event_id, tasks, listing)
             except KalturaError as exc:
-                log.warning("reconcile: could not check the event: %s", exc.code)
+                _check_failed(ctx, tasks, "event", exc)
                 continue
         cancelled += c
         moved += m
@@ -120,6 +120,18 @@ def reconcile(ctx: Context, listing: dict[str, VendorTask] | None = None) -> dic
     metrics.REGISTRY_TASKS.set(tasks_n)
     metrics.TASKS_OVERDUE.set(overdue)
     return {"cancelled": cancelled, "moved": moved}
+
+
+def _check_failed(ctx: Context, tasks: list[TaskRecord], what: str, exc: KalturaError) -> None:
+    """A check failed. A finalize that ran meanwhile (READY invalidates the accessKey, facts.md)
+    explains an INVALID_KS: nothing is wrong then, and the next reconcile skips the task."""
+    if all(
+        (now := registry.read_task_sync(ctx.redis, t.event, t.id)) is None or now.status in FINAL_STATUSES
+        for t in tasks
+    ):
+        log.debug("reconcile: %s final meanwhile (%s)", what, exc.code)
+        return
+    log.warning("reconcile: could not check the %s: %s", what, exc.code)
 
 
 def _access_key(ctx: Context, rec: TaskRecord, job: VendorTask | None) -> str:

@@ -204,3 +204,27 @@ def test_lost_registry_rekeys_loudly(
     assert asyncio.run(_lookups(redis_url, before)) == (None, None)
     assert asyncio.run(_lookups(redis_url, after)) == ((event_id, task_id),) * 2
     assert any("replacing endpoints" in r.getMessage() for r in caplog.records)
+
+
+def test_a_check_that_fails_because_the_task_went_final_meanwhile_is_not_a_warning(
+    redis_client: redis.Redis, caplog: Any
+) -> None:
+    """READY invalidates the task's accessKey (facts.md): a reconcile that read the task just
+    before a finalize gets INVALID_KS for it. That is the normal end of an event, not a fault."""
+    from types import SimpleNamespace
+
+    from shared.kaltura.errors import KalturaError
+    from shared.registry import TaskRecord
+
+    stale = TaskRecord(id="t1", event="e1", status=PROCESSING)
+    registry.write_task(redis_client, TaskRecord(id="t1", event="e1", status=READY))
+    ctx = SimpleNamespace(redis=redis_client)
+    with caplog.at_level("DEBUG", logger="services.poller.lifecycle"):
+        lifecycle._check_failed(ctx, [stale], "event", KalturaError("INVALID_KS"))  # type: ignore[arg-type]
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    registry.write_task(redis_client, TaskRecord(id="t1", event="e1", status=PROCESSING))
+    with caplog.at_level("DEBUG", logger="services.poller.lifecycle"):
+        lifecycle._check_failed(ctx, [stale], "event", KalturaError("INVALID_KS"))  # type: ignore[arg-type]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "reconcile: could not check the event: INVALID_KS"
+    ]
