@@ -148,6 +148,28 @@ class AudioWatch:
                             self.seen[by_key[name]].append((chunk.media_time + chunk.duration, at))
 
 
+class CpuWatch:
+    """CPU of each process group per second while the run goes (``--stages``): which part of the
+    machine was busy in the seconds when the overhead peaked."""
+
+    def __init__(self, pids: dict[str, list[int]]) -> None:
+        self.pids = pids
+        self.samples: list[tuple[float, dict[str, float]]] = []  # (epoch, cpu seconds per group)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="cpu-watch", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(1.0):
+            self.samples.append((time.time(), {k: sum(cpu_seconds(p) for p in ps) for k, ps in self.pids.items()}))
+
+    def around(self, epoch: float) -> str:
+        """CPU % of a core per group in the second before ``epoch``."""
+        for (t0, c0), (t1, c1) in zip(self.samples, self.samples[1:], strict=False):
+            if t0 <= epoch <= t1:
+                return " ".join(f"{k} {100 * (c1[k] - c0[k]) / (t1 - t0):.0f}" for k in c1)
+        return ""
+
+
 def stages(redis_url: str, runs: list[scenario.EventRun], results: list[dict[str, Any]], offsets: list[float],
            watch: AudioWatch) -> dict[str, list[float]]:
     """Each steady-state frame's overhead split at the Redis entry ids (ms): ingest (arrival of
@@ -266,6 +288,9 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float) ->
         pids["clients"] = [clients.pid]
         pids["kwikmotion"] = [kwik_pid]
         cpu0 = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
+        cpu_watch = CpuWatch(pids) if with_stages else None
+        if cpu_watch:
+            cpu_watch.thread.start()
         busy0, own0, t0 = machine_jiffies(), time.process_time(), time.monotonic()
         # Publishers are ffmpeg processes: the real thing, and no GIL shared with anything.
         # Live events start when they start: spread evenly over a few KWIKmotion chunk periods,
@@ -294,6 +319,8 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float) ->
         if watch:
             watch.stop.set()
             watch.thread.join(5)
+        if cpu_watch:
+            cpu_watch.stop.set()
         sessions = emulator_sessions(kwik_url)
         replies = [x for sess in sessions for x in sess["reply_seconds"]]
         emulator_own = statistics.median(replies) if replies else 0.0
@@ -346,7 +373,10 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float) ->
             "emulator_ms": (percentile(replies, 0.5) * 1000, percentile(replies, 0.99) * 1000),
             "emulator_sessions": by_audio(sessions) if incomplete else [],
             "stages": stages(stack.redis_url, runs, results, offsets, watch) if watch else {},
-            "worst_seconds": sorted(((max(v), t) for t, v in by_second.items()), reverse=True)[:5],
+            "worst_seconds": [
+                (v, t, cpu_watch.around(window[0] + t + 1) if cpu_watch else "")
+                for v, t in sorted(((max(v), t) for t, v in by_second.items()), reverse=True)[:5]
+            ],
         }
 
 
@@ -376,8 +406,9 @@ def main(argv: list[str]) -> int:
         reply = "/".join(f"{v:.2f}" for v in result["emulator_ms"])
         print(f"      {result['measured']} steady frames; load: {load}; emulator reply p50/p99 {reply} ms")
         if args.stages:
-            worst = ", ".join(f"{t} s: {v * 1000:.0f} ms" for v, t in result["worst_seconds"])
-            print(f"      worst seconds of the steady state (max overhead): {worst}")
+            print("      worst seconds of the steady state (max overhead; CPU % of a core per process group then):")
+            for v, t, cpu in result["worst_seconds"]:
+                print(f"        {t:3d} s: {v * 1000:6.0f} ms   {cpu}")
         for name, values in result["stages"].items():
             print(f"      stage {name}: p50 {percentile(values, 0.5) * 1000:.1f} ms, "
                   f"p99 {percentile(values, 0.99) * 1000:.1f} ms")

@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 
+from shared import gctune
 from shared.embedded_redis import redis_url_or_embedded
 from shared.logs import setup_logging
 from shared.metrics import start_metrics_server
@@ -41,6 +42,11 @@ async def _main(service: str, body: ServiceMain, redis_url: str) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("%s starting", service)
-    await body(redis_url, stop)
+    gc_task = asyncio.create_task(gctune.run(), name=f"{service}:gc")  # cancelled below, always
+    try:
+        await body(redis_url, stop)
+    finally:
+        gc_task.cancel()
+        await asyncio.gather(gc_task, return_exceptions=True)
     log.info("%s stopped", service)
     return 0

@@ -22,6 +22,6 @@ def main(argv: list[str]) -> int:
 
     async def body(redis_url: str, stop: asyncio.Event) -> None:
         host, port = split_listen(settings.listen)
-        await Gateway(redis_url, settings, caption_types, manage_gc=True).run(host, port, stop)
+        await Gateway(redis_url, settings, caption_types).run(host, port, stop)
 
     return run_async_service("gateway", body)

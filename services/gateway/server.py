@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from services.gateway import auth, gctune, metrics
+from services.gateway import auth, metrics
 from services.gateway.connection import CaptionServerConnection, Connection
 from services.gateway.fanout import CaptionHub, feed_client
 from services.gateway.lifecycle import cancel_and_wait, stop_taskset
@@ -35,11 +35,7 @@ STOP_SECONDS = 2.0  # per stage of a drain, once the connections are closed
 
 
 class Gateway:
-    def __init__(
-        self, redis_url: str, settings: GatewaySettings, caption_types: str, *, manage_gc: bool = False
-    ) -> None:
-        # manage_gc: the process is ours alone (``reachlive gateway``), so tune its GC (gctune).
-        self.manage_gc = manage_gc
+    def __init__(self, redis_url: str, settings: GatewaySettings, caption_types: str) -> None:
         self.redis = command_client(redis_url, COMMAND_CONNECTIONS, POOL_WAIT_SECONDS)
         self._feed_redis = feed_client(redis_url, FEED_CONNECTIONS)
         self.settings = settings
@@ -63,8 +59,6 @@ class Gateway:
         """Listen (port 0: any free port), start the revocation listener; returns the port."""
         subscribed = asyncio.Event()
         self.tasks.spawn(self.hub.listen_revocations(subscribed), "revocations")
-        if self.manage_gc:
-            self.tasks.spawn(gctune.run(), "gc")
         self.server = await serve(
             self._handle,
             host,

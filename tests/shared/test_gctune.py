@@ -7,7 +7,7 @@ import asyncio
 import gc
 import weakref
 
-from services.gateway import gctune
+from shared import gctune
 
 
 class Node:
