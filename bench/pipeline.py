@@ -166,7 +166,7 @@ class CpuWatch:
         """CPU % of a core per group in the second before ``epoch``."""
         for (t0, c0), (t1, c1) in zip(self.samples, self.samples[1:], strict=False):
             if t0 <= epoch <= t1:
-                return " ".join(f"{k} {100 * (c1[k] - c0[k]) / (t1 - t0):.0f}" for k in c1)
+                return " ".join(f"{k} {100 * (c1[k] - c0.get(k, c1[k])) / (t1 - t0):.0f}" for k in c1)
         return ""
 
 
@@ -306,6 +306,7 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float) ->
                  publish_url(run.features[run.task_ids[0]]["mediaUrl"], run.features[run.task_ids[0]]["mediaKey"])],
                 stdin=subprocess.DEVNULL,
             ))
+        pids["ffmpeg"] = [p.pid for p in publishers]
         results = mine.recv() if mine.poll(LOOPS * 11 + spread + 120) else [{"done": False, "received": []}] * n
         wall = time.monotonic() - t0
         busy1, own1 = machine_jiffies(), time.process_time()
