@@ -258,14 +258,14 @@ def by_audio(sessions: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float) -> dict[str, Any]:
+def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float, ingests: int) -> dict[str, Any]:
     env = {
         "REACHLIVE_RELAY_MAX_SESSIONS": str(max(50, n)),
         "REACHLIVE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         "REACHLIVE_KALTURA_POLL_SECONDS": "30",  # the production default
     }
     with kwikmotion_emulator(n, workdir) as (kwik_url, kwik_pid), Stack(
-        data_dir=workdir / f"data-{n}", log_dir=workdir / f"logs-{n}", env=env
+        data_dir=workdir / f"data-{n}", log_dir=workdir / f"logs-{n}", env=env, replicas={"ingest": ingests}
     ) as stack:
         admin = stack.kaltura
         runs = [scenario.order(admin, translations=()) for _ in range(n)]
@@ -385,13 +385,15 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("n", type=int, nargs="*", default=[10, 50, 100, 200])
     parser.add_argument("--burst", action="store_true", help="start every publisher at once (phase-aligned events)")
+    parser.add_argument("--ingest-replicas", type=int, default=1,
+                        help="ingest processes sharing the RTMP port (SO_REUSEPORT), as replicas on one host")
     parser.add_argument("--stages", action="store_true", help="also split the overhead by stage (adds a reader)")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="reachlive-bench-"))
     flv = encode_flv(JFK_FLAC, workdir / "jfk.flv", loops=LOOPS)
     starts = "all at once" if args.burst else f"starting over {STARTS_OVER_CHUNKS * CHUNK_SECONDS:.0f} s"
     print(f"pipeline bench: {os.cpu_count()} cores, {LOOPS * 11} s of speech per event, publishers {starts}, "
-          f"workdir {workdir}")
+          f"{args.ingest_replicas} ingest replica(s), workdir {workdir}")
     print("overhead = transcript frame at the client - arrival at ingest of its chunk's end - the emulator's")
     print("          median reply time (steady state: while all N events are live; the first and last chunk")
     print("          of each event, which include session start / end-of-media detection, are shown apart)")
@@ -399,7 +401,8 @@ def main(argv: list[str]) -> int:
           "CPU % of a core per event")
     best = 0
     for n in args.n:
-        result = run_n(n, flv, workdir, args.stages, 0.0 if args.burst else STARTS_OVER_CHUNKS * CHUNK_SECONDS)
+        spread = 0.0 if args.burst else STARTS_OVER_CHUNKS * CHUNK_SECONDS
+        result = run_n(n, flv, workdir, args.stages, spread, args.ingest_replicas)
         cpu = " ".join(f"{k}={v:.2f}" for k, v in result["cpu_per_event_pct"].items())
         print(f"{n:>5} {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {result['edge_p50_ms']:>9.1f} "
               f"{result['complete']:>5}/{n:<3} {'yes' if result['realtime'] else 'no':>9}  {cpu}", flush=True)

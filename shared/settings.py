@@ -141,6 +141,9 @@ class IngestSettings(BaseSettings):
     audio_retention_seconds: PositiveSeconds = 900.0
     standby_buffer_seconds: PositiveSeconds = 30.0  # audio a hot standby holds (> primary TTL)
     heartbeat_seconds: PositiveSeconds = 1.0  # primary lease refresh / standby takeover check
+    # SO_REUSEPORT: several ingest processes on one host share LISTEN, the kernel spreading the
+    # connections among them (replicas on one machine; each holds only its own connections).
+    reuse_port: bool = True
 
 
 class RelaySettings(BaseSettings):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -96,9 +97,11 @@ class IngestServer:
 
     async def start(self) -> int:
         host, port = split_listen(self.settings.listen)
-        self._server = await asyncio.start_server(self._on_connection, host, port, ssl=self._ssl(),
-                                                  ssl_handshake_timeout=self.settings.handshake_timeout_seconds
-                                                  if self.settings.tls_cert else None)
+        self._server = await asyncio.start_server(
+            self._on_connection, host, port, ssl=self._ssl(),
+            ssl_handshake_timeout=self.settings.handshake_timeout_seconds if self.settings.tls_cert else None,
+            reuse_port=self.settings.reuse_port and hasattr(socket, "SO_REUSEPORT"),
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         self.tasks.spawn(self._revocations(), "revocations")
         self.tasks.spawn(self._sweeper(), "sweeper")

@@ -34,3 +34,21 @@ async def test_two_replicas_two_publishers_one_timeline(start_ingest, redis_clie
     assert 10.5 < t < 12.0, t
     assert len(redis_client.xrange(keys.SESSIONS_STREAM)) == 1
     assert celery_commands(redis_client) == [("reach.processing", ["ev1"])]
+
+
+async def test_replicas_on_one_host_share_the_port(start_ingest, redis_client):
+    """SO_REUSEPORT: replicas on one machine (``reachlive all``, the pipeline bench) listen on the
+    same address and the kernel spreads publishers among them; each serves whom it accepted."""
+    from tests.support.proc import free_port
+
+    port = free_port()
+    a = await start_ingest(listen=f"127.0.0.1:{port}")
+    b = await start_ingest(listen=f"127.0.0.1:{port}")
+    assert a.port == b.port == port
+    for i in range(4):
+        make_event(redis_client, f"ev{i}", f"t{i}", f"k{i}")
+    results = await asyncio.gather(*(ffmpeg_publish(f"rtmp://127.0.0.1:{port}/live/k{i}") for i in range(4)))
+    assert [code for code, _err in results] == [0] * 4, [err[-1500:] for _c, err in results]
+    for i in range(4):
+        await wait_for(lambda i=i: has_eos(redis_client, f"ev{i}"))
+        assert sum(isinstance(e, streams.AudioChunk) for e in audio_entries(redis_client, f"ev{i}")) > 15
