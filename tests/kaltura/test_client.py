@@ -140,12 +140,14 @@ def test_not_found_and_final_state_errors(emulator: Any, admin: Admin) -> None:
 
 
 def test_expired_vendor_ks_renews_once_and_retries() -> None:
-    with running_emulator(ks_expiry_seconds=1) as emu:
+    # Kaltura's expiry is whole seconds (the emulator's too): a 1 s KS renewed late in a second
+    # can expire before the retry, so 2 s, which leaves every renewed KS at least 1 s.
+    with running_emulator(ks_expiry_seconds=2) as emu:
         admin = Admin(emu.url)
         admin.create_event(**event_spec(CAPTION))
         facade, seen = make(emu.url)
         assert len(facade.get_jobs()) == 1
-        time.sleep(1.2)
+        time.sleep(2.1)
         assert len(facade.get_jobs()) == 1  # INVALID_KS EXPIRED → session.start → retried
         assert ("reach_entryvendortask", "getJobs", errors.INVALID_KS) in seen
         assert len(admin.calls_of("session", "start")) == 2
