@@ -171,7 +171,7 @@ class CpuWatch:
 
 
 def stages(redis_url: str, runs: list[scenario.EventRun], results: list[dict[str, Any]], offsets: list[float],
-           watch: AudioWatch) -> dict[str, list[float]]:
+           watch: AudioWatch, window: tuple[float, float]) -> dict[str, list[float]]:
     """Each steady-state frame's overhead split at the Redis entry ids (ms): ingest (arrival of
     the chunk's end → its audio XADD), relay + KWIKmotion (→ caption XADD), gateway (→ client)."""
     import redis
@@ -184,7 +184,7 @@ def stages(redis_url: str, runs: list[scenario.EventRun], results: list[dict[str
             written = {}
             for entry_id, fields in r.xrange(keys.captions(run.event_id, run.task_ids[0])):
                 written[json.loads(fields[b"json"])["response"]["id"]] = int(entry_id.split(b"-")[0]) / 1000
-            for resp, at in steady(result):
+            for resp, at in steady(result, window):
                 audio_at = next((t for end, t in watch.seen[run.event_id] if end >= resp["end"] - 1e-3), None)
                 if audio_at is None or resp["id"] not in written:
                     continue
@@ -199,10 +199,11 @@ def frames(result: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:
     return [(resp, at) for resp, at in result["received"] if not resp["is_end_of_stream"]]
 
 
-def steady(result: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:
-    """All but the first chunk (session claim, KWIKmotion start) and the last (end-of-media
-    detection waits for the grace period): those are reported apart."""
-    return frames(result)[1:-1]
+def steady(result: dict[str, Any], window: tuple[float, float]) -> list[tuple[dict[str, Any], float]]:
+    """The frames that arrived while all N events were live (``window``), minus the event's first
+    (session claim, KWIKmotion start) and last (end-of-media detection waits for the grace
+    period): those two are the "edge", reported apart."""
+    return [(resp, at) for resp, at in frames(result)[1:-1] if window[0] <= at <= window[1]]
 
 
 def received_words(result: dict[str, Any]) -> list[str]:
@@ -326,8 +327,7 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float, in
         replies = [x for sess in sessions for x in sess["reply_seconds"]]
         emulator_own = statistics.median(replies) if replies else 0.0
         offsets = [min((resp["start_epoch"] - resp["start"] for resp, _ in frames(r)), default=0.0) for r in results]
-        # Steady state: frames that arrived while all N events were live (after the last one's
-        # first frame, before the first one's last), minus each event's first and last frame.
+        # All N live: after the last event's first frame, before the first event's last.
         live = [frames(r) for r in results if frames(r)]
         window = (max(f[0][1] for f in live), min(f[-1][1] for f in live)) if live else (0.0, 0.0)
         overheads: list[float] = []
@@ -335,13 +335,12 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float, in
         by_second: dict[int, list[float]] = {}  # steady frames by the second they arrived in
         for result, offset in zip(results, offsets, strict=True):
             all_frames = frames(result)
-            for pos, (resp, at) in enumerate(all_frames):
+            for resp, at in all_frames[:1] + all_frames[1:][-1:]:
+                edges.append(at - (offset + resp["end"]) - emulator_own)
+            for resp, at in steady(result, window):
                 value = at - (offset + resp["end"]) - emulator_own
-                if pos in (0, len(all_frames) - 1):
-                    edges.append(value)
-                elif window[0] <= at <= window[1]:
-                    overheads.append(value)
-                    by_second.setdefault(int(at - window[0]), []).append(value)
+                overheads.append(value)
+                by_second.setdefault(int(at - window[0]), []).append(value)
         expected = words(JFK_TEXT) * LOOPS
         incomplete = []
         for run, result in zip(runs, results, strict=True):
@@ -373,7 +372,7 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float, in
             },
             "emulator_ms": (percentile(replies, 0.5) * 1000, percentile(replies, 0.99) * 1000),
             "emulator_sessions": by_audio(sessions) if incomplete else [],
-            "stages": stages(stack.redis_url, runs, results, offsets, watch) if watch else {},
+            "stages": stages(stack.redis_url, runs, results, offsets, watch, window) if watch else {},
             "worst_seconds": [
                 (v, t, cpu_watch.around(window[0] + t + 1) if cpu_watch else "")
                 for v, t in sorted(((max(v), t) for t, v in by_second.items()), reverse=True)[:5]
