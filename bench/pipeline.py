@@ -61,6 +61,7 @@ FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 TICKS = os.sysconf("SC_CLK_TCK")
 CHUNK_SECONDS = RelaySettings().chunk_seconds  # the KWIKmotion chunk period
 SERVICES = ("worker", "poller", "ingest", "relay", "gateway")
+NICE: list[str] = []
 
 
 def cpu_seconds(pid: int) -> float:
@@ -303,7 +304,7 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float, in
             if spread:
                 time.sleep(max(0.0, t0 + i * spread / n - time.monotonic()))
             publishers.append(subprocess.Popen(
-                [FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-i", str(flv), "-c", "copy", "-f", "flv",
+                [*NICE, FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-i", str(flv), "-c", "copy", "-f", "flv",
                  publish_url(run.features[run.task_ids[0]]["mediaUrl"], run.features[run.task_ids[0]]["mediaKey"])],
                 stdin=subprocess.DEVNULL,
             ))
@@ -387,7 +388,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--ingest-replicas", type=int, default=1,
                         help="ingest processes sharing the RTMP port (SO_REUSEPORT), as replicas on one host")
     parser.add_argument("--stages", action="store_true", help="also split the overhead by stage (adds a reader)")
+    parser.add_argument("--nice-load", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.nice_load:
+        NICE[:] = ["nice", "-n", str(args.nice_load)]
     workdir = Path(tempfile.mkdtemp(prefix="reachlive-bench-"))
     flv = encode_flv(JFK_FLAC, workdir / "jfk.flv", loops=LOOPS)
     starts = "all at once" if args.burst else f"starting over {STARTS_OVER_CHUNKS * CHUNK_SECONDS:.0f} s"

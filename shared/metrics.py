@@ -9,6 +9,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
+    Histogram,
     generate_latest,
     start_http_server,
 )
@@ -18,6 +19,13 @@ log = logging.getLogger(__name__)
 # Latency buckets from 1 ms to 30 s: fine enough for the relay's < 5 ms target and the
 # gateway's < 50 ms target, wide enough for Kaltura API calls.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+# The one metric of the common runtime (shared.loopwatch), in every asyncio service's registry;
+# the scrape target tells the services apart.
+EVENT_LOOP_LAG = Histogram(
+    "reachlive_event_loop_lag_seconds", "how late a timer due every 100 ms fired (the loop's longest stall)",
+    buckets=LATENCY_BUCKETS,
+)
 
 
 def start_metrics_server(port: int, host: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> int:

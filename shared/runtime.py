@@ -8,7 +8,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 
-from shared import gctune
+from shared import gctune, loopwatch
 from shared.embedded_redis import redis_url_or_embedded
 from shared.logs import setup_logging
 from shared.metrics import start_metrics_server
@@ -42,11 +42,14 @@ async def _main(service: str, body: ServiceMain, redis_url: str) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("%s starting", service)
-    gc_task = asyncio.create_task(gctune.run(), name=f"{service}:gc")  # cancelled below, always
+    # Both cancelled below, always.
+    helpers = [asyncio.create_task(gctune.run(), name=f"{service}:gc"),
+               asyncio.create_task(loopwatch.run(), name=f"{service}:loopwatch")]
     try:
         await body(redis_url, stop)
     finally:
-        gc_task.cancel()
-        await asyncio.gather(gc_task, return_exceptions=True)
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
     log.info("%s stopped", service)
     return 0

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import av
 import av.error
-import numpy as np
 
 from shared.rtmp.flv import AAC, AAC_SEQUENCE_HEADER, MP3, MP3_8K, AudioTag
 
 OUT_RATE = 16000
 # Decoded frames are resampled in batches of this length: one resampler call per ~10 AAC
 # frames instead of one per frame (PyAV's per-call cost dominates the ingest's CPU per stream).
+# The batch is an av.AudioFifo (libavutil's, in C): gathering it through numpy arrays cost a
+# quarter of the decoder's time (to_ndarray, concatenate and from_ndarray per batch).
 BATCH_SECONDS = 0.25
 
 Segment = tuple[bytes, float, float]  # (16 kHz PCM, source pts of its first sample, arrival epoch)
@@ -32,7 +33,7 @@ class AudioDecoder:
         self._ctx: av.CodecContext | None = None
         self._key: tuple[int, bytes] | None = None
         self._resampler: av.AudioResampler | None = None
-        self._pending: list[np.ndarray] = []
+        self._fifo: av.AudioFifo | None = None
         self._pending_samples = 0
         self._pending_meta: tuple[str, str, int, float, float] | None = None  # format, layout, rate, pts, epoch
         # (source-sample offset in the batch, pts, arrival epoch) of each decoded frame, so every
@@ -43,6 +44,7 @@ class AudioDecoder:
         # publisher lowers it to what completes the chunk being filled, so batching never
         # holds back a chunk's end (the pipeline's latency) while still saving resampler calls.
         self.horizon = BATCH_SECONDS
+        self._last = (0.0, 0.0)  # pts and arrival epoch of the last message decoded
 
     @property
     def pending_seconds(self) -> float:
@@ -62,6 +64,7 @@ class AudioDecoder:
 
     def decode(self, tag: AudioTag, pts: float, epoch: float) -> list[Segment]:
         """PCM segments completed by one FLV audio message (often none: batches, codec delay)."""
+        self._last = (pts, epoch)
         if tag.sound_format == AAC:
             if tag.aac_packet_type == AAC_SEQUENCE_HEADER:
                 if self._key != (AAC, tag.data):
@@ -96,13 +99,21 @@ class AudioDecoder:
                     if self._pending_meta is None:
                         self._pending_meta = (*meta, pts, epoch)
                     self._pending_marks.append((self._pending_samples, pts, epoch))
-                    self._pending.append(frame.to_ndarray())
-                    self._pending_samples += frame.samples
+                    self._push(frame)
                     if self._pending_samples >= min(BATCH_SECONDS, self.horizon) * frame.sample_rate:
                         out += self._emit()
         except (av.error.FFmpegError, ValueError) as exc:
             raise DecodeError(codec, str(exc)) from None
         return out
+
+    def _push(self, frame: av.AudioFrame) -> None:
+        if self._fifo is None:
+            self._fifo = av.AudioFifo()
+        # The fifo checks each frame's pts against the previous one's end; the source pts is
+        # kept in the marks, and a jump in it must not make the write fail.
+        frame.pts = None
+        self._fifo.write(frame)
+        self._pending_samples += frame.samples
 
     def _emit(self, final: bool = False) -> list[Segment]:
         """Resample the pending batch (and, at the end, the resampler's tail): one segment per
@@ -112,16 +123,17 @@ class AudioDecoder:
         pcm = bytearray()
         meta = self._pending_meta
         marks = self._pending_marks
-        if meta is not None:
-            fmt, layout, rate, _pts, _epoch = meta
-            frame = av.AudioFrame.from_ndarray(np.concatenate(self._pending, axis=1), format=fmt, layout=layout)
-            frame.sample_rate = rate
-            for res in self._resampler.resample(frame):
-                pcm += res.to_ndarray().tobytes()
+        batch = self._fifo.read() if self._fifo is not None and self._fifo.samples else None
+        # A fresh fifo per batch: one keeps the first frame's format, and the next batch may
+        # differ (a new sequence header changes the rate or layout mid-publish).
+        self._fifo = None
+        if batch is not None:
+            for res in self._resampler.resample(batch):
+                pcm += _pcm(res)
         if final:
             for res in self._resampler.resample(None):
-                pcm += res.to_ndarray().tobytes()
-        self._pending, self._pending_samples, self._pending_meta, self._pending_marks = [], 0, None, []
+                pcm += _pcm(res)
+        self._pending_samples, self._pending_meta, self._pending_marks = 0, None, []
         if not pcm:
             return []
         if meta is None or not marks:
@@ -144,8 +156,15 @@ class AudioDecoder:
             return []
         try:
             for frame in self._ctx.decode(None):
-                self._pending.append(frame.to_ndarray())
-                self._pending_samples += frame.samples
+                if self._pending_meta is None:  # stamped as the last message's audio
+                    self._pending_meta = (frame.format.name, frame.layout.name, frame.sample_rate, *self._last)
+                    self._pending_marks.append((0, *self._last))
+                self._push(frame)
             return self._emit(final=True)
         except (av.error.FFmpegError, ValueError):
             return []
+
+
+def _pcm(frame: av.AudioFrame) -> memoryview:
+    """The s16 mono samples of a resampled frame (its plane may be padded past them)."""
+    return memoryview(frame.planes[0])[: frame.samples * 2]

@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 READ_SIZE = 65536
 COALESCE_SECONDS = 0.1  # longest pause between reads of a real-time publisher (see coalesce_pause)
 MIN_PAUSE_SECONDS = 0.005  # a shorter pause costs a timer wakeup and saves no read
+# The message that completes a chunk arrives up to one codec frame (AAC 23 ms, MP3 26 ms)
+# sooner than the missing audio suggests: the last message read arrived up to a frame before
+# the read, and messages come whole. Waking this much early, then reading each message as it
+# comes, cut the ingest's p99 from ~50 to ~25 ms (bench in the issue 8 note).
+FRAME_GUARD_SECONDS = 0.027
 # A publisher silent this long is stalled or half-open: its writer lease is no longer
 # refreshed, so a standby takes over INGEST_PRIMARY_TTL_SECONDS later (a real-time publisher
 # sends dozens of messages a second; a 1 s hiccup alone never causes a takeover).
@@ -52,7 +57,7 @@ def coalesce_pause(seconds_to_chunk: float | None) -> float:
     period there would add up to COALESCE_SECONDS to every chunk's latency. 0 means read now."""
     if seconds_to_chunk is None:
         return COALESCE_SECONDS  # a standby writes nothing: no chunk to hold back
-    pause = min(COALESCE_SECONDS, seconds_to_chunk)
+    pause = min(COALESCE_SECONDS, seconds_to_chunk - FRAME_GUARD_SECONDS)
     return pause if pause >= MIN_PAUSE_SECONDS else 0.0
 
 

@@ -107,17 +107,20 @@ def test_read_coalescing_never_holds_back_the_end_of_a_chunk():
     """Coalescing reads saves wakeups, but the bytes that complete a chunk must be read as they
     arrive: their arrival is where the pipeline's latency starts (issue 8's overhead)."""
     from services.ingest.publisher import Publisher
-    from services.ingest.server import COALESCE_SECONDS, coalesce_pause
+    from services.ingest.server import COALESCE_SECONDS, FRAME_GUARD_SECONDS, coalesce_pause
 
     pub = Publisher(None, "e", "t", chunk_ms=500, standby_seconds=5)  # type: ignore[arg-type]
     assert pub.seconds_to_chunk() is None  # a standby writes no chunks
     assert coalesce_pause(pub.seconds_to_chunk()) == COALESCE_SECONDS
     pub.role = "primary"
     assert pub.seconds_to_chunk() == pytest.approx(0.5)
+    assert coalesce_pause(pub.seconds_to_chunk()) == COALESCE_SECONDS
     pub.track.append(b"\0\0" * 6000, 0.0, 0.0)  # 375 ms of the 500 ms chunk
     assert pub.seconds_to_chunk() == pytest.approx(0.125)
-    assert coalesce_pause(pub.seconds_to_chunk()) == COALESCE_SECONDS
-    pub.track.append(b"\0\0" * 1600, 0.375, 0.375)  # 25 ms left: pause only until then
-    assert coalesce_pause(pub.seconds_to_chunk()) == pytest.approx(0.025)
-    pub.track.append(b"\0\0" * 350, 0.475, 0.475)  # under 5 ms left: read at once
+    assert coalesce_pause(pub.seconds_to_chunk()) == pytest.approx(0.125 - FRAME_GUARD_SECONDS)
+    pub.track.append(b"\0\0" * 800, 0.375, 0.375)  # 75 ms left: pause until a frame before then
+    assert coalesce_pause(pub.seconds_to_chunk()) == pytest.approx(0.075 - FRAME_GUARD_SECONDS)
+    pub.track.append(b"\0\0" * 500, 0.425, 0.425)  # 43.75 ms left, the guard's 27 of it: 16.75 ms
+    assert coalesce_pause(pub.seconds_to_chunk()) == pytest.approx(0.04375 - FRAME_GUARD_SECONDS)
+    pub.track.append(b"\0\0" * 300, 0.45625, 0.45625)  # within a frame of the end: read each message
     assert coalesce_pause(pub.seconds_to_chunk()) == 0.0
