@@ -125,7 +125,8 @@ class AudioWatch:
 
     def __init__(self, redis_url: str, event_ids: list[str]) -> None:
         self.redis_url, self.event_ids = redis_url, event_ids
-        self.seen: dict[str, list[tuple[float, float]]] = {e: [] for e in event_ids}  # (media end, XADD epoch)
+        # (media end, XADD epoch, epoch stamped on the chunk's first sample: when ingest read it)
+        self.seen: dict[str, list[tuple[float, float, float]]] = {e: [] for e in event_ids}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="audio-watch", daemon=True)
 
@@ -146,7 +147,7 @@ class AudioWatch:
                         chunk = parse_audio(fields)
                         if isinstance(chunk, AudioChunk):
                             at = int(entry_id.split(b"-")[0]) / 1000
-                            self.seen[by_key[name]].append((chunk.media_time + chunk.duration, at))
+                            self.seen[by_key[name]].append((chunk.media_time + chunk.duration, at, chunk.epoch))
 
 
 class CpuWatch:
@@ -174,22 +175,32 @@ class CpuWatch:
 def stages(redis_url: str, runs: list[scenario.EventRun], results: list[dict[str, Any]], offsets: list[float],
            watch: AudioWatch, window: tuple[float, float]) -> dict[str, list[float]]:
     """Each steady-state frame's overhead split at the Redis entry ids (ms): ingest (arrival of
-    the chunk's end → its audio XADD), relay + KWIKmotion (→ caption XADD), gateway (→ client)."""
+    the chunk's end → its audio XADD), relay + KWIKmotion (→ caption XADD), gateway (→ client).
+    The ingest part is split again at the read of the next audio chunk's first sample (stamped
+    on that chunk): "ingest read" is how late the bytes ending the chunk were read (publisher,
+    kernel, read coalescing, a busy loop), "ingest decode+write" the rest, to the XADD."""
     import redis
 
     from shared import keys
 
-    out: dict[str, list[float]] = {"ingest": [], "relay+kwikmotion": [], "gateway": []}
+    out: dict[str, list[float]] = {"ingest": [], "ingest read": [], "ingest decode+write": [],
+                                   "relay+kwikmotion": [], "gateway": []}
     with redis.Redis.from_url(redis_url) as r:
         for run, result, offset in zip(runs, results, offsets, strict=True):
             written = {}
             for entry_id, fields in r.xrange(keys.captions(run.event_id, run.task_ids[0])):
                 written[json.loads(fields[b"json"])["response"]["id"]] = int(entry_id.split(b"-")[0]) / 1000
             for resp, at in steady(result, window):
-                audio_at = next((t for end, t in watch.seen[run.event_id] if end >= resp["end"] - 1e-3), None)
-                if audio_at is None or resp["id"] not in written:
+                seen = watch.seen[run.event_id]
+                i = next((k for k, (end, _t, _e) in enumerate(seen) if end >= resp["end"] - 1e-3), None)
+                if i is None or resp["id"] not in written:
                     continue
+                audio_at = seen[i][1]
                 out["ingest"].append(audio_at - (offset + resp["end"]))
+                if i + 1 < len(seen):
+                    read_at = seen[i + 1][2]
+                    out["ingest read"].append(read_at - (offset + resp["end"]))
+                    out["ingest decode+write"].append(audio_at - read_at)
                 out["relay+kwikmotion"].append(written[resp["id"]] - audio_at)
                 out["gateway"].append(at - written[resp["id"]])
     return out
@@ -388,7 +399,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--ingest-replicas", type=int, default=1,
                         help="ingest processes sharing the RTMP port (SO_REUSEPORT), as replicas on one host")
     parser.add_argument("--stages", action="store_true", help="also split the overhead by stage (adds a reader)")
-    parser.add_argument("--nice-load", type=int, default=0)
+    parser.add_argument("--nice-load", type=int, default=0,
+                        help="run the ffmpeg publishers at this niceness (the load, not the system measured)")
     args = parser.parse_args(argv)
     if args.nice_load:
         NICE[:] = ["nice", "-n", str(args.nice_load)]

@@ -95,6 +95,11 @@ class Publisher:
         missing = max(0, self.chunk_samples - self.track.available) / RATE
         return max(0.0, missing - self.decoder.pending_seconds)
 
+    def receiving(self, now: float, within: float) -> bool:
+        """The event's writer, with audio read in the last ``within`` seconds (so its heartbeat
+        keeps refreshing the writer lease)."""
+        return self.role == "primary" and not self.ended and now - self._last_epoch < within
+
     async def _write_ready(self, *, final: bool) -> None:
         while self.role == "primary" and (
             self.track.available >= self.chunk_samples or (final and self.track.available)

@@ -226,3 +226,27 @@ async def test_a_slow_processing_command_does_not_end_the_media(start_ingest, re
     await wait_for(lambda: has_eos(redis_client))
     check_audio(redis_client)  # all of it, then one end of stream
     assert sent.is_set() and celery_commands(redis_client) == [("reach.processing", ["ev1"])]
+
+
+async def test_a_stalled_sole_writer_still_gets_its_end_of_stream(start_ingest, redis_client):
+    """The sweeper skips events whose writer is a publisher of this process that is receiving
+    (its lease is refreshed, so the end-of-stream check could only find it held). A writer that
+    stalls with its connection open (SIGSTOP: a half-open link) is no longer receiving: the
+    event's media ends after the grace period, long before the idle timeout closes the socket."""
+    make_event(redis_client)
+    server = await start_ingest(grace_seconds=1.0, idle_timeout_seconds=60.0)
+    procs: list = []
+    publish = asyncio.create_task(ffmpeg_publish(f"rtmp://127.0.0.1:{server.port}/live/key-1", realtime=True,
+                                                 procs=procs))
+    try:
+        await wait_for(lambda: len(audio_entries(redis_client)) >= 3, timeout=10)
+        await asyncio.sleep(2.0)  # sweeps while it writes: no end of stream
+        assert not has_eos(redis_client)
+        procs[0].send_signal(signal.SIGSTOP)
+        await wait_for(lambda: has_eos(redis_client), timeout=15)
+    finally:
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].send_signal(signal.SIGCONT)
+        await publish
+    (eos,) = [e for e in audio_entries(redis_client) if isinstance(e, streams.EndOfStream)]
+    assert eos.reason == "no_publisher"
