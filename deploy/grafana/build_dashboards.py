@@ -50,13 +50,18 @@ def quantiles(metric: str, sel: str) -> list[tuple[str, str]]:
     ]
 
 
-def resources(service: str) -> list[P]:
+def resources(service: str, event_loop: bool = True) -> list[P]:
+    """CPU, memory and descriptors per replica; and, for the asyncio services, event-loop lag."""
     sel = f'{{service="{service}", instance=~"$instance"}}'
-    return [
+    panels = [
         P("CPU by replica", [q(f"rate(process_cpu_seconds_total{sel}[{RATE}])", "{{instance}}")], "percentunit"),
         P("Memory by replica", [q(f"process_resident_memory_bytes{sel}", "{{instance}}")], "bytes"),
         P("Open file descriptors", [q(f"process_open_fds{sel}", "{{instance}}")]),
     ]
+    if event_loop:
+        lag = f"histogram_quantile(0.99, sum by (le, instance) (rate(reachlive_event_loop_lag_seconds_bucket{sel}[{RATE}])))"
+        panels.append(P("Event loop lag p99 by replica", [q(lag, "{{instance}}")], "s"))
+    return panels
 
 
 def _panel(pid: int, panel: P, x: int, y: int) -> dict:
@@ -391,7 +396,7 @@ def poller() -> dict:
                     ),
                 ],
             ),
-            ("Resources", resources("worker")),
+            ("Resources", resources("worker", event_loop=False)),
         ],
         "worker",
     )

@@ -104,12 +104,18 @@ class Publisher:
         while self.role == "primary" and (
             self.track.available >= self.chunk_samples or (final and self.track.available)
         ):
-            pcm, pts, epoch = self.track.take(self.chunk_samples)
-            epoch_end = self.track.at(self.track.head)[1] if self.track.available else self._last_epoch
+            # Dropped from the track only once written: a write that finds the lease lost (our
+            # heartbeat starved past its TTL) leaves the chunk here, where the timeline's pts_end
+            # points, so whoever writes next (this publisher again, or a standby) continues with
+            # it. Taking it first lost one chunk per lapse (seen at 150+ publishers on 2 cores).
+            pcm, pts, epoch = self.track.peek(self.chunk_samples)
+            n = len(pcm) // 2
+            epoch_end = self.track.at(self.track.head + n)[1] if self.track.available > n else self._last_epoch
             chunk = streams.AudioChunk(media_time=self.expected / RATE, pts=pts, epoch=epoch, pcm=pcm)
             res = await self.coord.write(self.event_id, self.id, self.expected, chunk, epoch_end)
             if res == 1:
-                self.expected += len(pcm) // 2
+                self.track.drop(n)
+                self.expected += n
             elif res == -2:
                 self.ended = True
                 self._set_role("standby")

@@ -57,13 +57,17 @@ class Track:
         start, pts, epoch = self._marks[i]
         return pts + (pos - start) / RATE, epoch
 
-    def take(self, n: int) -> tuple[bytes, float, float]:
-        """Remove and return up to ``n`` samples from the head with the head's (pts, epoch)."""
+    def peek(self, n: int) -> tuple[bytes, float, float]:
+        """Up to ``n`` samples from the head with the head's (pts, epoch), left in place."""
         n = min(n, self.available)
         pts, epoch = self.at(self.head)
-        pcm = bytes(self._pcm[: n * BYTES_PER_SAMPLE])
-        self.drop(n)
-        return pcm, pts, epoch
+        return bytes(self._pcm[: n * BYTES_PER_SAMPLE]), pts, epoch
+
+    def take(self, n: int) -> tuple[bytes, float, float]:
+        """Remove and return up to ``n`` samples from the head with the head's (pts, epoch)."""
+        out = self.peek(n)
+        self.drop(len(out[0]) // BYTES_PER_SAMPLE)
+        return out
 
     def drop(self, n: int) -> None:
         n = min(max(n, 0), self.available)

@@ -124,3 +124,38 @@ def test_read_coalescing_never_holds_back_the_end_of_a_chunk():
     assert coalesce_pause(pub.seconds_to_chunk()) == pytest.approx(0.04375 - FRAME_GUARD_SECONDS)
     pub.track.append(b"\0\0" * 300, 0.45625, 0.45625)  # within a frame of the end: read each message
     assert coalesce_pause(pub.seconds_to_chunk()) == 0.0
+
+
+async def test_a_chunk_whose_write_finds_the_lease_lost_is_written_by_the_next_writer(redis_url):
+    """Under overload a writer's heartbeat can starve past the lease TTL: its next write finds
+    the lease gone. That chunk must stay in the track (the timeline's pts_end points at it), so
+    the writer that continues, here the same publisher re-acquiring, writes it: no gap."""
+    import numpy as np
+
+    from services.ingest.coordinator import Coordinator
+    from services.ingest.publisher import Publisher
+    from shared import keys, streams
+    from shared.redis_client import command_client
+
+    client = command_client(redis_url)
+    try:
+        await client.delete(keys.ingest_primary("lapse"), keys.ingest_state("lapse"), keys.audio("lapse"))
+        pub = Publisher(Coordinator(client, chunk_ms=500, retention_seconds=60), "lapse", "t",
+                        chunk_ms=500, standby_seconds=30)
+        source = (np.arange(4 * 8000) % 30000).astype("<i2").tobytes()  # 2 s, every sample distinct
+        await pub.try_acquire()
+        assert pub.role == "primary"
+        pub.track.append(source[: 2 * 8000 * 2], 0.0, 1000.0)  # 1 s: two chunks
+        await pub._write_ready(final=False)
+        await client.delete(keys.ingest_primary("lapse"))  # the lease lapsed meanwhile
+        pub.track.append(source[2 * 8000 * 2 :], 1.0, 1001.0)
+        await pub._write_ready(final=False)  # finds the lease lost: a standby now
+        assert pub.role == "standby"
+        await pub.try_acquire()  # the next heartbeat: the writer again
+        assert pub.role == "primary"
+        await pub._write_ready(final=True)
+        entries = [streams.parse_audio(f) for _id, f in await client.xrange(keys.audio("lapse"))]
+        assert [e.media_time for e in entries] == [0.0, 0.5, 1.0, 1.5]
+        assert b"".join(e.pcm for e in entries) == source
+    finally:
+        await client.aclose()
