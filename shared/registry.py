@@ -213,6 +213,27 @@ async def read_task(client: aioredis.Redis, event_id: str, task_id: str) -> Task
     return TaskRecord.parse(await client.hgetall(keys.task(event_id, task_id)))
 
 
+async def read_events(client: aioredis.Redis, event_ids: list[str]) -> list[EventRecord | None]:
+    """Many event records in one round trip (the ingest's end-of-stream sweep reads every open
+    session's each second)."""
+    async with client.pipeline(transaction=False) as pipe:
+        for event_id in event_ids:
+            pipe.hgetall(keys.event(event_id))
+        return [EventRecord.parse(raw) for raw in await pipe.execute()]
+
+
+async def read_publish(client: aioredis.Redis, key_hash: str, event_id: str,
+                       task_id: str) -> tuple[bool, EventRecord | None, TaskRecord | None]:
+    """What a live publish is checked against, in one round trip: whether its media key still
+    exists (revocation deletes it), its event and its task."""
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.exists(keys.media_key(key_hash))
+        pipe.hgetall(keys.event(event_id))
+        pipe.hgetall(keys.task(event_id, task_id))
+        exists, event, task = await pipe.execute()
+    return bool(exists), EventRecord.parse(event), TaskRecord.parse(task)
+
+
 async def event_task_records(client: aioredis.Redis, event_id: str) -> list[TaskRecord]:
     ids = sorted(_str({t: t for t in await client.smembers(keys.event_tasks(event_id))}))
     records = [await read_task(client, event_id, t) for t in ids]

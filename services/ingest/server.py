@@ -41,7 +41,8 @@ MIN_PAUSE_SECONDS = 0.005  # a shorter pause costs a timer wakeup and saves no r
 # The message that completes a chunk arrives up to one codec frame (AAC 23 ms, MP3 26 ms)
 # sooner than the missing audio suggests: the last message read arrived up to a frame before
 # the read, and messages come whole. Waking this much early, then reading each message as it
-# comes, cut the ingest's p99 from ~50 to ~25 ms (bench in the issue 8 note).
+# comes, cut the ingest's arrival → XADD p99 from 48 to 32 ms (10 publishers) and from 53 to
+# 39 ms (100), for ~2 more reads per chunk (BENCHMARKS.md).
 FRAME_GUARD_SECONDS = 0.027
 # A publisher silent this long is stalled or half-open: its writer lease is no longer
 # refreshed, so a standby takes over INGEST_PRIMARY_TTL_SECONDS later (a real-time publisher
@@ -239,12 +240,8 @@ class IngestServer:
 
     async def _revalidate(self, live: _Live) -> None:
         ev = live.admission.event
-        async with self.client.pipeline(transaction=False) as pipe:  # one round trip
-            pipe.exists(keys.media_key(live.admission.key_hash))
-            pipe.hgetall(keys.event(ev.id))
-            pipe.hgetall(keys.task(ev.id, live.admission.task.id))
-            key_exists, raw_event, raw_task = await pipe.execute()
-        event, task = registry.EventRecord.parse(raw_event), registry.TaskRecord.parse(raw_task)
+        key_exists, event, task = await registry.read_publish(self.client, live.admission.key_hash, ev.id,
+                                                              live.admission.task.id)
         if not key_exists or event is None or task is None:
             live.revoked = "revoked"
             return
@@ -368,16 +365,12 @@ class IngestServer:
         # One round trip for every event record, not one per event (the sweep runs every
         # second over every open session: 3 commands each made it the ingest's busiest
         # Redis user, ahead of the audio itself).
-        async with self.client.pipeline(transaction=False) as pipe:
-            for event_id in active:
-                pipe.hgetall(keys.event(event_id))
-            records = await pipe.execute()
+        records = await registry.read_events(self.client, active)
         # An event whose writer is a publisher of ours, receiving, cannot be due: its lease is
         # refreshed, and the end-of-stream check would only find it held.
         writing = {live.admission.event.id for group in self._live.values() for live in group
                    if live.publisher.receiving(now, STALL_SECONDS)}
-        for event_id, raw in zip(active, records, strict=True):
-            event = registry.EventRecord.parse(raw)
+        for event_id, event in zip(active, records, strict=True):
             if event is None or event.status == "cancelled":
                 reason, force = "cancelled", True
             elif now > event.window(self.settings.window_margin_seconds)[1]:

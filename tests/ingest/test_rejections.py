@@ -159,6 +159,27 @@ async def test_revoked_task_closes_its_publisher(start_ingest, redis_client):
     assert "cancelled" in statuses(received)[-1]["description"]
 
 
+async def test_a_revocation_whose_message_was_lost_still_closes_the_publisher(start_ingest, redis_client):
+    """Pub/sub is lossy: a live publish is re-checked every VALIDATE_SECONDS (media key, event and
+    task, read in one round trip). A media key deleted with no message on the revocation channel
+    still closes its publisher."""
+    from services.ingest.server import VALIDATE_SECONDS
+    from shared.hashing import secret_hash
+
+    make_event(redis_client)
+    server = await start_ingest()
+    c = Client().publish_flow()
+    first = handshake() + bytes(c.out) + aac_traffic(c, 0)
+    session = asyncio.create_task(raw_session(server.port, first, wait=VALIDATE_SECONDS + 5, then=aac_traffic(c, 0),
+                                              keep_sending=0.2))
+    await wait_for(lambda: redis_client.hget(keys.event("ev1"), "session") == b"1")
+    redis_client.delete(keys.media_key(secret_hash("key-1")))  # no REVOKED_CHANNEL message
+    deleted_at = time.monotonic()
+    received, closed, _took = await session
+    assert closed and time.monotonic() - deleted_at < VALIDATE_SECONDS + 2
+    assert [s["code"] for s in statuses(received)] == ["NetStream.Publish.Start", "NetStream.Publish.BadName"]
+
+
 async def test_window_end_closes_publisher_and_ends_the_stream(start_ingest, redis_client):
     make_event(redis_client, end=time.time() + 1.5)
     server = await start_ingest(window_margin_seconds=0, grace_seconds=30)

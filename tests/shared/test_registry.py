@@ -44,3 +44,23 @@ async def test_registry_roundtrip_lookup_and_revoke(redis_client: redis.Redis, a
     registry.revoke_task(redis_client, "58812112", "2")
     assert (await registry.read_event(aredis, "58812112")).status == "cancelled"
     pubsub.close()
+
+
+async def test_batched_reads_match_the_single_ones(redis_client: redis.Redis, aredis: aioredis.Redis) -> None:
+    """read_events / read_publish (one round trip each, for the ingest's sweep and revalidation)
+    return what the one-by-one reads do, None for what is missing, and see a revoked key."""
+    now = time.time()
+    registry.write_event(redis_client, EventRecord(id="9001", start=now, end=now + 60))
+    registry.write_event(redis_client, EventRecord(id="9002", start=now, end=now + 120))
+    task = TaskRecord(id="91", event="9001")
+    registry.write_task(redis_client, task, media_key="mk-batched")
+    assert await registry.read_events(aredis, ["9001", "nope", "9002"]) == [
+        await registry.read_event(aredis, "9001"), None, await registry.read_event(aredis, "9002")]
+    stored = await registry.read_task(aredis, "9001", "91")
+    assert stored is not None
+    exists, event, got = await registry.read_publish(aredis, stored.media_key_hash, "9001", "91")
+    assert exists and event == await registry.read_event(aredis, "9001") and got == stored
+    registry.revoke_task(redis_client, "9001", "91")
+    exists, _event, _task = await registry.read_publish(aredis, stored.media_key_hash, "9001", "91")
+    assert not exists
+    assert await registry.read_publish(aredis, "0" * 64, "nope", "nope") == (False, None, None)
