@@ -61,7 +61,6 @@ FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 TICKS = os.sysconf("SC_CLK_TCK")
 CHUNK_SECONDS = RelaySettings().chunk_seconds  # the KWIKmotion chunk period
 SERVICES = ("worker", "poller", "ingest", "relay", "gateway")
-NICE: list[str] = []
 
 
 def cpu_seconds(pid: int) -> float:
@@ -271,7 +270,8 @@ def by_audio(sessions: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float, ingests: int) -> dict[str, Any]:
+def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float, ingests: int,
+          nice: int = 0) -> dict[str, Any]:
     env = {
         "REACHLIVE_RELAY_MAX_SESSIONS": str(max(50, n)),
         "REACHLIVE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
@@ -311,12 +311,14 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float, in
         # period only, the ffmpeg start-ups saturate the CPU and bunch the phases). ``--burst``
         # starts them all at once: every chunk ends together, the synchronised worst case.
         publishers = []
+        prefix = ["nice", "-n", str(nice)] if nice else []  # nice execs ffmpeg: same pid
         for i, run in enumerate(runs):
             if spread:
                 time.sleep(max(0.0, t0 + i * spread / n - time.monotonic()))
+            feature = run.features[run.task_ids[0]]
             publishers.append(subprocess.Popen(
-                [*NICE, FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-i", str(flv), "-c", "copy", "-f", "flv",
-                 publish_url(run.features[run.task_ids[0]]["mediaUrl"], run.features[run.task_ids[0]]["mediaKey"])],
+                [*prefix, FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-i", str(flv), "-c", "copy",
+                 "-f", "flv", publish_url(feature["mediaUrl"], feature["mediaKey"])],
                 stdin=subprocess.DEVNULL,
             ))
         pids["ffmpeg"] = [p.pid for p in publishers]
@@ -402,8 +404,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--nice-load", type=int, default=0,
                         help="run the ffmpeg publishers at this niceness (the load, not the system measured)")
     args = parser.parse_args(argv)
-    if args.nice_load:
-        NICE[:] = ["nice", "-n", str(args.nice_load)]
     workdir = Path(tempfile.mkdtemp(prefix="reachlive-bench-"))
     flv = encode_flv(JFK_FLAC, workdir / "jfk.flv", loops=LOOPS)
     starts = "all at once" if args.burst else f"starting over {STARTS_OVER_CHUNKS * CHUNK_SECONDS:.0f} s"
@@ -417,7 +417,7 @@ def main(argv: list[str]) -> int:
     best = 0
     for n in args.n:
         spread = 0.0 if args.burst else STARTS_OVER_CHUNKS * CHUNK_SECONDS
-        result = run_n(n, flv, workdir, args.stages, spread, args.ingest_replicas)
+        result = run_n(n, flv, workdir, args.stages, spread, args.ingest_replicas, args.nice_load)
         cpu = " ".join(f"{k}={v:.2f}" for k, v in result["cpu_per_event_pct"].items())
         print(f"{n:>5} {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {result['edge_p50_ms']:>9.1f} "
               f"{result['complete']:>5}/{n:<3} {'yes' if result['realtime'] else 'no':>9}  {cpu}", flush=True)

@@ -1,6 +1,8 @@
 """Event-loop lag, the first thing to look at when an asyncio service's latency grows: every
-``interval`` a timer is due, and how late it fires is the longest any connection of the process
-waited before the loop came back to it. ``shared.runtime`` runs it in every asyncio service.
+``interval`` a timer is due, and how late it fires is how long the loop took to come back to a
+ready task. Work that needs several loop iterations (an ingest read, its Redis write, the reply)
+waits that long at each step, so a lag of 30 ms can mean a chunk 100+ ms late (issue 8's note).
+``shared.runtime`` runs it in every asyncio service.
 
 Lag has two causes an operator must tell apart: the loop busy with work of its own (CPU the
 process used: scale out, or find the slow callback) and the process not running at all (the
