@@ -63,12 +63,6 @@ class Track:
         pts, epoch = self.at(self.head)
         return bytes(self._pcm[: n * BYTES_PER_SAMPLE]), pts, epoch
 
-    def take(self, n: int) -> tuple[bytes, float, float]:
-        """Remove and return up to ``n`` samples from the head with the head's (pts, epoch)."""
-        out = self.peek(n)
-        self.drop(len(out[0]) // BYTES_PER_SAMPLE)
-        return out
-
     def drop(self, n: int) -> None:
         n = min(max(n, 0), self.available)
         del self._pcm[: n * BYTES_PER_SAMPLE]

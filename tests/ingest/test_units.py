@@ -26,12 +26,14 @@ def test_track_counts_samples_from_an_anchor_despite_millisecond_timestamps():
     assert t.at(100 * frame)[0] == 500.0
 
 
-def test_take_and_standby_trim_keep_positions_absolute():
+def test_peek_drop_and_standby_trim_keep_positions_absolute():
     t = Track()
     t.append(pcm(RATE), 10.0, 100.0)
     t.append(pcm(RATE), 11.0, 101.0)
-    data, pts, epoch = t.take(RATE // 2)
+    data, pts, epoch = t.peek(RATE // 2)
     assert len(data) == RATE and pts == 10.0 and epoch == 100.0
+    assert t.head == 0 and t.available == 2 * RATE  # a peek leaves the samples in place
+    t.drop(RATE // 2)
     assert t.head == RATE // 2 and t.at(t.head)[0] == pytest.approx(10.5)
     t.keep_last(RATE // 4)
     assert t.available == RATE // 4 and t.at(t.head)[0] == pytest.approx(11.75)
