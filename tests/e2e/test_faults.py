@@ -54,6 +54,8 @@ async def test_relay_and_gateway_killed_mid_event(ha_stack: Stack) -> None:
 
     run = await play(ha_stack, translations=(), during=kill, timeout=120)
     assert len(killed) == 2
-    check_complete(run, run.task_ids[0])
+    # The killed gateway's frames after its last pong may come again on the next connection
+    # (one result's transcript and caption lines at most: they are proven by one pong).
+    check_complete(run, run.task_ids[0], max_repeats=4)
     assert run.clients[run.task_ids[0]].connections >= 2
     assert run.statuses[run.task_ids[0]] == scenario.READY

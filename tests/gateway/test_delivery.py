@@ -387,3 +387,25 @@ async def test_live_burst_arrives_complete_and_in_order(start_gateway, redis_cli
         pipe.execute()
         starts = [(await recv_json(ws))["response"]["start"] for _ in range(600)]
     assert starts == [float(n) for n in range(600)]
+
+
+async def test_frames_committed_together_are_proven_by_one_pong(start_gateway, redis_client):
+    """A relay commits a result's transcript and caption lines in one step; the shared reader
+    gets them in one reply. The ping goes after all of them, so the first cursor saved is the
+    last of them: a replica killed right after its pong repeats none of them on resume."""
+    token = make_task(redis_client)
+    gw = await start_gateway(ack_interval_seconds=1.0)
+    async with connect(ws_url(gw, f"?token={token}")) as ws:
+        await wait_for(lambda: any(c.live for c in gw.connections))
+        await asyncio.sleep(1.1)  # past the ack interval since the connection's start: ping at once
+        pipe = redis_client.pipeline(transaction=True)
+        for n in range(3):
+            body = json.dumps(response("T1", n))
+            pipe.xadd(keys.captions("E1", "T1"), CaptionEntry(body, "captions", False, time.time()).fields())
+        sids = [s.decode() for s in pipe.execute()]
+        for _ in range(3):
+            await recv_json(ws)
+        # The first save (within the ack interval, so from the first ping) covers all three;
+        # pinging after the first frame saved sids[0] first and the rest a second later.
+        first_saved = await wait_for(lambda: delivered(redis_client), timeout=0.9)
+    assert first_saved == sids[-1]
