@@ -7,7 +7,7 @@ media timeline, the media session and the end-of-stream entry.
 - ``keys.ingest_state(E)``: ``samples`` (16 kHz samples written: media time is samples/16000,
   so the timeline is exact across writers), ``pts_end``/``epoch_end`` (source pts and
   arrival epoch just past the last sample written, so a standby knows where to continue),
-  ``alive`` (last heartbeat of a writer), ``eos`` (the end-of-stream entry was written).
+  ``alive`` (last heartbeat or write of a writer), ``eos`` (the end-of-stream entry was written).
 - Every audio write checks, atomically, that the writer still holds the lease and that the
   timeline did not move under it (compare-and-set on ``samples``), so two writers can never
   interleave.
@@ -55,15 +55,16 @@ return 0
 """
 
 # KEYS: primary, state, audio. ARGV: me, ttl ms, expected samples, new samples, pts_end,
-# epoch_end, maxlen, then the entry's field/value pairs.
+# epoch_end, maxlen, now, then the entry's field/value pairs. A write is also the heartbeat
+# (lease and ``alive``), so a writer that wrote since its last beat skips the refresh.
 _WRITE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 if redis.call('HGET', KEYS[2], 'eos') == '1' then return -2 end
 if (redis.call('HGET', KEYS[2], 'samples') or '0') ~= ARGV[3] then return -3 end
 local entry = {}
-for i = 8, #ARGV do entry[#entry + 1] = ARGV[i] end
+for i = 9, #ARGV do entry[#entry + 1] = ARGV[i] end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', unpack(entry))
-redis.call('HSET', KEYS[2], 'samples', ARGV[4], 'pts_end', ARGV[5], 'epoch_end', ARGV[6])
+redis.call('HSET', KEYS[2], 'samples', ARGV[4], 'pts_end', ARGV[5], 'epoch_end', ARGV[6], 'alive', ARGV[8])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
@@ -153,7 +154,7 @@ class Coordinator:
         for k, v in chunk.fields().items():
             flat += [k, v]
         args = [me, self.ttl_ms, str(expected), str(expected + n), repr(chunk.pts + n / RATE), repr(epoch_end),
-                self.maxlen, *flat]
+                self.maxlen, repr(time.time()), *flat]
         started = time.perf_counter()
         res = int(await self._write(keys=self._keys(event_id), args=args))
         metrics.REDIS_WRITE.observe(time.perf_counter() - started)

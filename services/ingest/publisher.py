@@ -46,6 +46,7 @@ class Publisher:
         self._last_pts = 0.0
         self._last_epoch = 0.0
         self._decode_errors = 0
+        self._wrote_since_beat = False  # a write renewed the lease since the last heartbeat
         metrics.PUBLISHERS.labels(self.role).inc()
 
     def _set_role(self, role: str) -> None:
@@ -116,6 +117,7 @@ class Publisher:
             if res == 1:
                 self.track.drop(n)
                 self.expected += n
+                self._wrote_since_beat = True
             elif res == -2:
                 self.ended = True
                 self._set_role("standby")
@@ -140,6 +142,11 @@ class Publisher:
         if self.ended:
             return
         if self.role == "primary":
+            if self._wrote_since_beat:
+                # The write renewed the lease (TTL 5 s, beats every second) and ``alive``: a
+                # refresh would be a third Redis round trip per stream per second for nothing.
+                self._wrote_since_beat = False
+                return
             if receiving and not await self.coord.refresh(self.event_id, self.id):
                 log.info("writer lease lost; now a standby")
                 self._set_role("standby")

@@ -161,3 +161,43 @@ async def test_a_chunk_whose_write_finds_the_lease_lost_is_written_by_the_next_w
         assert b"".join(e.pcm for e in entries) == source
     finally:
         await client.aclose()
+
+
+async def test_a_write_is_the_writers_heartbeat(redis_url):
+    """A chunk write renews the writer lease and ``alive`` in the same script, so the heartbeat
+    after a write makes no refresh round trip; with no write since the last beat (audio that
+    completes no chunk), the beat refreshes as before, and a stolen lease is still noticed."""
+    from services.ingest.coordinator import Coordinator
+    from services.ingest.publisher import Publisher
+    from shared import keys
+    from shared.redis_client import command_client
+
+    client = command_client(redis_url)
+    try:
+        await client.delete(keys.ingest_primary("beat"), keys.ingest_state("beat"), keys.audio("beat"))
+        coord = Coordinator(client, chunk_ms=500, retention_seconds=60)
+        refreshes: list[bool] = []
+        real_refresh = coord.refresh
+
+        async def counted(event_id: str, me: str) -> bool:
+            refreshes.append(ok := await real_refresh(event_id, me))
+            return ok
+
+        coord.refresh = counted  # type: ignore[method-assign]
+        pub = Publisher(coord, "beat", "t", chunk_ms=500, standby_seconds=30)
+        await pub.try_acquire()
+        await client.pexpire(keys.ingest_primary("beat"), 1000)  # as if about to lapse
+        await client.hset(keys.ingest_state("beat"), "alive", "0")
+        pub.track.append(bytes(2 * 8000), 0.0, 1000.0)  # one 500 ms chunk
+        await pub._write_ready(final=False)
+        assert await client.pttl(keys.ingest_primary("beat")) > 4000  # the write renewed it
+        assert float(await client.hget(keys.ingest_state("beat"), "alive")) > 1e9
+        await pub.heartbeat(receiving=True)
+        assert refreshes == []  # the write was this beat's refresh
+        await pub.heartbeat(receiving=True)
+        assert refreshes == [True]  # nothing written since: a real refresh
+        await client.set(keys.ingest_primary("beat"), "someone-else")
+        await pub.heartbeat(receiving=True)
+        assert refreshes == [True, False] and pub.role == "standby"
+    finally:
+        await client.aclose()
