@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import imageio_ffmpeg
+import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -257,6 +258,12 @@ def emulator_sessions(kwik_url: str) -> list[dict[str, Any]]:
         return json.load(r)["sessions"]
 
 
+def redis_commands(url: str) -> int:
+    """Commands Redis has processed (a script's own calls count too; the bench's own few do)."""
+    with redis.Redis.from_url(url) as client:
+        return int(client.info("stats")["total_commands_processed"])
+
+
 def by_audio(sessions: list[dict[str, Any]]) -> list[str]:
     """What the emulator saw, grouped by the audio each session received (all events send the
     same sample, so a session whose audio differs from the rest stands out)."""
@@ -304,6 +311,7 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float, in
         cpu_watch = CpuWatch(pids) if with_stages else None
         if cpu_watch:
             cpu_watch.thread.start()
+        redis_commands0 = redis_commands(stack.redis_url)
         busy0, own0, t0 = machine_jiffies(), time.process_time(), time.monotonic()
         # Publishers are ffmpeg processes: the real thing, and no GIL shared with anything.
         # Live events start when they start: spread evenly over a few KWIKmotion chunk periods,
@@ -325,6 +333,7 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float, in
         results = mine.recv() if mine.poll(LOOPS * 11 + spread + 120) else [{"done": False, "received": []}] * n
         wall = time.monotonic() - t0
         busy1, own1 = machine_jiffies(), time.process_time()
+        redis_rate = (redis_commands(stack.redis_url) - redis_commands0) / wall / n
         cpu1 = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
         ffmpeg_cpu = 0.0
         for p in publishers:
@@ -384,6 +393,7 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float, in
                 "kaltura emulator (bench process)": 100 * (own1 - own0) / wall,
                 "redis": 100 * (cpu1.get("redis", 0) - cpu0.get("redis", 0)) / wall,
             },
+            "redis_commands_per_event_s": redis_rate,
             "emulator_ms": (percentile(replies, 0.5) * 1000, percentile(replies, 0.99) * 1000),
             "emulator_sessions": by_audio(sessions) if incomplete else [],
             "stages": stages(stack.redis_url, runs, results, offsets, watch, window) if watch else {},
@@ -423,7 +433,8 @@ def main(argv: list[str]) -> int:
               f"{result['complete']:>5}/{n:<3} {'yes' if result['realtime'] else 'no':>9}  {cpu}", flush=True)
         load = ", ".join(f"{k} {v:.0f} %" for k, v in result["load_pct"].items())
         reply = "/".join(f"{v:.2f}" for v in result["emulator_ms"])
-        print(f"      {result['measured']} steady frames; load: {load}; emulator reply p50/p99 {reply} ms")
+        print(f"      {result['measured']} steady frames; load: {load}; emulator reply p50/p99 {reply} ms; "
+              f"Redis {result['redis_commands_per_event_s']:.1f} commands/s per event (scripts' own counted)")
         if args.stages:
             print("      worst seconds of the steady state (max overhead; CPU % of a core per process group then):")
             for v, t, cpu in result["worst_seconds"]:

@@ -171,7 +171,7 @@ class GatewaySettings(BaseSettings):
     max_message_bytes: int = Field(default=4096, gt=0)
     send_buffer_frames: int = Field(default=1000, gt=0)
     drain_seconds: PositiveSeconds = 10.0
-    # A ping this soon after frames were sent: its pong moves the resume cursor (DESIGN section 5).
+    # After frames, a ping at most this often (its pong moves the resume cursor, DESIGN section 5).
     ack_interval_seconds: PositiveSeconds = 0.5
     auth_failures_per_minute: int = Field(default=20, gt=0)  # per client address, then HTTP 429
     messages_per_second: PositiveSeconds = 5.0  # inbound client messages (burst: twice that)
