@@ -82,15 +82,42 @@ def client_proc(port: int, tokens: list[str], ready: mp.Event, stop: mp.Event, o
 
 def caption_json(task: str, n: int, stamp: float) -> str:
     words = ["ask", "not", "what", "your", "country", "can", "do", "for", "you"]
-    items = [{"start": n + i / 10, "end": n + (i + 1) / 10, "kind": "text", "value": w,
-              "speaker_id": "00000000-0000-0000-0000-000000000001"} for i, w in enumerate(words)]
-    alt = {"transcript": " ".join(words), "start": float(n), "end": n + 1.0, "start_pts": float(n),
-           "start_epoch": stamp, "items": items}
-    return json.dumps({"response": {
-        "id": f"00000000-0000-5000-8000-{n:012d}", "type": "captions", "service_type": "transcription",
-        "language_code": "en-US", "start": float(n), "end": n + 1.0, "start_pts": float(n), "start_epoch": stamp,
-        "is_final": True, "is_end_of_stream": False,
-        "speakers": [{"id": "00000000-0000-0000-0000-000000000001", "label": None}], "alternatives": [alt]}})
+    items = [
+        {
+            "start": n + i / 10,
+            "end": n + (i + 1) / 10,
+            "kind": "text",
+            "value": w,
+            "speaker_id": "00000000-0000-0000-0000-000000000001",
+        }
+        for i, w in enumerate(words)
+    ]
+    alt = {
+        "transcript": " ".join(words),
+        "start": float(n),
+        "end": n + 1.0,
+        "start_pts": float(n),
+        "start_epoch": stamp,
+        "items": items,
+    }
+    return json.dumps(
+        {
+            "response": {
+                "id": f"00000000-0000-5000-8000-{n:012d}",
+                "type": "captions",
+                "service_type": "transcription",
+                "language_code": "en-US",
+                "start": float(n),
+                "end": n + 1.0,
+                "start_pts": float(n),
+                "start_epoch": stamp,
+                "is_final": True,
+                "is_end_of_stream": False,
+                "speakers": [{"id": "00000000-0000-0000-0000-000000000001", "label": None}],
+                "alternatives": [alt],
+            }
+        }
+    )
 
 
 async def produce(url: str, tasks: list[str], seconds: float) -> int:
@@ -116,8 +143,10 @@ async def produce(url: str, tasks: list[str], seconds: float) -> int:
 
 
 def histogram_quantiles(text: str, qs: tuple[float, ...]) -> dict[float, float]:
-    buckets = [(float(m.group(1)), float(m.group(2))) for m in re.finditer(
-        r'reachlive_gateway_delivery_lag_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)', text)]
+    buckets = [
+        (float(m.group(1)), float(m.group(2)))
+        for m in re.finditer(r'reachlive_gateway_delivery_lag_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)', text)
+    ]
     buckets.sort()
     total = buckets[-1][1] if buckets else 0
     out = {}
@@ -167,8 +196,11 @@ def run(redis_url: str, tmp: Path, seconds: float, n_tasks: int, per_task: int) 
         tasks.append(task)
         tokens += [token] * per_task
     port = free_port()
-    env = {"REACHLIVE_REDIS_URL": redis_url, "REACHLIVE_GATEWAY_LISTEN": f"127.0.0.1:{port}",
-           "REACHLIVE_LOG_LEVEL": "WARNING"}
+    env = {
+        "REACHLIVE_REDIS_URL": redis_url,
+        "REACHLIVE_GATEWAY_LISTEN": f"127.0.0.1:{port}",
+        "REACHLIVE_LOG_LEVEL": "WARNING",
+    }
     with Service(["gateway"], env, tmp, name="bench-gateway") as gw:
         wait_port(port)
         time.sleep(1.0)
@@ -218,8 +250,10 @@ def run(redis_url: str, tmp: Path, seconds: float, n_tasks: int, per_task: int) 
         )
     q = histogram_quantiles(metrics_text, (0.5, 0.99))
     if q:
-        print(f"gateway histogram XADD -> frame written (bucket-interpolated): p50 {q[0.5] * 1000:.1f} ms, "
-              f"p99 {q[0.99] * 1000:.1f} ms")
+        print(
+            f"gateway histogram XADD -> frame written (bucket-interpolated): p50 {q[0.5] * 1000:.1f} ms, "
+            f"p99 {q[0.99] * 1000:.1f} ms"
+        )
     frames = re.search(r"^reachlive_gateway_frames_sent_total ([0-9.e+]+)", metrics_text, re.M)
     print(f"frames written by the gateway: {float(frames.group(1)) if frames else 0:.0f}")
     print(f"gateway RSS after the run: {busy} KiB")

@@ -45,9 +45,32 @@ def encode(out: Path, seconds: int, video: bool) -> None:
         return
     cmd = [FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-stream_loop", "-1", "-i", str(SAMPLE)]
     if video:
-        cmd += ["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30", "-map", "0:a", "-map", "1:v",
-                "-c:v", "libx264", "-preset", "ultrafast", "-g", "60", "-b:v", "2850k", "-minrate", "2850k",
-                "-maxrate", "2850k", "-bufsize", "2850k", "-x264-params", "nal-hrd=cbr:force-cfr=1"]
+        cmd += [
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-map",
+            "0:a",
+            "-map",
+            "1:v",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "60",
+            "-b:v",
+            "2850k",
+            "-minrate",
+            "2850k",
+            "-maxrate",
+            "2850k",
+            "-bufsize",
+            "2850k",
+            "-x264-params",
+            "nal-hrd=cbr:force-cfr=1",
+        ]
     cmd += ["-c:a", "aac", "-b:a", "128k", "-ar", "44100", "-t", str(seconds), "-f", "flv", str(out)]
     subprocess.run(cmd, check=True)
 
@@ -95,8 +118,14 @@ def main() -> int:
         client = redis.Redis.from_url(server.url)
         client.flushall()
         port = free_port()
-        env = {**os.environ, "REACHLIVE_REDIS_URL": server.url, "REACHLIVE_INGEST_LISTEN": f"127.0.0.1:{port}",
-               "REACHLIVE_METRICS_PORT": "0", "REACHLIVE_LOG_LEVEL": "WARNING", "REACHLIVE_INGEST_GRACE_SECONDS": "2"}
+        env = {
+            **os.environ,
+            "REACHLIVE_REDIS_URL": server.url,
+            "REACHLIVE_INGEST_LISTEN": f"127.0.0.1:{port}",
+            "REACHLIVE_METRICS_PORT": "0",
+            "REACHLIVE_LOG_LEVEL": "WARNING",
+            "REACHLIVE_INGEST_GRACE_SECONDS": "2",
+        }
         ingest = subprocess.Popen([sys.executable, "-m", "services.ingest"], cwd=ROOT, env=env)
         try:
             wait_port(port)
@@ -113,10 +142,12 @@ def main() -> int:
                 time.sleep(0.3)
                 used = cpu_seconds(ingest.pid) - before
                 per_min = used / (args.seconds / 60)
-                print(f"  {label:32s} {per_min * 1000:7.1f} ms CPU per stream-minute = "
-                      f"{per_min / 60 * 100:.3f}% of one core in real time "
-                      f"(≈ {60 / per_min if per_min else float('inf'):.0f} streams per core); "
-                      f"audio written {written_seconds(client, eid):.1f} s")
+                print(
+                    f"  {label:32s} {per_min * 1000:7.1f} ms CPU per stream-minute = "
+                    f"{per_min / 60 * 100:.3f}% of one core in real time "
+                    f"(≈ {60 / per_min if per_min else float('inf'):.0f} streams per core); "
+                    f"audio written {written_seconds(client, eid):.1f} s"
+                )
 
             print(f"\nConcurrent real-time 3 Mbps A/V publishers (each window {args.window:.0f} s):")
             for n in [int(x) for x in args.concurrency.split(",") if x]:
@@ -134,14 +165,18 @@ def main() -> int:
                 for p in procs:
                     p.wait()
                 ok = rates[0] > 0.9
-                print(f"  {n:4d} publishers: ingest CPU {util * 100:5.1f}% of one core "
-                      f"({util / n * 100:.3f}% per stream); audio written per wall second min "
-                      f"{rates[0]:.2f} / median {rates[len(rates) // 2]:.2f} -> "
-                      f"{'keeps up' if ok else 'FALLS BEHIND'}; "
-                      f"projected {n / util if util else float('inf'):.0f} streams per core")
+                print(
+                    f"  {n:4d} publishers: ingest CPU {util * 100:5.1f}% of one core "
+                    f"({util / n * 100:.3f}% per stream); audio written per wall second min "
+                    f"{rates[0]:.2f} / median {rates[len(rates) // 2]:.2f} -> "
+                    f"{'keeps up' if ok else 'FALLS BEHIND'}; "
+                    f"projected {n / util if util else float('inf'):.0f} streams per core"
+                )
                 time.sleep(3)
-            print(f"\n(machine: {os.cpu_count()} CPUs, shared; publishers are ffmpeg -c copy processes on the "
-                  "same machine, so high counts also measure their contention)")
+            print(
+                f"\n(machine: {os.cpu_count()} CPUs, shared; publishers are ffmpeg -c copy processes on the "
+                "same machine, so high counts also measure their contention)"
+            )
         finally:
             ingest.terminate()
             ingest.wait(20)

@@ -108,7 +108,10 @@ def run_clients(targets: list[tuple[str, str]], timeout: float, conn: Any) -> No
         await asyncio.gather(*tasks, *waits, return_exceptions=True)
         return [
             {
-                "done": c.done.is_set(), "errors": c.errors[:5], "closes": c.closes[:5], "connections": c.connections,
+                "done": c.done.is_set(),
+                "errors": c.errors[:5],
+                "closes": c.closes[:5],
+                "connections": c.connections,
                 "received": [(r.response["response"], r.at) for r in c.received],
             }
             for c in clients
@@ -172,8 +175,14 @@ class CpuWatch:
         return ""
 
 
-def stages(redis_url: str, runs: list[scenario.EventRun], results: list[dict[str, Any]], offsets: list[float],
-           watch: AudioWatch, window: tuple[float, float]) -> dict[str, list[float]]:
+def stages(
+    redis_url: str,
+    runs: list[scenario.EventRun],
+    results: list[dict[str, Any]],
+    offsets: list[float],
+    watch: AudioWatch,
+    window: tuple[float, float],
+) -> dict[str, list[float]]:
     """Each steady-state frame's overhead split at the Redis entry ids (ms): ingest (arrival of
     the chunk's end → its audio XADD), relay + KWIKmotion (→ caption XADD), gateway (→ client).
     The ingest part is split again at the read of the next audio chunk's first sample (stamped
@@ -183,8 +192,13 @@ def stages(redis_url: str, runs: list[scenario.EventRun], results: list[dict[str
 
     from shared import keys
 
-    out: dict[str, list[float]] = {"ingest": [], "ingest read": [], "ingest decode+write": [],
-                                   "relay+kwikmotion": [], "gateway": []}
+    out: dict[str, list[float]] = {
+        "ingest": [],
+        "ingest read": [],
+        "ingest decode+write": [],
+        "relay+kwikmotion": [],
+        "gateway": [],
+    }
     with redis.Redis.from_url(redis_url) as r:
         for run, result, offset in zip(runs, results, offsets, strict=True):
             written = {}
@@ -219,8 +233,13 @@ def steady(result: dict[str, Any], window: tuple[float, float]) -> list[tuple[di
 
 
 def received_words(result: dict[str, Any]) -> list[str]:
-    return [w for resp, _ in result["received"] for i in resp["alternatives"][0]["items"] if i["kind"] == "text"
-            for w in words(i["value"])]
+    return [
+        w
+        for resp, _ in result["received"]
+        for i in resp["alternatives"][0]["items"]
+        if i["kind"] == "text"
+        for w in words(i["value"])
+    ]
 
 
 @contextlib.contextmanager
@@ -232,9 +251,24 @@ def kwikmotion_emulator(n: int, workdir: Path) -> Iterator[tuple[str, int]]:
     port, token = free_port(), "bench-kwikmotion-token"
     log = open(workdir / f"kwikmotion-{n}.log", "wb")  # closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "emulate", "kwikmotion", "--listen", f"127.0.0.1:{port}",
-         "--token", token, "--max-sessions", str(n + 50), "--log-level", "WARNING"],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "emulate",
+            "kwikmotion",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--token",
+            token,
+            "--max-sessions",
+            str(n + 50),
+            "--log-level",
+            "WARNING",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     saved = {k: os.environ.get(k) for k in ("REACHLIVE_KWIKMOTION_URL", "REACHLIVE_KWIKMOTION_TOKEN")}
     url = f"ws://127.0.0.1:{port}/"
@@ -271,28 +305,33 @@ def by_audio(sessions: list[dict[str, Any]]) -> list[str]:
     for info in sessions:
         groups.setdefault(f"{info['audio_sha256'][:12]} ({info['audio_bytes']} B)", []).append(info)
     return [
-        f"{audio}: {len(infos)} sessions, e.g. " + str({k: infos[0][k] for k in ("index", "chunks", "align", "searches",
-                                                                                 "closed_code", "faults")})
+        f"{audio}: {len(infos)} sessions, e.g. "
+        + str({k: infos[0][k] for k in ("index", "chunks", "align", "searches", "closed_code", "faults")})
         for audio, infos in groups.items()
     ]
 
 
-def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float, ingests: int,
-          nice: int = 0) -> dict[str, Any]:
+def run_n(
+    n: int, flv: Path, workdir: Path, with_stages: bool, spread: float, ingests: int, nice: int = 0
+) -> dict[str, Any]:
     env = {
         "REACHLIVE_RELAY_MAX_SESSIONS": str(max(50, n)),
         "REACHLIVE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         "REACHLIVE_KALTURA_POLL_SECONDS": "30",  # the production default
     }
-    with kwikmotion_emulator(n, workdir) as (kwik_url, kwik_pid), Stack(
-        data_dir=workdir / f"data-{n}", log_dir=workdir / f"logs-{n}", env=env, replicas={"ingest": ingests}
-    ) as stack:
+    with (
+        kwikmotion_emulator(n, workdir) as (kwik_url, kwik_pid),
+        Stack(
+            data_dir=workdir / f"data-{n}", log_dir=workdir / f"logs-{n}", env=env, replicas={"ingest": ingests}
+        ) as stack,
+    ):
         admin = stack.kaltura
         runs = [scenario.order(admin, translations=()) for _ in range(n)]
         for run in runs:
             scenario.wait_scheduled(admin, run, 120)
-        targets = [(run.features[run.task_ids[0]]["captionUrl"], run.features[run.task_ids[0]]["captionToken"])
-                   for run in runs]
+        targets = [
+            (run.features[run.task_ids[0]]["captionUrl"], run.features[run.task_ids[0]]["captionToken"]) for run in runs
+        ]
         ctx = multiprocessing.get_context("spawn")
         mine, theirs = ctx.Pipe()
         clients = ctx.Process(target=run_clients, args=(targets, LOOPS * 11 + spread + 90, theirs), daemon=True)
@@ -324,11 +363,26 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float, in
             if spread:
                 time.sleep(max(0.0, t0 + i * spread / n - time.monotonic()))
             feature = run.features[run.task_ids[0]]
-            publishers.append(subprocess.Popen(
-                [*prefix, FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-i", str(flv), "-c", "copy",
-                 "-f", "flv", publish_url(feature["mediaUrl"], feature["mediaKey"])],
-                stdin=subprocess.DEVNULL,
-            ))
+            publishers.append(
+                subprocess.Popen(
+                    [
+                        *prefix,
+                        FFMPEG,
+                        "-hide_banner",
+                        "-loglevel",
+                        "error",
+                        "-re",
+                        "-i",
+                        str(flv),
+                        "-c",
+                        "copy",
+                        "-f",
+                        "flv",
+                        publish_url(feature["mediaUrl"], feature["mediaKey"]),
+                    ],
+                    stdin=subprocess.DEVNULL,
+                )
+            )
         pids["ffmpeg"] = [p.pid for p in publishers]
         results = mine.recv() if mine.poll(LOOPS * 11 + spread + 120) else [{"done": False, "received": []}] * n
         wall = time.monotonic() - t0
@@ -369,10 +423,12 @@ def run_n(n: int, flv: Path, workdir: Path, with_stages: bool, spread: float, in
         for run, result in zip(runs, results, strict=True):
             if not (result["done"] and received_words(result) == expected):
                 empty = sum(1 for resp, _ in frames(result) if not resp["alternatives"][0]["items"])
-                incomplete.append(f"event {run.event_id}: done={result['done']} words "
-                                  f"{len(received_words(result))}/{len(expected)}, {len(frames(result))} frames "
-                                  f"({empty} without words), errors {result.get('errors')}, closes "
-                                  f"{result.get('closes')}")
+                incomplete.append(
+                    f"event {run.event_id}: done={result['done']} words "
+                    f"{len(received_words(result))}/{len(expected)}, {len(frames(result))} frames "
+                    f"({empty} without words), errors {result.get('errors')}, closes "
+                    f"{result.get('closes')}"
+                )
         p99 = percentile(overheads, 0.99)
         busy = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
         return {
@@ -408,40 +464,59 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("n", type=int, nargs="*", default=[10, 50, 100, 200])
     parser.add_argument("--burst", action="store_true", help="start every publisher at once (phase-aligned events)")
-    parser.add_argument("--ingest-replicas", type=int, default=1,
-                        help="ingest processes sharing the RTMP port (SO_REUSEPORT), as replicas on one host")
+    parser.add_argument(
+        "--ingest-replicas",
+        type=int,
+        default=1,
+        help="ingest processes sharing the RTMP port (SO_REUSEPORT), as replicas on one host",
+    )
     parser.add_argument("--stages", action="store_true", help="also split the overhead by stage (adds a reader)")
-    parser.add_argument("--nice-load", type=int, default=0,
-                        help="run the ffmpeg publishers at this niceness (the load, not the system measured)")
+    parser.add_argument(
+        "--nice-load",
+        type=int,
+        default=0,
+        help="run the ffmpeg publishers at this niceness (the load, not the system measured)",
+    )
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="reachlive-bench-"))
     flv = encode_flv(JFK_FLAC, workdir / "jfk.flv", loops=LOOPS)
     starts = "all at once" if args.burst else f"starting over {STARTS_OVER_CHUNKS * CHUNK_SECONDS:.0f} s"
-    print(f"pipeline bench: {os.cpu_count()} cores, {LOOPS * 11} s of speech per event, publishers {starts}, "
-          f"{args.ingest_replicas} ingest replica(s), workdir {workdir}")
+    print(
+        f"pipeline bench: {os.cpu_count()} cores, {LOOPS * 11} s of speech per event, publishers {starts}, "
+        f"{args.ingest_replicas} ingest replica(s), workdir {workdir}"
+    )
     print("overhead = transcript frame at the client - arrival at ingest of its chunk's end - the emulator's")
     print("          median reply time (steady state: while all N events are live; the first and last chunk")
     print("          of each event, which include session start / end-of-media detection, are shown apart)")
-    print(f"{'N':>5} {'p50 ms':>8} {'p99 ms':>8} {'edge p50':>9} {'complete':>9} {'real time':>9}  "
-          "CPU % of a core per event")
+    print(
+        f"{'N':>5} {'p50 ms':>8} {'p99 ms':>8} {'edge p50':>9} {'complete':>9} {'real time':>9}  "
+        "CPU % of a core per event"
+    )
     best = 0
     for n in args.n:
         spread = 0.0 if args.burst else STARTS_OVER_CHUNKS * CHUNK_SECONDS
         result = run_n(n, flv, workdir, args.stages, spread, args.ingest_replicas, args.nice_load)
         cpu = " ".join(f"{k}={v:.2f}" for k, v in result["cpu_per_event_pct"].items())
-        print(f"{n:>5} {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {result['edge_p50_ms']:>9.1f} "
-              f"{result['complete']:>5}/{n:<3} {'yes' if result['realtime'] else 'no':>9}  {cpu}", flush=True)
+        print(
+            f"{n:>5} {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {result['edge_p50_ms']:>9.1f} "
+            f"{result['complete']:>5}/{n:<3} {'yes' if result['realtime'] else 'no':>9}  {cpu}",
+            flush=True,
+        )
         load = ", ".join(f"{k} {v:.0f} %" for k, v in result["load_pct"].items())
         reply = "/".join(f"{v:.2f}" for v in result["emulator_ms"])
-        print(f"      {result['measured']} steady frames; load: {load}; emulator reply p50/p99 {reply} ms; "
-              f"Redis {result['redis_commands_per_event_s']:.1f} commands/s per event (scripts' own counted)")
+        print(
+            f"      {result['measured']} steady frames; load: {load}; emulator reply p50/p99 {reply} ms; "
+            f"Redis {result['redis_commands_per_event_s']:.1f} commands/s per event (scripts' own counted)"
+        )
         if args.stages:
             print("      worst seconds of the steady state (max overhead; CPU % of a core per process group then):")
             for v, t, cpu in result["worst_seconds"]:
                 print(f"        {t:3d} s: {v * 1000:6.0f} ms   {cpu}")
         for name, values in result["stages"].items():
-            print(f"      stage {name}: p50 {percentile(values, 0.5) * 1000:.1f} ms, "
-                  f"p99 {percentile(values, 0.99) * 1000:.1f} ms")
+            print(
+                f"      stage {name}: p50 {percentile(values, 0.5) * 1000:.1f} ms, "
+                f"p99 {percentile(values, 0.99) * 1000:.1f} ms"
+            )
         for line in result["incomplete"]:
             print(f"      incomplete: {line}")
         if result["incomplete"]:

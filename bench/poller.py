@@ -32,16 +32,39 @@ PARTNER, SECRET = 5173642, "vendor-secret"
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    full = {**os.environ, "REACHLIVE_LOG_FORMAT": "json", "REACHLIVE_METRICS_PORT": "0",
-            "REACHLIVE_LOG_LEVEL": "WARNING", **env}
-    return subprocess.Popen([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, env=full,
-                            stdout=subprocess.PIPE if args[0] == "emulate" else open(log, "wb"),
-                            stderr=subprocess.STDOUT if args[0] != "emulate" else open(log, "wb"))
+    full = {
+        **os.environ,
+        "REACHLIVE_LOG_FORMAT": "json",
+        "REACHLIVE_METRICS_PORT": "0",
+        "REACHLIVE_LOG_LEVEL": "WARNING",
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", *args],
+        cwd=ROOT,
+        env=full,
+        stdout=subprocess.PIPE if args[0] == "emulate" else open(log, "wb"),
+        stderr=subprocess.STDOUT if args[0] != "emulate" else open(log, "wb"),
+    )
 
 
 def start_emulator(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    proc = spawn(["emulate", "kaltura", "--listen", "127.0.0.1:0", "--partner-id", str(PARTNER),
-                  "--admin-secret", SECRET, "--log-level", "WARNING"], {}, workdir / "emulator.log")
+    proc = spawn(
+        [
+            "emulate",
+            "kaltura",
+            "--listen",
+            "127.0.0.1:0",
+            "--partner-id",
+            str(PARTNER),
+            "--admin-secret",
+            SECRET,
+            "--log-level",
+            "WARNING",
+        ],
+        {},
+        workdir / "emulator.log",
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         text = line.decode().strip()
@@ -51,10 +74,17 @@ def start_emulator(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def order(admin: KalturaAdmin, start: int) -> list[str]:
-    made = admin.create_event(summary="bench", start=start, end=start + 3600, partner_id=5831172, pre_start=0,
-                              post_end=0, tasks=[{"feature": 8, "source_language": "English"}],
-                              reach_profile={"maxCharactersPerCaptionLine": 26, "enableProfanityRemoval": True},
-                              duration_limit=480)
+    made = admin.create_event(
+        summary="bench",
+        start=start,
+        end=start + 3600,
+        partner_id=5831172,
+        pre_start=0,
+        post_end=0,
+        tasks=[{"feature": 8, "source_language": "English"}],
+        reach_profile={"maxCharactersPerCaptionLine": 26, "enableProfanityRemoval": True},
+        duration_limit=480,
+    )
     return [str(t) for t in made["task_ids"]]
 
 
@@ -103,9 +133,13 @@ def main(argv: list[str]) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-poller-"))
     with EmbeddedRedis(workdir) as redis_server:
         emulator, url = start_emulator(workdir)
-        env = {"REACHLIVE_REDIS_URL": redis_server.url, "REACHLIVE_KALTURA_SERVICE_URL": url,
-               "REACHLIVE_KALTURA_PARTNER_ID": str(PARTNER), "REACHLIVE_KALTURA_ADMIN_SECRET": SECRET,
-               "REACHLIVE_KALTURA_POLL_SECONDS": "1"}
+        env = {
+            "REACHLIVE_REDIS_URL": redis_server.url,
+            "REACHLIVE_KALTURA_SERVICE_URL": url,
+            "REACHLIVE_KALTURA_PARTNER_ID": str(PARTNER),
+            "REACHLIVE_KALTURA_ADMIN_SECRET": SECRET,
+            "REACHLIVE_KALTURA_POLL_SECONDS": "1",
+        }
         worker = spawn(["worker"], env, workdir / "worker.log")
         beat = spawn(["poller"], env, workdir / "poller.log")
         admin = KalturaAdmin(url)
@@ -120,10 +154,13 @@ def main(argv: list[str]) -> int:
             for proc in (beat, worker, emulator):
                 stop(proc)
     concurrency = os.environ.get("REACHLIVE_POLLER_CONCURRENCY", "8")
-    print(f"provisioning latency, task appears -> SCHEDULED, 1 s poll period, {samples} samples: "
-          f"p50 {percentile(lat, 0.5):.2f} s, p95 {percentile(lat, 0.95):.2f} s, max {max(lat):.2f} s")
-    print(f"throughput, one worker process ({concurrency} threads), backlog of {backlog} tasks: "
-          f"{rate:.0f} tasks/minute")
+    print(
+        f"provisioning latency, task appears -> SCHEDULED, 1 s poll period, {samples} samples: "
+        f"p50 {percentile(lat, 0.5):.2f} s, p95 {percentile(lat, 0.95):.2f} s, max {max(lat):.2f} s"
+    )
+    print(
+        f"throughput, one worker process ({concurrency} threads), backlog of {backlog} tasks: {rate:.0f} tasks/minute"
+    )
     print(f"(logs in {workdir})")
     return 0
 

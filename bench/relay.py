@@ -63,7 +63,9 @@ def feeder(redis_url: str, events: list[str], seconds: float, start: mp.Event) -
             time.sleep(delay)
         off = (i * step) % (len(pcm) - step)
         t = i * 0.5
-        client.xadd(keys.audio(e), AudioChunk(media_time=t, pts=t, epoch=time.time(), pcm=pcm[off:off + step]).fields())
+        client.xadd(
+            keys.audio(e), AudioChunk(media_time=t, pts=t, epoch=time.time(), pcm=pcm[off : off + step]).fields()
+        )
     pipe = client.pipeline(transaction=False)
     for e in events:
         pipe.xadd(keys.audio(e), EndOfStream(n * 0.5, "ended").fields())
@@ -72,9 +74,25 @@ def feeder(redis_url: str, events: list[str], seconds: float, start: mp.Event) -
 
 def start_emulator(sessions: int) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "emulate", "kwikmotion", "--listen", "127.0.0.1:0", "--token", TOKEN,
-         "--max-sessions", str(sessions + 10), "--log-level", "WARNING"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "emulate",
+            "kwikmotion",
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            TOKEN,
+            "--max-sessions",
+            str(sessions + 10),
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -104,8 +122,9 @@ async def run(redis_url: str, kwik_url: str, sessions: int, seconds: float) -> N
 
     metrics.ADDED_LATENCY.observe = record  # type: ignore[method-assign]
     config = Config(
-        relay=RelaySettings(max_sessions=sessions + 10, heartbeat_seconds=2.0, failover_seconds=10.0,
-                            consumer_name="bench"),
+        relay=RelaySettings(
+            max_sessions=sessions + 10, heartbeat_seconds=2.0, failover_seconds=10.0, consumer_name="bench"
+        ),
         kwik=KwikmotionSettings(url=kwik_url, token=TOKEN),
         caption_types="transcript,captions",
         redis_url=redis_url,
@@ -136,11 +155,15 @@ async def run(redis_url: str, kwik_url: str, sessions: int, seconds: float) -> N
     await relay
     owned = sessions
     print(f"relay bench: {owned} concurrent sessions, {wall:.1f} s measured, {results} KWIKmotion results")
-    print(f"  relay CPU: {100 * cpu / wall:.1f}% of a core in total, "
-          f"{100 * cpu / wall / owned:.3f}% of a core per session (target < 0.5%)")
+    print(
+        f"  relay CPU: {100 * cpu / wall:.1f}% of a core in total, "
+        f"{100 * cpu / wall / owned:.3f}% of a core per session (target < 0.5%)"
+    )
     if lat:
-        print(f"  added latency (result received → captions XADDed): p50 {1000 * pct(lat, 0.5):.2f} ms, "
-              f"p99 {1000 * pct(lat, 0.99):.2f} ms, max {1000 * max(lat):.2f} ms (target p99 < 5 ms)")
+        print(
+            f"  added latency (result received → captions XADDed): p50 {1000 * pct(lat, 0.5):.2f} ms, "
+            f"p99 {1000 * pct(lat, 0.99):.2f} ms, max {1000 * max(lat):.2f} ms (target p99 < 5 ms)"
+        )
     print(f"  sessions finished: {sessions - client.xlen(keys.SESSIONS_STREAM)} of {sessions}")
 
 

@@ -9,9 +9,18 @@ from typing import Any
 
 _NUM = (int, float)
 _TOP = {
-    "id": str, "type": str, "service_type": str, "language_code": str, "start": _NUM, "end": _NUM,
-    "start_pts": _NUM, "start_epoch": _NUM, "is_final": bool, "is_end_of_stream": bool,
-    "speakers": list, "alternatives": list,
+    "id": str,
+    "type": str,
+    "service_type": str,
+    "language_code": str,
+    "start": _NUM,
+    "end": _NUM,
+    "start_pts": _NUM,
+    "start_epoch": _NUM,
+    "is_final": bool,
+    "is_end_of_stream": bool,
+    "speakers": list,
+    "alternatives": list,
 }
 _ALT = {"transcript": str, "start": _NUM, "end": _NUM, "start_pts": _NUM, "start_epoch": _NUM, "items": list}
 _ITEM = {"start": _NUM, "end": _NUM, "kind": str, "value": str, "speaker_id": str}

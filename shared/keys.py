@@ -137,10 +137,32 @@ DELIVERED_TTL_SECONDS = 86400  # gateway cursor, refreshed at each save; outlive
 # cancelled=1, and publishes "<event id>:<task id>" on REVOKED_CHANNEL; when every task of an
 # event is cancelled the event's status becomes "cancelled".
 EVENT_FIELDS = (
-    "id", "partner_id", "start", "end", "pre_start", "post_end", "source_language",
-    "source_language_code", "status", "session",
+    "id",
+    "partner_id",
+    "start",
+    "end",
+    "pre_start",
+    "post_end",
+    "source_language",
+    "source_language_code",
+    "status",
+    "session",
 )
 TASK_FIELDS = (
-    "id", "event", "partner_id", "feature", "kind", "language", "language_code", "max_chars",
-    "profanity", "status", "cancelled", "media_key_hash", "caption_token_hash", "start", "end", "error",
+    "id",
+    "event",
+    "partner_id",
+    "feature",
+    "kind",
+    "language",
+    "language_code",
+    "max_chars",
+    "profanity",
+    "status",
+    "cancelled",
+    "media_key_hash",
+    "caption_token_hash",
+    "start",
+    "end",
+    "error",
 )

@@ -15,7 +15,8 @@ import time
 from collections.abc import Iterator
 
 _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar(
-    "reachlive_log_context", default={}  # noqa: B039 - never mutated, always replaced
+    "reachlive_log_context",
+    default={},  # noqa: B039 - never mutated, always replaced
 )
 
 # Attributes every LogRecord has; anything else came from ``extra=`` and is worth printing.

@@ -30,9 +30,13 @@ def observe(late: float, wall: float, cpu: float, now: float, last_warning: floa
     EVENT_LOOP_LAG.observe(max(late, 0.0))
     if late < WARN_SECONDS or now - last_warning < WARN_EVERY_SECONDS:
         return last_warning
-    log.warning("event loop %.0f ms late; the process ran %.0f ms of the last %.0f ms (%s)",
-                late * 1000, cpu * 1000, wall * 1000,
-                "busy with its own work" if cpu >= 0.5 * wall else "waiting for a CPU")
+    log.warning(
+        "event loop %.0f ms late; the process ran %.0f ms of the last %.0f ms (%s)",
+        late * 1000,
+        cpu * 1000,
+        wall * 1000,
+        "busy with its own work" if cpu >= 0.5 * wall else "waiting for a CPU",
+    )
     return now
 
 

@@ -23,7 +23,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 # The one metric of the common runtime (shared.loopwatch), in every asyncio service's registry;
 # the scrape target tells the services apart.
 EVENT_LOOP_LAG = Histogram(
-    "reachlive_event_loop_lag_seconds", "how late a timer due every 100 ms fired (the loop's longest stall)",
+    "reachlive_event_loop_lag_seconds",
+    "how late a timer due every 100 ms fired (the loop's longest stall)",
     buckets=LATENCY_BUCKETS,
 )
 

@@ -21,8 +21,7 @@ LIVE_TRANSLATION = 11
 
 def _str(raw: dict[Any, Any]) -> dict[str, str]:
     return {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in raw.items()
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()
     }
 
 
@@ -165,7 +164,11 @@ def revoke_task(client: redis.Redis, event_id: str, task_id: str) -> None:
 
 
 def move_event_window(
-    client: redis.Redis, event_id: str, start: float, end: float, pre_start: float | None = None,
+    client: redis.Redis,
+    event_id: str,
+    start: float,
+    end: float,
+    pre_start: float | None = None,
     post_end: float | None = None,
 ) -> None:
     """The scheduled event moved (poller's reconcile): the media window follows at once."""
@@ -222,8 +225,9 @@ async def read_events(client: aioredis.Redis, event_ids: list[str]) -> list[Even
         return [EventRecord.parse(raw) for raw in await pipe.execute()]
 
 
-async def read_publish(client: aioredis.Redis, key_hash: str, event_id: str,
-                       task_id: str) -> tuple[bool, EventRecord | None, TaskRecord | None]:
+async def read_publish(
+    client: aioredis.Redis, key_hash: str, event_id: str, task_id: str
+) -> tuple[bool, EventRecord | None, TaskRecord | None]:
     """What a live publish is checked against, in one round trip: whether its media key still
     exists (revocation deletes it), its event and its task."""
     async with client.pipeline(transaction=False) as pipe:

@@ -43,8 +43,10 @@ async def _main(service: str, body: ServiceMain, redis_url: str) -> int:
         loop.add_signal_handler(sig, stop.set)
     log.info("%s starting", service)
     # Both cancelled below, always.
-    helpers = [asyncio.create_task(gctune.run(), name=f"{service}:gc"),
-               asyncio.create_task(loopwatch.run(), name=f"{service}:loopwatch")]
+    helpers = [
+        asyncio.create_task(gctune.run(), name=f"{service}:gc"),
+        asyncio.create_task(loopwatch.run(), name=f"{service}:loopwatch"),
+    ]
     try:
         await body(redis_url, stop)
     finally:

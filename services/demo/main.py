@@ -51,17 +51,24 @@ def main(argv: list[str]) -> int:
 
 
 async def _play(stack: Stack, args: argparse.Namespace) -> bool:
-    how = {"audio": "words of its reference recording, found in the audio it hears",
-           "time": "its reference transcript replayed in step with the audio"}
-    engine = ("a real KWIKmotion account" if stack.real_kwik
-              else f"the KWIKmotion EMULATOR ({how[stack.kwik_emulator.align]})")
+    how = {
+        "audio": "words of its reference recording, found in the audio it hears",
+        "time": "its reference transcript replayed in step with the audio",
+    }
+    engine = (
+        "a real KWIKmotion account"
+        if stack.real_kwik
+        else f"the KWIKmotion EMULATOR ({how[stack.kwik_emulator.align]})"
+    )
     side = "a real Kaltura partner" if stack.real_kaltura else "the Kaltura EMULATOR"
     _say(f"reachlive demo: {side} + {engine}")
     _say(f"  redis {stack.redis_url}   ingest {stack.ingest_url}   gateway {stack.gateway_urls()[0]}\n")
     t0 = time.monotonic()
     if stack.real_kaltura:
-        _say("Waiting for a live caption order on your Kaltura partner to be SCHEDULED by reachlive "
-             "(order it in KMC / REACH for a scheduled event) ...")
+        _say(
+            "Waiting for a live caption order on your Kaltura partner to be SCHEDULED by reachlive "
+            "(order it in KMC / REACH for a scheduled event) ..."
+        )
         run = await asyncio.to_thread(real_kaltura.wait_for_order, args.timeout)
         if run is None:
             _say("  no SCHEDULED live caption task appeared")
@@ -70,9 +77,13 @@ async def _play(stack: Stack, args: argparse.Namespace) -> bool:
         admin = stack.kaltura
         translations = tuple(t.strip() for t in args.translate.split(",") if t.strip())
         run = await asyncio.to_thread(scenario.order, admin, translations=translations)
-        _say(f"Kaltura: scheduled event {run.event_id} ordered with tasks "
-             + ", ".join(f"{t} ({'captions English' if i == 0 else 'translation ' + translations[i - 1]})"
-                         for i, t in enumerate(run.task_ids)))
+        _say(
+            f"Kaltura: scheduled event {run.event_id} ordered with tasks "
+            + ", ".join(
+                f"{t} ({'captions English' if i == 0 else 'translation ' + translations[i - 1]})"
+                for i, t in enumerate(run.task_ids)
+            )
+        )
         try:
             await asyncio.to_thread(scenario.wait_scheduled, admin, run, 60)
         except RuntimeError as exc:
@@ -93,8 +104,10 @@ async def _play(stack: Stack, args: argparse.Namespace) -> bool:
         text = r["alternatives"][0]["transcript"].replace("\n", " / ") if r["alternatives"] else ""
         if r["is_end_of_stream"]:
             text = "(end of stream)"
-        _say(f"  [+{time.monotonic() - started:5.1f}s] {label} {r['language_code']:<6} "
-             f"{r['start']:6.2f}–{r['end']:6.2f}s  {text}")
+        _say(
+            f"  [+{time.monotonic() - started:5.1f}s] {label} {r['language_code']:<6} "
+            f"{r['start']:6.2f}–{r['end']:6.2f}s  {text}"
+        )
 
     stop = threading.Event()
     clients = scenario.start_clients(run, show, ping_interval=20)

@@ -35,8 +35,11 @@ def wait_for_order(timeout: float) -> EventRun | None:
                 if f is None or not f.media_key:
                     break
                 run.features[job.id] = {
-                    "systemName": f.system_name, "mediaUrl": f.media_url, "mediaKey": f.media_key,
-                    "captionUrl": f.caption_url, "captionToken": f.caption_token,
+                    "systemName": f.system_name,
+                    "mediaUrl": f.media_url,
+                    "mediaKey": f.media_key,
+                    "captionUrl": f.caption_url,
+                    "captionToken": f.caption_token,
                 }
             else:
                 return run

@@ -32,14 +32,25 @@ class EventRun:
     scheduled_after: float = 0.0  # seconds from the order to every task SCHEDULED
 
 
-def order(admin: KalturaAdmin, *, translations: tuple[str, ...] = ("French",), source: str = "English",
-          duration: float = 600, profanity: bool = False, max_chars: int = 26, start_in: float = 0) -> EventRun:
+def order(
+    admin: KalturaAdmin,
+    *,
+    translations: tuple[str, ...] = ("French",),
+    source: str = "English",
+    duration: float = 600,
+    profanity: bool = False,
+    max_chars: int = 26,
+    start_in: float = 0,
+) -> EventRun:
     now = time.time()
     tasks = [{"feature": 8, "source_language": source}]
     tasks += [{"feature": 11, "source_language": source, "target_language": t} for t in translations]
     created = admin.create_event(
-        summary="reachlive demo townhall", start=int(now + start_in), end=int(now + start_in + duration),
-        tasks=tasks, reach_profile={"maxCharactersPerCaptionLine": max_chars, "enableProfanityRemoval": profanity},
+        summary="reachlive demo townhall",
+        start=int(now + start_in),
+        end=int(now + start_in + duration),
+        tasks=tasks,
+        reach_profile={"maxCharactersPerCaptionLine": max_chars, "enableProfanityRemoval": profanity},
     )
     return EventRun(event_id=str(created["event_id"]), task_ids=[str(t) for t in created["task_ids"]])
 
@@ -54,23 +65,30 @@ def wait_scheduled(admin: KalturaAdmin, run: EventRun, timeout: float = 60) -> N
     run.features = admin.features(run.event_id)
 
 
-def start_clients(run: EventRun, on_response: Callable[[str, Received], None] | None = None,
-                  gateway_urls: list[str] | None = None, **options: Any) -> list[asyncio.Task[None]]:
+def start_clients(
+    run: EventRun,
+    on_response: Callable[[str, Received], None] | None = None,
+    gateway_urls: list[str] | None = None,
+    **options: Any,
+) -> list[asyncio.Task[None]]:
     tasks = []
     for task_id in run.task_ids:
         feature = run.features[task_id]
         client = CaptionClient(
-            url=feature["captionUrl"], token=feature["captionToken"],
+            url=feature["captionUrl"],
+            token=feature["captionToken"],
             on_response=(lambda r, t=task_id: on_response(t, r)) if on_response else None,
-            fallback_urls=list(gateway_urls or []), **options,
+            fallback_urls=list(gateway_urls or []),
+            **options,
         )
         run.clients[task_id] = client
         tasks.append(asyncio.create_task(client.run(), name=f"caption-client-{task_id}"))
     return tasks
 
 
-def start_restreams(run: EventRun, source: Path, stop: threading.Event, *, standby: bool = True,
-                    **options: Any) -> list[threading.Thread]:
+def start_restreams(
+    run: EventRun, source: Path, stop: threading.Event, *, standby: bool = True, **options: Any
+) -> list[threading.Thread]:
     """Kaltura restreams to every feature's endpoint; the first is the primary, the rest are hot
     standbys (DESIGN section 2). ``standby=False`` publishes to the first feature only."""
     threads = []

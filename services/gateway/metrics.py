@@ -10,12 +10,8 @@ from shared.metrics import LATENCY_BUCKETS
 CONNECTION_STATES = ("authenticating", "catching_up", "live", "closing")
 AUTH_FAILURE_REASONS = ("missing", "invalid", "timeout", "rate_limited", "bad_request")
 
-CONNECTIONS = Gauge(
-    "reachlive_gateway_connections", "Caption WebSocket connections by state", ["state"]
-)
-AUTH_FAILURES = Counter(
-    "reachlive_gateway_auth_failures_total", "Refused caption connections by reason", ["reason"]
-)
+CONNECTIONS = Gauge("reachlive_gateway_connections", "Caption WebSocket connections by state", ["state"])
+AUTH_FAILURES = Counter("reachlive_gateway_auth_failures_total", "Refused caption connections by reason", ["reason"])
 FRAMES_SENT = Counter("reachlive_gateway_frames_sent_total", "Caption responses written to clients")
 BYTES_SENT = Counter("reachlive_gateway_sent_bytes_total", "Bytes of caption responses written to clients")
 DELIVERY_LAG = Histogram(
@@ -24,13 +20,9 @@ DELIVERY_LAG = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 RESUMES = Counter("reachlive_gateway_resumes_total", "Connections that resumed from a saved cursor")
-SLOW_CLOSES = Counter(
-    "reachlive_gateway_slow_subscriber_closes_total", "Connections closed for falling too far behind"
-)
+SLOW_CLOSES = Counter("reachlive_gateway_slow_subscriber_closes_total", "Connections closed for falling too far behind")
 CLOSES = Counter("reachlive_gateway_closes_total", "Connections closed by the gateway, by close code", ["code"])
-REVOCATIONS = Counter(
-    "reachlive_gateway_revocations_total", "Connections closed because their task was cancelled"
-)
+REVOCATIONS = Counter("reachlive_gateway_revocations_total", "Connections closed because their task was cancelled")
 READERS = Gauge("reachlive_gateway_stream_readers", "Shared Redis readers (one per task with subscribers)")
 CURSOR_SAVES = Counter("reachlive_gateway_cursor_saves_total", "Delivered-cursor writes to Redis")
 INBOUND_REFUSED = Counter(

@@ -41,8 +41,9 @@ def stream_key(name: str) -> str:
     return name.split("?", 1)[0].strip()
 
 
-async def admit(client: aioredis.Redis, *, expected_app: str, app: str, name: str, now: float,
-                margin: float) -> Admission:
+async def admit(
+    client: aioredis.Redis, *, expected_app: str, app: str, name: str, now: float, margin: float
+) -> Admission:
     if normalize_app(app) != expected_app:
         raise Rejected("wrong_app", f"Unknown application; publish to the mediaUrl's /{expected_app}")
     key = stream_key(name)

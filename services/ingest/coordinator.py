@@ -153,8 +153,17 @@ class Coordinator:
         flat: list[str | bytes] = []
         for k, v in chunk.fields().items():
             flat += [k, v]
-        args = [me, self.ttl_ms, str(expected), str(expected + n), repr(chunk.pts + n / RATE), repr(epoch_end),
-                self.maxlen, repr(time.time()), *flat]
+        args = [
+            me,
+            self.ttl_ms,
+            str(expected),
+            str(expected + n),
+            repr(chunk.pts + n / RATE),
+            repr(epoch_end),
+            self.maxlen,
+            repr(time.time()),
+            *flat,
+        ]
         started = time.perf_counter()
         res = int(await self._write(keys=self._keys(event_id), args=args))
         metrics.REDIS_WRITE.observe(time.perf_counter() - started)
@@ -190,11 +199,20 @@ class Coordinator:
             flat: list[str] = []
             for k, v in entry.items():
                 flat += [k, v]
-            res = int(await self._eos(
-                keys=self._keys(event_id),
-                args=[str(samples), "1" if force else "0", repr(time.time()), repr(grace),
-                      keys.AUDIO_RETENTION_AFTER_END_SECONDS, keys.REGISTRY_TTL_AFTER_END_SECONDS, *flat],
-            ))
+            res = int(
+                await self._eos(
+                    keys=self._keys(event_id),
+                    args=[
+                        str(samples),
+                        "1" if force else "0",
+                        repr(time.time()),
+                        repr(grace),
+                        keys.AUDIO_RETENTION_AFTER_END_SECONDS,
+                        keys.REGISTRY_TTL_AFTER_END_SECONDS,
+                        *flat,
+                    ],
+                )
+            )
             if res == -3:
                 continue  # a chunk landed meanwhile: recompute the end time
             if res == -1:

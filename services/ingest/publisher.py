@@ -28,8 +28,9 @@ RESAMPLER_DELAY_SECONDS = 0.003
 
 
 class Publisher:
-    def __init__(self, coord: Coordinator, event_id: str, task_id: str, *, chunk_ms: int,
-                 standby_seconds: float) -> None:
+    def __init__(
+        self, coord: Coordinator, event_id: str, task_id: str, *, chunk_ms: int, standby_seconds: float
+    ) -> None:
         self.coord = coord
         self.event_id = event_id
         self.task_id = task_id

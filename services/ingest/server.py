@@ -104,7 +104,10 @@ class IngestServer:
     async def start(self) -> int:
         host, port = split_listen(self.settings.listen)
         self._server = await asyncio.start_server(
-            self._on_connection, host, port, ssl=self._ssl(),
+            self._on_connection,
+            host,
+            port,
+            ssl=self._ssl(),
             ssl_handshake_timeout=self.settings.handshake_timeout_seconds if self.settings.tls_cert else None,
             reuse_port=self.settings.reuse_port and hasattr(socket, "SO_REUSEPORT"),
         )
@@ -131,8 +134,9 @@ class IngestServer:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         metrics.CONNECTIONS.inc()
-        conn = ServerConnection(limits=None, chunk_size=self.settings.rtmp_chunk_size,
-                                epoch_ms=int(time.monotonic() * 1000))
+        conn = ServerConnection(
+            limits=None, chunk_size=self.settings.rtmp_chunk_size, epoch_ms=int(time.monotonic() * 1000)
+        )
         box: list[_Live | None] = [None]  # the connection's accepted publish, for the cleanup
         cause = "eof"
         try:
@@ -171,8 +175,13 @@ class IngestServer:
             # A peer that does not read what we send is as dead as one that sends nothing.
             await asyncio.wait_for(writer.drain(), self.settings.idle_timeout_seconds)
 
-    async def _serve(self, conn: ServerConnection, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter, box: list[_Live | None]) -> None:
+    async def _serve(
+        self,
+        conn: ServerConnection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        box: list[_Live | None],
+    ) -> None:
         s = self.settings
         loop = asyncio.get_running_loop()
         deadline = loop.time() + s.handshake_timeout_seconds  # handshake + connect + publish
@@ -240,8 +249,9 @@ class IngestServer:
 
     async def _revalidate(self, live: _Live) -> None:
         ev = live.admission.event
-        key_exists, event, task = await registry.read_publish(self.client, live.admission.key_hash, ev.id,
-                                                              live.admission.task.id)
+        key_exists, event, task = await registry.read_publish(
+            self.client, live.admission.key_hash, ev.id, live.admission.task.id
+        )
         if not key_exists or event is None or task is None:
             live.revoked = "revoked"
             return
@@ -279,14 +289,25 @@ class IngestServer:
 
     async def _admit(self, conn: ServerConnection, ev: PublishRequested) -> _Live | None:
         try:
-            adm = await admit(self.client, expected_app=self.settings.app, app=conn.app or "", name=ev.name,
-                              now=time.time(), margin=self.settings.window_margin_seconds)
+            adm = await admit(
+                self.client,
+                expected_app=self.settings.app,
+                app=conn.app or "",
+                name=ev.name,
+                now=time.time(),
+                margin=self.settings.window_margin_seconds,
+            )
         except Rejected as exc:
             self._reject(conn, ev.stream_id, exc)
             return None
         bind(event_id=adm.event.id, task_id=adm.task.id)
-        publisher = Publisher(self.coord, adm.event.id, adm.task.id, chunk_ms=self.settings.chunk_ms,
-                              standby_seconds=self.settings.standby_buffer_seconds)
+        publisher = Publisher(
+            self.coord,
+            adm.event.id,
+            adm.task.id,
+            chunk_ms=self.settings.chunk_ms,
+            standby_seconds=self.settings.standby_buffer_seconds,
+        )
         live = _Live(adm, publisher, ev.stream_id)
         self._live.setdefault((adm.event.id, adm.task.id), set()).add(live)
         conn.accept_publish(ev.stream_id)
@@ -358,8 +379,9 @@ class IngestServer:
 
     async def sweep_once(self) -> None:
         now = time.time()
-        active = [raw.decode() if isinstance(raw, bytes) else raw
-                  for raw in await self.client.smembers(keys.INGEST_ACTIVE)]
+        active = [
+            raw.decode() if isinstance(raw, bytes) else raw for raw in await self.client.smembers(keys.INGEST_ACTIVE)
+        ]
         if not active:
             return
         # One round trip for every event record, not one per event (the sweep runs every
@@ -368,8 +390,12 @@ class IngestServer:
         records = await registry.read_events(self.client, active)
         # An event whose writer is a publisher of ours, receiving, cannot be due: its lease is
         # refreshed, and the end-of-stream check would only find it held.
-        writing = {live.admission.event.id for group in self._live.values() for live in group
-                   if live.publisher.receiving(now, STALL_SECONDS)}
+        writing = {
+            live.admission.event.id
+            for group in self._live.values()
+            for live in group
+            if live.publisher.receiving(now, STALL_SECONDS)
+        }
         for event_id, event in zip(active, records, strict=True):
             if event is None or event.status == "cancelled":
                 reason, force = "cancelled", True

@@ -85,8 +85,12 @@ def _send_provision(app: Celery, job: VendorTask, holder: str) -> None:
     # The accessKey travels in the message (the worker needs it as ks); kwargsrepr keeps it out
     # of Celery's logs and events.
     app.send_task(
-        commands.PROVISION, args=[job.id], kwargs={"job": dataclasses.asdict(job)}, task_id=holder,
-        queue=commands.QUEUE, kwargsrepr=repr({"job": job.public()}),
+        commands.PROVISION,
+        args=[job.id],
+        kwargs={"job": dataclasses.asdict(job)},
+        task_id=holder,
+        queue=commands.QUEUE,
+        kwargsrepr=repr({"job": job.public()}),
     )
 
 

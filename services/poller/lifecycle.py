@@ -237,9 +237,11 @@ def processing(ctx: Context, event_id: str) -> int:
                 try:
                     ctx.kaltura.update_job(rec.id, PROCESSING)
                 except KalturaPermanentError as exc:
-                    if exc.code in (errors.CANNOT_UPDATE_STATUS_OF_TASK_WHICH_IS_IN_FINAL_STATE,
-                                    errors.ENTRY_VENDOR_TASK_NOT_FOUND,
-                                    errors.ENTRY_VENDOR_TASK_ITEM_COULD_NOT_BE_UPDATED):
+                    if exc.code in (
+                        errors.CANNOT_UPDATE_STATUS_OF_TASK_WHICH_IS_IN_FINAL_STATE,
+                        errors.ENTRY_VENDOR_TASK_NOT_FOUND,
+                        errors.ENTRY_VENDOR_TASK_ITEM_COULD_NOT_BE_UPDATED,
+                    ):
                         log.info("task could not go to PROCESSING (%s): checking it", exc.code)
                         _check_task(ctx, rec, None)
                         continue
@@ -269,8 +271,10 @@ def finalize(ctx: Context, task_id: str, outcome: str, reason: str = "") -> str:
                 ctx.kaltura.update_job(task_id, PROCESSING)
             ctx.kaltura.update_job(task_id, status, err_description=description)
         except KalturaPermanentError as exc:
-            if exc.code not in (errors.CANNOT_UPDATE_STATUS_OF_TASK_WHICH_IS_IN_FINAL_STATE,
-                                errors.ENTRY_VENDOR_TASK_NOT_FOUND):
+            if exc.code not in (
+                errors.CANNOT_UPDATE_STATUS_OF_TASK_WHICH_IS_IN_FINAL_STATE,
+                errors.ENTRY_VENDOR_TASK_NOT_FOUND,
+            ):
                 raise
             log.info("task already final at Kaltura (%s)", exc.code)
             _cancel(ctx, rec, exc.code)

@@ -30,7 +30,9 @@ def main(argv: list[str]) -> int:
         app.log.already_setup = True  # keep reachlive's structured logging
         log.info("poller (beat) starting", extra={"poll_seconds": kaltura.poll_seconds})
         beat = app.Beat(
-            quiet=True, redirect_stdouts=False, loglevel=common.log_level,
+            quiet=True,
+            redirect_stdouts=False,
+            loglevel=common.log_level,
             max_interval=poller.beat_max_interval_seconds,
         )
         try:

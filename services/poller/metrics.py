@@ -20,7 +20,9 @@ TASKS = Counter(
     ["outcome"],
 )
 KALTURA_SECONDS = Histogram(
-    "reachlive_poller_kaltura_call_seconds", "Kaltura API call latency", ["service", "action"],
+    "reachlive_poller_kaltura_call_seconds",
+    "Kaltura API call latency",
+    ["service", "action"],
     buckets=LATENCY_BUCKETS,
 )
 KALTURA_ERRORS = Counter(

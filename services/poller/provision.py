@@ -49,10 +49,14 @@ from shared.registry import EventRecord, TaskRecord
 log = logging.getLogger(__name__)
 
 # Codes that mean the order is gone: cancel (revoke what we hold), never ERROR it.
-CANCEL_CODES = frozenset({
-    errors.ENTRY_VENDOR_TASK_NOT_FOUND, errors.FEATURE_NAME_NOT_FOUND,
-    errors.CANNOT_UPDATE_STATUS_OF_TASK_WHICH_IS_IN_FINAL_STATE, errors.SCHEDULE_EVENT_ID_NOT_FOUND,
-})
+CANCEL_CODES = frozenset(
+    {
+        errors.ENTRY_VENDOR_TASK_NOT_FOUND,
+        errors.FEATURE_NAME_NOT_FOUND,
+        errors.CANNOT_UPDATE_STATUS_OF_TASK_WHICH_IS_IN_FINAL_STATE,
+        errors.SCHEDULE_EVENT_ID_NOT_FOUND,
+    }
+)
 
 
 class Refusal(Exception):
@@ -135,8 +139,17 @@ def _provision(ctx: Context, task_id: str, job: VendorTask | None) -> str:
 
 
 class _Plan:
-    def __init__(self, feature: int, kind: str, source: str, source_code: str, language: str, language_code: str,
-                 max_chars: int, profanity: bool) -> None:
+    def __init__(
+        self,
+        feature: int,
+        kind: str,
+        source: str,
+        source_code: str,
+        language: str,
+        language_code: str,
+        max_chars: int,
+        profanity: bool,
+    ) -> None:
         self.feature, self.kind = feature, kind
         self.source, self.source_code = source, source_code
         self.language, self.language_code = language, language_code
@@ -172,8 +185,10 @@ def _plan(ctx: Context, task_id: str, job: VendorTask, details: TaskDetails) -> 
     return _Plan(
         feature=feature,
         kind="caption" if feature == LIVE_CAPTION else "translation",
-        source=source.iso, source_code=source.code,
-        language=target.iso, language_code=target.code,
+        source=source.iso,
+        source_code=source.code,
+        language=target.iso,
+        language_code=target.code,
         max_chars=(profile.max_chars if profile and profile.max_chars > 0 else 0),
         profanity=bool(profile and profile.profanity_removal),
     )
@@ -186,8 +201,10 @@ def _check_event_language(ctx: Context, event: ScheduleEvent, plan: _Plan) -> No
     if current is None or current.status == "cancelled":
         return
     live_tasks = [
-        t for t in (registry.read_task_sync(ctx.redis, str(event.id), x)
-                    for x in ctx.redis.smembers(keys.event_tasks(event.id)))
+        t
+        for t in (
+            registry.read_task_sync(ctx.redis, str(event.id), x) for x in ctx.redis.smembers(keys.event_tasks(event.id))
+        )
         if t is not None and not t.cancelled and t.status not in FINAL_STATUSES
     ]
     if live_tasks and current.source_language and current.source_language != plan.source:
@@ -204,25 +221,44 @@ def _endpoints(
     feature = event.feature(task_id)
     assert feature is not None
     ours = (
-        rec is not None and feature.media_key and feature.caption_token
+        rec is not None
+        and feature.media_key
+        and feature.caption_token
         and same_secret(feature.media_key, rec.media_key_hash)
         and same_secret(feature.caption_token, rec.caption_token_hash)
     )
     features = [f for f in event.features if f.system_name.startswith(FEATURE_PREFIX)]
-    merge_event(ctx.redis, EventRecord(
-        id=str(event.id), partner_id=str(event.partner_id or job.partner_id),
-        start=float(event.start or job.start), end=float(event.end or job.end),
-        pre_start=float(max([f.pre_start for f in features] + [0])),
-        post_end=float(max([f.post_end for f in features] + [0])),
-        source_language=plan.source, source_language_code=plan.source_code,
-    ))
+    merge_event(
+        ctx.redis,
+        EventRecord(
+            id=str(event.id),
+            partner_id=str(event.partner_id or job.partner_id),
+            start=float(event.start or job.start),
+            end=float(event.end or job.end),
+            pre_start=float(max([f.pre_start for f in features] + [0])),
+            post_end=float(max([f.post_end for f in features] + [0])),
+            source_language=plan.source,
+            source_language_code=plan.source_code,
+        ),
+    )
     record = TaskRecord(
-        id=task_id, event=str(event.id), partner_id=str(job.partner_id), feature=plan.feature, kind=plan.kind,
-        language=plan.language, language_code=plan.language_code, max_chars=plan.max_chars or 26,
-        profanity=plan.profanity, status=PENDING, start=float(job.start or event.start),
+        id=task_id,
+        event=str(event.id),
+        partner_id=str(job.partner_id),
+        feature=plan.feature,
+        kind=plan.kind,
+        language=plan.language,
+        language_code=plan.language_code,
+        max_chars=plan.max_chars or 26,
+        profanity=plan.profanity,
+        status=PENDING,
+        start=float(job.start or event.start),
         end=float(job.end or event.end),
-        extra={**(rec.extra if rec else {}), "access_key": job.access_key,
-               "external_task_id": ctx.external_task_id(event.id, task_id)},
+        extra={
+            **(rec.extra if rec else {}),
+            "access_key": job.access_key,
+            "external_task_id": ctx.external_task_id(event.id, task_id),
+        },
     )
     if ours:
         # A run before us crashed after updateLiveFeature: Kaltura holds our endpoints already.
@@ -241,8 +277,13 @@ def _endpoints(
     media_key, caption_token = new_secret(), new_secret()
     registry.write_task(ctx.redis, record, media_key=media_key, caption_token=caption_token)
     ctx.kaltura.update_live_feature(
-        event.id, task_id, job.access_key, media_url=ctx.media_url, media_key=media_key,
-        caption_url=ctx.caption_url, caption_token=caption_token,
+        event.id,
+        task_id,
+        job.access_key,
+        media_url=ctx.media_url,
+        media_key=media_key,
+        caption_url=ctx.caption_url,
+        caption_token=caption_token,
     )
     return record
 
@@ -286,9 +327,7 @@ def handle_permanent(ctx: Context, task_id: str, job: VendorTask | None, exc: Ka
         if now in FINAL_STATUSES:
             cancel(ctx, task_id, f"task became final at Kaltura (status {now})")
             return "cancelled"
-    reason = (
-        f"reachlive could not set up live captions: Kaltura {exc.service}.{exc.action} returned {exc.code}"
-    )
+    reason = f"reachlive could not set up live captions: Kaltura {exc.service}.{exc.action} returned {exc.code}"
     log.error("provision failed: %s", exc)
     try:
         refuse(ctx, task_id, reason)

@@ -72,10 +72,16 @@ def merge_event(client: redis.Redis, ev: EventRecord) -> EventRecord:
                     cur.post_end = max(cur.post_end, ev.post_end)
                     if cur.status == "cancelled":  # a new order on an event whose tasks were all cancelled
                         cur.status = "scheduled"
-                    pipe.hset(key, mapping={
-                        "start": str(cur.start), "end": str(cur.end), "pre_start": str(cur.pre_start),
-                        "post_end": str(cur.post_end), "status": cur.status,
-                    })
+                    pipe.hset(
+                        key,
+                        mapping={
+                            "start": str(cur.start),
+                            "end": str(cur.end),
+                            "pre_start": str(cur.pre_start),
+                            "post_end": str(cur.post_end),
+                            "status": cur.status,
+                        },
+                    )
                     merged = cur
                 pipe.sadd(keys.EVENTS, ev.id)
                 pipe.execute()

@@ -115,9 +115,7 @@ class Claimer:
         """New sessions (never delivered to any relay), at most ``count``."""
         if count <= 0:
             return []
-        reply = await self.client.xreadgroup(
-            self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
-        )
+        reply = await self.client.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
         out = []
         for _stream, entries in reply or []:
             out.extend(self._parse(eid, fields, False) for eid, fields in entries)
@@ -132,8 +130,14 @@ class Claimer:
         if count <= 0:
             return []
         reply = await self.client.execute_command(
-            "XAUTOCLAIM", self.stream, self.group, self.consumer, self.failover_ms,
-            self._autoclaim_start, "COUNT", count,
+            "XAUTOCLAIM",
+            self.stream,
+            self.group,
+            self.consumer,
+            self.failover_ms,
+            self._autoclaim_start,
+            "COUNT",
+            count,
         )
         next_id, entries = reply[0], reply[1]
         self._autoclaim_start = _s(next_id)

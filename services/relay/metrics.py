@@ -9,24 +9,28 @@ from shared.metrics import LATENCY_BUCKETS
 
 SESSIONS_OWNED = Gauge("reachlive_relay_sessions_owned", "Live event sessions this replica owns")
 SESSIONS_CLAIMED = Counter(
-    "reachlive_relay_sessions_claimed_total", "Sessions claimed, by how", ["how"]  # new | failover
+    "reachlive_relay_sessions_claimed_total",
+    "Sessions claimed, by how",
+    ["how"],  # new | failover
 )
-FAILOVERS = Counter(
-    "reachlive_relay_failovers_total", "Sessions taken over from another replica (XAUTOCLAIM)"
-)
+FAILOVERS = Counter("reachlive_relay_failovers_total", "Sessions taken over from another replica (XAUTOCLAIM)")
 SESSIONS_LOST = Counter(
     "reachlive_relay_sessions_lost_total", "Sessions this replica stopped because another took them over"
 )
 SESSIONS_FINISHED = Counter(
-    "reachlive_relay_sessions_finished_total", "Sessions finished, by outcome", ["outcome"]  # ready|error|cancelled
+    "reachlive_relay_sessions_finished_total",
+    "Sessions finished, by outcome",
+    ["outcome"],  # ready|error|cancelled
 )
 KWIK_CONNECTS = Counter("reachlive_relay_kwikmotion_connects_total", "KWIKmotion connections opened")
 RECONNECTS = Counter(
-    "reachlive_relay_reconnects_total", "KWIKmotion reconnects, by cause",
+    "reachlive_relay_reconnects_total",
+    "KWIKmotion reconnects, by cause",
     ["cause"],  # drop | internal_error | capacity | silent | timeout | protocol | auth | other
 )
 ERRORS = Counter(
-    "reachlive_relay_kwikmotion_errors_total", "KWIKmotion Error messages and close codes, by code",
+    "reachlive_relay_kwikmotion_errors_total",
+    "KWIKmotion Error messages and close codes, by code",
     ["code"],  # the seed's codes: 4001 4004 1008 1011 401 403, or "other"
 )
 AUTH_FAILURES = Counter(
@@ -34,15 +38,18 @@ AUTH_FAILURES = Counter(
     "KWIKmotion authentication errors (a configuration fault: alert on any)",
 )
 AUDIO_ADDED_LAG = Histogram(
-    "reachlive_relay_audio_added_lag_seconds", "Chunk sent to KWIKmotion → its AudioAdded",
+    "reachlive_relay_audio_added_lag_seconds",
+    "Chunk sent to KWIKmotion → its AudioAdded",
     buckets=LATENCY_BUCKETS,
 )
 ROUND_TRIP = Histogram(
-    "reachlive_relay_kwikmotion_round_trip_seconds", "Chunk sent to KWIKmotion → its AddTranscript",
+    "reachlive_relay_kwikmotion_round_trip_seconds",
+    "Chunk sent to KWIKmotion → its AddTranscript",
     buckets=LATENCY_BUCKETS,
 )
 ADDED_LATENCY = Histogram(
-    "reachlive_relay_added_latency_seconds", "KWIKmotion result received → captions XADDed",
+    "reachlive_relay_added_latency_seconds",
+    "KWIKmotion result received → captions XADDed",
     buckets=LATENCY_BUCKETS,
 )
 AUDIO_SENT = Counter("reachlive_relay_audio_sent_seconds_total", "Audio sent to KWIKmotion (incl. replays)")
@@ -50,7 +57,9 @@ AUDIO_REPLAYED = Counter(
     "reachlive_relay_audio_replayed_seconds_total", "Audio sent again after a reconnect or takeover"
 )
 CAPTIONS_WRITTEN = Counter(
-    "reachlive_relay_caption_entries_total", "Caption stream entries written", ["kind"]  # transcript|captions
+    "reachlive_relay_caption_entries_total",
+    "Caption stream entries written",
+    ["kind"],  # transcript|captions
 )
 FENCED = Counter(
     "reachlive_relay_fenced_writes_total", "Caption writes refused because another replica owns the session"

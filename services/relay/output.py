@@ -77,8 +77,9 @@ class Pending:
 class CaptionWriter:
     """Commits captions + state for one event, fenced by the claim's epoch."""
 
-    def __init__(self, client: aioredis.Redis, event_id: str, task_ids: list[str], epoch: int,
-                 maxlen: int, expire_at: int) -> None:
+    def __init__(
+        self, client: aioredis.Redis, event_id: str, task_ids: list[str], epoch: int, maxlen: int, expire_at: int
+    ) -> None:
         self.client = client
         self.event_id = event_id
         self.task_ids = list(task_ids)

@@ -52,8 +52,13 @@ class Owned:
 
 
 class Relay:
-    def __init__(self, client: aioredis.Redis, settings: RelaySettings, runner: SessionRunner | None = None,
-                 consumer: str | None = None) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        settings: RelaySettings,
+        runner: SessionRunner | None = None,
+        consumer: str | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
         self.runner = runner
@@ -71,8 +76,9 @@ class Relay:
     async def run(self, stop: asyncio.Event) -> None:
         await self.claimer.ensure_group()
         await self.claimer.prune_consumers()
-        log.info("relay claiming sessions", extra={"consumer": self.consumer,
-                                                    "max_sessions": self.settings.max_sessions})
+        log.info(
+            "relay claiming sessions", extra={"consumer": self.consumer, "max_sessions": self.settings.max_sessions}
+        )
         try:
             while not stop.is_set():
                 started = time.monotonic()
@@ -95,8 +101,7 @@ class Relay:
         for entry_id in lost:
             owned = self.owned.get(entry_id)
             if owned is not None and not owned.task.done():
-                log.warning("session taken over by another relay: stopping",
-                            extra={"event_id": owned.claimed.event_id})
+                log.warning("session taken over by another relay: stopping", extra={"event_id": owned.claimed.event_id})
                 metrics.SESSIONS_LOST.inc()
                 owned.task.cancel()
         if self.free > 0 and not stop.is_set():
@@ -112,8 +117,10 @@ class Relay:
             return
         for owned in self.owned.values():
             if not owned.task.done():
-                log.error("heartbeats failing for too long: stopping session before a takeover",
-                          extra={"event_id": owned.claimed.event_id})
+                log.error(
+                    "heartbeats failing for too long: stopping session before a takeover",
+                    extra={"event_id": owned.claimed.event_id},
+                )
                 owned.task.cancel()
 
     def _start(self, claimed: Claimed) -> None:

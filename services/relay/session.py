@@ -77,8 +77,7 @@ class Outcome:
 
 def _str(raw: dict[Any, Any]) -> dict[str, str]:
     return {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in raw.items()
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()
     }
 
 
@@ -93,8 +92,15 @@ def _error_cause(code: int | None) -> str:
 
 
 class EventSession:
-    def __init__(self, client: aioredis.Redis, claimer: Claimer, config: Config, claimed: Claimed,
-                 clock: Any = time.monotonic, reader: aioredis.Redis | None = None) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        claimer: Claimer,
+        config: Config,
+        claimed: Claimed,
+        clock: Any = time.monotonic,
+        reader: aioredis.Redis | None = None,
+    ) -> None:
         assert claimed.event_id is not None
         self.client = client
         self.reader = reader or client  # for the blocking XREAD of the audio
@@ -148,12 +154,19 @@ class EventSession:
                 await self._close_out()
                 return
             cursor = state.get("cursor", "0-0")
-            outs = [make_output(self.event_id, t, self.config.caption_types, state.get(f"task:{t.id}"), cursor)
-                    for t in tasks]
+            outs = [
+                make_output(self.event_id, t, self.config.caption_types, state.get(f"task:{t.id}"), cursor)
+                for t in tasks
+            ]
             expire_at = int(max(event.end + event.post_end, time.time()) + keys.CAPTIONS_RETENTION_AFTER_END_SECONDS)
-            writer = CaptionWriter(self.client, self.event_id, [t.id for t in tasks], self.epoch,
-                                   caption_maxlen(event.start - event.pre_start, event.end + event.post_end),
-                                   expire_at)
+            writer = CaptionWriter(
+                self.client,
+                self.event_id,
+                [t.id for t in tasks],
+                self.epoch,
+                caption_maxlen(event.start - event.pre_start, event.end + event.post_end),
+                expire_at,
+            )
             conn = Connection(self, event.source_language, targets_of(tasks), outs, writer, cursor)
             outcome = await conn.run()
             if conn.progressed:
@@ -171,14 +184,22 @@ class EventSession:
                 metrics.AUTH_FAILURES.inc()
                 metrics.RECONNECTS.labels("auth").inc()
                 # An alert, not a retry storm: the credentials need an operator.
-                log.critical("KWIKmotion authentication failed (check REACHLIVE_KWIKMOTION_TOKEN): %s",
-                             outcome.reason, extra={"code": outcome.code, "alert": "kwikmotion_auth"})
+                log.critical(
+                    "KWIKmotion authentication failed (check REACHLIVE_KWIKMOTION_TOKEN): %s",
+                    outcome.reason,
+                    extra={"code": outcome.code, "alert": "kwikmotion_auth"},
+                )
                 delay = slow(cfg.auth_retry_seconds)
             else:
                 metrics.RECONNECTS.labels(outcome.cause or "other").inc()
                 delay = backoff.next()
-                log.warning("KWIKmotion session ended (%s %s %s): reconnecting in %.2fs", outcome.cause,
-                            outcome.code, outcome.reason, delay)
+                log.warning(
+                    "KWIKmotion session ended (%s %s %s): reconnecting in %.2fs",
+                    outcome.cause,
+                    outcome.code,
+                    outcome.reason,
+                    delay,
+                )
             await asyncio.sleep(delay)
 
     async def _end(self, conn: Connection, outcome: str, reason: str) -> None:
@@ -216,8 +237,15 @@ class EventSession:
 class Connection:
     """One KWIKmotion WebSocket connection of a session, from the persisted cursor on."""
 
-    def __init__(self, session: EventSession, language: str, targets: list[str], outs: list[TaskOutput],
-                 writer: CaptionWriter, cursor: str) -> None:
+    def __init__(
+        self,
+        session: EventSession,
+        language: str,
+        targets: list[str],
+        outs: list[TaskOutput],
+        writer: CaptionWriter,
+        cursor: str,
+    ) -> None:
         self.s = session
         cfg = session.config
         self.relay = cfg.relay
@@ -225,8 +253,12 @@ class Connection:
         self.outs = outs
         self.writer = writer
         self.cursor = cursor
-        self.kwik = KwikSession(language, targets, start_timeout=self.kwik_cfg.start_timeout_seconds,
-                                end_timeout=self.kwik_cfg.end_timeout_seconds)
+        self.kwik = KwikSession(
+            language,
+            targets,
+            start_timeout=self.kwik_cfg.start_timeout_seconds,
+            end_timeout=self.kwik_cfg.end_timeout_seconds,
+        )
         self.chunker = Chunker(self.relay.chunk_seconds)
         self.time_base = ChunkTimeBase()
         self.queue: deque[Chunk] = deque()  # built, not sent yet
@@ -531,8 +563,9 @@ class Connection:
             self._set(Outcome("cancelled"))
 
 
-def session_runner(client: aioredis.Redis, claimer: Claimer, config: Config,
-                   reader: aioredis.Redis | None = None) -> Any:
+def session_runner(
+    client: aioredis.Redis, claimer: Claimer, config: Config, reader: aioredis.Redis | None = None
+) -> Any:
     """The ``Relay``'s runner: one ``EventSession`` per claimed entry."""
 
     async def run(claimed: Claimed) -> None:
@@ -542,5 +575,3 @@ def session_runner(client: aioredis.Redis, claimer: Claimer, config: Config,
         await EventSession(client, claimer, config, claimed, reader=reader).run()
 
     return run
-
-

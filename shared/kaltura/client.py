@@ -211,7 +211,8 @@ class KalturaFacade:
         if s.app_token_id and s.app_token.get_secret_value():
             return self._app_token_session(expiry, now)
         ks = self.call(
-            "session", "start",
+            "session",
+            "start",
             lambda c: c.session.start(
                 s.admin_secret.get_secret_value(), "", KalturaSessionType.ADMIN, s.partner_id, expiry
             ),
@@ -223,13 +224,15 @@ class KalturaFacade:
         ``appToken.startSession(id, hash(widgetKs + token))`` with that widget KS."""
         s = self.settings
         widget = self.call(
-            "session", "startWidgetSession",
+            "session",
+            "startWidgetSession",
             lambda c: c.session.startWidgetSession(f"_{s.partner_id}", expiry),
         )
         widget_ks = str(val(widget, "ks", ""))
         token_hash = hashlib.new(self._hash, (widget_ks + s.app_token.get_secret_value()).encode()).hexdigest()
         info = self.call(
-            "apptoken", "startSession",
+            "apptoken",
+            "startSession",
             lambda c: c.appToken.startSession(s.app_token_id, token_hash, NotImplemented, NotImplemented, expiry),
             ks=widget_ks,
         )
@@ -273,8 +276,12 @@ class KalturaFacade:
     def get_task(self, task_id: str, access_key: str) -> TaskDetails:
         """``entryVendorTask.get`` with the task's accessKey and the ``reach_vendor`` profile."""
         obj = self.call(
-            "reach_entryvendortask", "get", lambda c: c.reach.entryVendorTask.get(int(task_id)),
-            ks=access_key, profile=REACH_VENDOR_PROFILE, task_id=task_id,
+            "reach_entryvendortask",
+            "get",
+            lambda c: c.reach.entryVendorTask.get(int(task_id)),
+            ks=access_key,
+            profile=REACH_VENDOR_PROFILE,
+            task_id=task_id,
         )
         related = val(obj, "relatedObjects") or {}
         item = _first(related.get("reach_vendor_catalog_item"))
@@ -287,15 +294,21 @@ class KalturaFacade:
 
     def get_catalog_item(self, item_id: int, access_key: str, task_id: str | None = None) -> CatalogItem:
         obj = self.call(
-            "reach_vendorcatalogitem", "get", lambda c: c.reach.vendorCatalogItem.get(int(item_id)),
-            ks=access_key, task_id=task_id,
+            "reach_vendorcatalogitem",
+            "get",
+            lambda c: c.reach.vendorCatalogItem.get(int(item_id)),
+            ks=access_key,
+            task_id=task_id,
         )
         return CatalogItem.from_client(obj)
 
     def get_schedule_event(self, event_id: int, access_key: str, task_id: str | None = None) -> ScheduleEvent:
         obj = self.call(
-            "schedule_scheduleevent", "get", lambda c: c.schedule.scheduleEvent.get(int(event_id)),
-            ks=access_key, task_id=task_id,
+            "schedule_scheduleevent",
+            "get",
+            lambda c: c.schedule.scheduleEvent.get(int(event_id)),
+            ks=access_key,
+            task_id=task_id,
         )
         return ScheduleEvent.from_client(obj)
 
@@ -316,9 +329,11 @@ class KalturaFacade:
         )
         try:
             obj = self.call(
-                "schedule_scheduleevent", "updateLiveFeature",
+                "schedule_scheduleevent",
+                "updateLiveFeature",
                 lambda c: c.schedule.scheduleEvent.updateLiveFeature(int(event_id), feature_name(task_id), feature),
-                ks=access_key, task_id=task_id,
+                ks=access_key,
+                task_id=task_id,
             )
         except KalturaError as exc:
             exc.message = redact(exc.message, media_key, caption_token)
@@ -346,15 +361,19 @@ class KalturaFacade:
             fields["accuracy"] = accuracy
         task = KalturaEntryVendorTask(**fields)
         obj = self.vendor_call(
-            "reach_entryvendortask", "updateJob",
-            lambda c: c.reach.entryVendorTask.updateJob(int(task_id), task), task_id=task_id,
+            "reach_entryvendortask",
+            "updateJob",
+            lambda c: c.reach.entryVendorTask.updateJob(int(task_id), task),
+            task_id=task_id,
         )
         return VendorTask.from_client(obj)
 
     def extend_access_key(self, task_id: str) -> VendorTask:
         obj = self.vendor_call(
-            "reach_entryvendortask", "extendAccessKey",
-            lambda c: c.reach.entryVendorTask.extendAccessKey(int(task_id)), task_id=task_id,
+            "reach_entryvendortask",
+            "extendAccessKey",
+            lambda c: c.reach.entryVendorTask.extendAccessKey(int(task_id)),
+            task_id=task_id,
         )
         return VendorTask.from_client(obj)
 

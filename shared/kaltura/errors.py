@@ -31,9 +31,15 @@ BAD_RESPONSE = "BAD_RESPONSE"  # not a Kaltura XML envelope
 # Transient: a retry (with backoff) can succeed. CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE is the
 # schedule event's lock, but the server also rethrows FEATURE_NAME_NOT_FOUND as it (facts.md),
 # so its retries must be bounded and followed by a fresh look at the task (the poller does so).
-RETRYABLE_CODES = frozenset({
-    CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE, INTERNAL_SERVERL_ERROR, NETWORK, HTTP_ERROR, BAD_RESPONSE,
-})
+RETRYABLE_CODES = frozenset(
+    {
+        CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE,
+        INTERNAL_SERVERL_ERROR,
+        NETWORK,
+        HTTP_ERROR,
+        BAD_RESPONSE,
+    }
+)
 
 _KS_IN_MESSAGE = re.compile(r'(Invalid KS )"[^"]*"', re.IGNORECASE)
 

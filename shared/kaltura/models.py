@@ -11,7 +11,15 @@ from typing import Any
 
 # EntryVendorTaskStatus (facts.md "Enums").
 PENDING, READY, PROCESSING, PENDING_MODERATION, REJECTED, ERROR, ABORTED, PENDING_ENTRY_READY, SCHEDULED = (
-    1, 2, 3, 4, 5, 6, 7, 8, 9,
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
 )
 FINAL_STATUSES = frozenset({READY, ERROR, ABORTED, REJECTED})
 # VendorServiceFeature: the two live ones.
@@ -85,9 +93,14 @@ class VendorTask:
     def public(self) -> dict[str, Any]:
         """The fields safe to log or to pass around without the accessKey."""
         return {
-            "id": self.id, "partner_id": self.partner_id, "status": self.status,
-            "service_feature": self.service_feature, "start": self.start, "end": self.end,
-            "scheduled_event_id": self.scheduled_event_id, "external_task_id": self.external_task_id,
+            "id": self.id,
+            "partner_id": self.partner_id,
+            "status": self.status,
+            "service_feature": self.service_feature,
+            "start": self.start,
+            "end": self.end,
+            "scheduled_event_id": self.scheduled_event_id,
+            "external_task_id": self.external_task_id,
         }
 
 

@@ -305,9 +305,7 @@ class ServerConnection:
         self._control(USER_CONTROL, struct.pack(">HI", STREAM_BEGIN, stream_id))
         self._status(stream_id, "status", "NetStream.Publish.Start", description)
 
-    def reject_publish(
-        self, stream_id: int, description: str, code: str = "NetStream.Publish.BadName"
-    ) -> None:
+    def reject_publish(self, stream_id: int, description: str, code: str = "NetStream.Publish.BadName") -> None:
         """Refuse a publish; the driver closes the connection after sending (DESIGN section 3)."""
         self._requested.pop(stream_id, None)
         self._status(stream_id, "error", code, description)

@@ -74,8 +74,14 @@ def all_cmd(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int]
         "REACHLIVE_LOG_FORMAT": "json",
     }
     log = open(tmp_path / "all.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "all"], env=env, stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "all"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
     try:
         wait_port(ingest, 60)
         wait_port(gateway, 60)
@@ -121,8 +127,15 @@ def test_a_killed_all_leaves_no_orphans(all_cmd) -> None:
 
 def test_demo_shows_the_sample_as_captions_and_ends_ready(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REACHLIVE_")}  # embedded defaults
-    proc = subprocess.run([sys.executable, "-m", "shared.cli", "demo"], env=env, cwd=tmp_path,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "demo"],
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr[-3000:]
     assert "Kaltura EMULATOR" in out and "KWIKmotion EMULATOR" in out  # labelled as such on screen

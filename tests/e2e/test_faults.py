@@ -22,8 +22,9 @@ from tests.e2e.test_pipeline import check_complete
 @pytest.fixture
 def ha_stack(tmp_path: Path) -> Iterator[Stack]:
     env = {"REACHLIVE_RELAY_FAILOVER_SECONDS": "3", "REACHLIVE_RELAY_HEARTBEAT_SECONDS": "0.5"}
-    with Stack(data_dir=tmp_path / "data", log_dir=tmp_path / "logs", replicas={"relay": 2, "gateway": 2},
-               env=env) as s:
+    with Stack(
+        data_dir=tmp_path / "data", log_dir=tmp_path / "logs", replicas={"relay": 2, "gateway": 2}, env=env
+    ) as s:
         yield s
 
 

@@ -21,8 +21,10 @@ def describe(client: CaptionClient, kind: str) -> str:
     for r in client.received:
         resp = r.response["response"]
         if resp["type"] == kind:
-            lines.append(f"conn {r.connection} {resp['id'][:8]} {resp['start']:.2f}-{resp['end']:.2f} "
-                         f"{' '.join(caption_words([resp]))}")
+            lines.append(
+                f"conn {r.connection} {resp['id'][:8]} {resp['start']:.2f}-{resp['end']:.2f} "
+                f"{' '.join(caption_words([resp]))}"
+            )
     return "\n".join(lines)
 
 

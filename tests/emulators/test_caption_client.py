@@ -18,14 +18,32 @@ from emulators.caption_client import CaptionClient
 
 def response(n: int, *, eos: bool = False) -> str:
     item = {"start": n * 1.0, "end": n + 0.5, "kind": "text", "value": f"w{n}", "speaker_id": str(uuid.UUID(int=1))}
-    alt = {"transcript": f"w{n}", "start": n * 1.0, "end": n + 1.0, "start_pts": n * 1.0, "start_epoch": 1e9 + n,
-           "items": [] if eos else [item]}
-    return json.dumps({"response": {
-        "id": str(uuid.UUID(int=n + 100)), "type": "captions", "service_type": "transcription",
-        "language_code": "en-US", "start": n * 1.0, "end": n + 1.0, "start_pts": n * 1.0, "start_epoch": 1e9 + n,
-        "is_final": True, "is_end_of_stream": eos, "speakers": [{"id": str(uuid.UUID(int=1)), "label": None}],
-        "alternatives": [alt],
-    }})
+    alt = {
+        "transcript": f"w{n}",
+        "start": n * 1.0,
+        "end": n + 1.0,
+        "start_pts": n * 1.0,
+        "start_epoch": 1e9 + n,
+        "items": [] if eos else [item],
+    }
+    return json.dumps(
+        {
+            "response": {
+                "id": str(uuid.UUID(int=n + 100)),
+                "type": "captions",
+                "service_type": "transcription",
+                "language_code": "en-US",
+                "start": n * 1.0,
+                "end": n + 1.0,
+                "start_pts": n * 1.0,
+                "start_epoch": 1e9 + n,
+                "is_final": True,
+                "is_end_of_stream": eos,
+                "speakers": [{"id": str(uuid.UUID(int=1)), "label": None}],
+                "alternatives": [alt],
+            }
+        }
+    )
 
 
 Script = Callable[[ServerConnection, int], Any]

@@ -72,7 +72,12 @@ def response(
 
 
 def add_caption(
-    client: redis.Redis, event_id: str, task_id: str, n: int, kind: str = "captions", eos: bool = False,
+    client: redis.Redis,
+    event_id: str,
+    task_id: str,
+    n: int,
+    kind: str = "captions",
+    eos: bool = False,
     text: str | None = None,
 ) -> str:
     """XADD one caption entry (shared.streams.CaptionEntry); returns the stream id."""
@@ -105,8 +110,18 @@ def check_schema(doc: Any) -> None:
     assert set(doc) == {"response"}
     r = doc["response"]
     assert set(r) == {
-        "id", "type", "service_type", "language_code", "start", "end", "start_pts", "start_epoch",
-        "is_final", "is_end_of_stream", "speakers", "alternatives",
+        "id",
+        "type",
+        "service_type",
+        "language_code",
+        "start",
+        "end",
+        "start_pts",
+        "start_epoch",
+        "is_final",
+        "is_end_of_stream",
+        "speakers",
+        "alternatives",
     }
     uuid.UUID(r["id"])
     assert r["type"] in ("transcript", "captions")

@@ -53,15 +53,23 @@ async def test_frames_are_the_stream_json_byte_for_byte_as_text(start_gateway, r
     async with connect(ws_url(gw, f"?token={token}")) as ws:
         frame = await asyncio.wait_for(ws.recv(), 5)
     assert isinstance(frame, str)  # a text frame
-    (_sid, fields), = redis_client.xrange("rl:{E1}:captions:T1")
+    ((_sid, fields),) = redis_client.xrange("rl:{E1}:captions:T1")
     assert frame == fields[b"json"].decode()
     check_schema(json.loads(frame))
 
 
 @pytest.mark.parametrize(
     "how",
-    ["unknown-query", "unknown-bearer", "unknown-message", "not-json", "json-without-token", "empty-query",
-     "other-task-hash", "oversized-token"],
+    [
+        "unknown-query",
+        "unknown-bearer",
+        "unknown-message",
+        "not-json",
+        "json-without-token",
+        "empty-query",
+        "other-task-hash",
+        "oversized-token",
+    ],
 )
 async def test_bad_tokens_close_4001_and_send_nothing(start_gateway, redis_client, how):
     make_task(redis_client)

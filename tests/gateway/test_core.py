@@ -136,8 +136,12 @@ def test_token_from_message_never_raises(message):
     assert result is None or isinstance(result, str)
 
 
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3)))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+    )
+)
 def test_token_from_any_json_document(doc):
     result = token_from_message(json.dumps(doc))
     expected = doc.get("token") if isinstance(doc, dict) and isinstance(doc.get("token"), str) else None

@@ -134,7 +134,9 @@ async def test_end_of_stream_of_a_filtered_type_waits_for_the_matching_one(start
         frames = [await recv_json(ws) for _ in range(2)]
         exc = await closed_with(ws)
     assert [(f["response"]["type"], f["response"]["is_end_of_stream"]) for f in frames] == [
-        ("captions", False), ("captions", True)]
+        ("captions", False),
+        ("captions", True),
+    ]
     assert exc.rcvd.code == 1000
 
 
@@ -304,8 +306,12 @@ async def test_health_readiness_and_metrics_on_the_same_port(start_gateway, redi
     assert (await http_get(gw.port, "/readyz"))[0] == 200
     status, headers, body = await http_get(gw.port, "/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain")
-    for name in ("reachlive_gateway_connections", "reachlive_gateway_frames_sent_total",
-                 "reachlive_gateway_delivery_lag_seconds_bucket", "reachlive_gateway_auth_failures_total"):
+    for name in (
+        "reachlive_gateway_connections",
+        "reachlive_gateway_frames_sent_total",
+        "reachlive_gateway_delivery_lag_seconds_bucket",
+        "reachlive_gateway_auth_failures_total",
+    ):
         assert name in body
     # Draining (SIGTERM): not ready, and new caption connections go to another replica.
     gw.draining = True

@@ -36,13 +36,27 @@ def source_pcm() -> np.ndarray:
     return np.concatenate(out).astype(np.int16)
 
 
-def make_event(client: redis.Redis, event_id: str = "ev1", task_id: str = "t1", key: str = "key-1", *,
-               start: float | None = None, end: float | None = None, cancelled: bool = False,
-               status: str = "scheduled") -> None:
+def make_event(
+    client: redis.Redis,
+    event_id: str = "ev1",
+    task_id: str = "t1",
+    key: str = "key-1",
+    *,
+    start: float | None = None,
+    end: float | None = None,
+    cancelled: bool = False,
+    status: str = "scheduled",
+) -> None:
     now = time.time()
-    registry.write_event(client, EventRecord(
-        id=event_id, start=now - 60 if start is None else start, end=now + 3600 if end is None else end,
-        status=status))
+    registry.write_event(
+        client,
+        EventRecord(
+            id=event_id,
+            start=now - 60 if start is None else start,
+            end=now + 3600 if end is None else end,
+            status=status,
+        ),
+    )
     registry.write_task(client, TaskRecord(id=task_id, event=event_id, cancelled=cancelled, status=9), media_key=key)
 
 
@@ -75,20 +89,40 @@ def best_correlation(got: np.ndarray, ref: np.ndarray, max_lag: int = 8000) -> t
     return c, lag
 
 
-async def ffmpeg_publish(url: str, *args: str, realtime: bool = False, video: bool = False,
-                         input_args: tuple[str, ...] = (), timeout: float = 60,
-                         procs: list | None = None) -> tuple[int, str]:
+async def ffmpeg_publish(
+    url: str,
+    *args: str,
+    realtime: bool = False,
+    video: bool = False,
+    input_args: tuple[str, ...] = (),
+    timeout: float = 60,
+    procs: list | None = None,
+) -> tuple[int, str]:
     """Publish the sample with the ffmpeg binary; returns (exit code, stderr)."""
     cmd = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "info"]
     if realtime:
         cmd.append("-re")
     cmd += [*input_args, "-i", str(SAMPLE)]
     if video:
-        cmd += ["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-shortest", "-map", "0:a", "-map", "1:v",
-                "-c:v", "libx264", "-preset", "ultrafast", "-g", "50"]
+        cmd += [
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-shortest",
+            "-map",
+            "0:a",
+            "-map",
+            "1:v",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "50",
+        ]
     cmd += ["-c:a", "aac", "-b:a", "128k", *args, "-f", "flv", url]
-    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     if procs is not None:
         procs.append(proc)
     try:
@@ -128,8 +162,9 @@ async def wait_for(predicate: Callable[[], object], timeout: float = 20.0, inter
     raise AssertionError("condition not met in time")
 
 
-async def raw_session(port: int, data: bytes, *, wait: float = 5.0, then: bytes = b"",
-                      keep_sending: float = 0.0) -> tuple[bytes, bool, float]:
+async def raw_session(
+    port: int, data: bytes, *, wait: float = 5.0, then: bytes = b"", keep_sending: float = 0.0
+) -> tuple[bytes, bool, float]:
     """Send ``data`` to the server, read until it closes or ``wait`` s pass.
 
     Returns (bytes received, closed by the server, seconds until closed). ``keep_sending``

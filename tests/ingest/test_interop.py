@@ -34,8 +34,9 @@ def has_eos(client, event_id="ev1") -> bool:
     return any(isinstance(e, streams.EndOfStream) for e in audio_entries(client, event_id))
 
 
-def check_audio(client, event_id: str = "ev1", ref: np.ndarray = REF, publishes: int = 1,
-                correlate: bool = True) -> list:
+def check_audio(
+    client, event_id: str = "ev1", ref: np.ndarray = REF, publishes: int = 1, correlate: bool = True
+) -> list:
     entries = audio_entries(client, event_id)
     chunks = [e for e in entries if isinstance(e, streams.AudioChunk)]
     eos = [e for e in entries if isinstance(e, streams.EndOfStream)]
@@ -99,8 +100,9 @@ async def test_ffmpeg_timestamps_past_24_bits(start_ingest, redis_client):
     # 16780 s ≈ 0x1000_5E0 ms: every message needs an extended timestamp (RTMP 1.0 5.3.1.3).
     make_event(redis_client)
     server = await start_ingest()
-    code, err = await ffmpeg_publish(f"rtmp://127.0.0.1:{server.port}/live/key-1", "-output_ts_offset", "16780",
-                                     video=True)
+    code, err = await ffmpeg_publish(
+        f"rtmp://127.0.0.1:{server.port}/live/key-1", "-output_ts_offset", "16780", video=True
+    )
     assert code == 0, err[-2000:]
     await wait_for(lambda: has_eos(redis_client))
     chunks = check_audio(redis_client)
@@ -112,16 +114,14 @@ async def test_ffmpeg_timestamps_past_24_bits(start_ingest, redis_client):
 async def test_ffmpeg_mp3(start_ingest, redis_client):
     make_event(redis_client)
     server = await start_ingest()
-    code, err = await ffmpeg_publish(f"rtmp://127.0.0.1:{server.port}/live/key-1", "-c:a", "libmp3lame",
-                                     "-ar", "44100")
+    code, err = await ffmpeg_publish(f"rtmp://127.0.0.1:{server.port}/live/key-1", "-c:a", "libmp3lame", "-ar", "44100")
     assert code == 0, err[-2000:]
     await wait_for(lambda: has_eos(redis_client))
     check_audio(redis_client)
 
 
 async def pyav_publish(url: str) -> int:
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.ingest.pyav_publisher", url,
-                                                cwd=ROOT)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.ingest.pyav_publisher", url, cwd=ROOT)
     return await asyncio.wait_for(proc.wait(), 60)
 
 
@@ -140,8 +140,9 @@ async def test_reconnect_continues_the_timeline_without_gap(start_ingest, redis_
     code, err = await ffmpeg_publish(url, input_args=("-t", "5.2"))
     assert code == 0, err[-2000:]
     # the publisher's end is handled once its lease is released (tail flushed)
-    await wait_for(lambda: redis_client.get(keys.ingest_primary("ev1")) is None
-                   and redis_client.exists(keys.audio("ev1")))
+    await wait_for(
+        lambda: redis_client.get(keys.ingest_primary("ev1")) is None and redis_client.exists(keys.audio("ev1"))
+    )
     first = [e for e in audio_entries(redis_client) if isinstance(e, streams.AudioChunk)]
     end_first = first[-1].media_time + first[-1].duration
     code, err = await ffmpeg_publish(url, input_args=("-ss", "5.2"))
@@ -161,9 +162,28 @@ async def test_reconnect_continues_the_timeline_without_gap(start_ingest, redis_
 async def test_rtmps(start_ingest, redis_client, tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     await asyncio.to_thread(
-        subprocess.run, ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                         str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True)
+        subprocess.run,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     make_event(redis_client)
     server = await start_ingest(tls_cert=str(cert), tls_key=str(key))
     # ffmpeg verifies the server's certificate: trust our self-signed one
@@ -236,8 +256,9 @@ async def test_a_stalled_sole_writer_still_gets_its_end_of_stream(start_ingest, 
     make_event(redis_client)
     server = await start_ingest(grace_seconds=1.0, idle_timeout_seconds=60.0)
     procs: list = []
-    publish = asyncio.create_task(ffmpeg_publish(f"rtmp://127.0.0.1:{server.port}/live/key-1", realtime=True,
-                                                 procs=procs))
+    publish = asyncio.create_task(
+        ffmpeg_publish(f"rtmp://127.0.0.1:{server.port}/live/key-1", realtime=True, procs=procs)
+    )
     try:
         await wait_for(lambda: len(audio_entries(redis_client)) >= 3, timeout=10)
         await asyncio.sleep(2.0)  # sweeps while it writes: no end of stream

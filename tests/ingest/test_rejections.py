@@ -170,8 +170,9 @@ async def test_a_revocation_whose_message_was_lost_still_closes_the_publisher(st
     server = await start_ingest()
     c = Client().publish_flow()
     first = handshake() + bytes(c.out) + aac_traffic(c, 0)
-    session = asyncio.create_task(raw_session(server.port, first, wait=VALIDATE_SECONDS + 5, then=aac_traffic(c, 0),
-                                              keep_sending=0.2))
+    session = asyncio.create_task(
+        raw_session(server.port, first, wait=VALIDATE_SECONDS + 5, then=aac_traffic(c, 0), keep_sending=0.2)
+    )
     await wait_for(lambda: redis_client.hget(keys.event("ev1"), "session") == b"1")
     redis_client.delete(keys.media_key(secret_hash("key-1")))  # no REVOKED_CHANNEL message
     deleted_at = time.monotonic()
@@ -185,8 +186,7 @@ async def test_window_end_closes_publisher_and_ends_the_stream(start_ingest, red
     server = await start_ingest(window_margin_seconds=0, grace_seconds=30)
     c = Client().publish_flow()
     first = handshake() + bytes(c.out) + aac_traffic(c, 0)
-    _received, closed, took = await raw_session(server.port, first, wait=10, then=aac_traffic(c, 0),
-                                                keep_sending=0.2)
+    _received, closed, took = await raw_session(server.port, first, wait=10, then=aac_traffic(c, 0), keep_sending=0.2)
     assert closed and took < 6
     await wait_for(lambda: has_eos(redis_client))
     eos = audio_entries(redis_client)[-1]
@@ -206,8 +206,13 @@ async def test_bad_peers_leave_a_real_publisher_untouched(start_ingest, redis_cl
         raw_session(server.port, handshake()[:900]),
         raw_session(server.port, handshake() + bytes(Client().publish_flow(key="nope").out)),
         raw_session(server.port, handshake() + bytes(Client().publish_flow(app="x").out)),
-        raw_session(server.port, handshake() + bytes(Client().command("connect", 1.0, {"app": "live"})
-                                                   .raw(2, SET_CHUNK_SIZE, 0, 0, b"\x00\x00\x00\x00").out)),
+        raw_session(
+            server.port,
+            handshake()
+            + bytes(
+                Client().command("connect", 1.0, {"app": "live"}).raw(2, SET_CHUNK_SIZE, 0, 0, b"\x00\x00\x00\x00").out
+            ),
+        ),
         raw_session(server.port, handshake() + bytes([0x04]) + bytes(3) + b"\xff\xff\xff\x08" + bytes(4)),
         raw_session(server.port, handshake() + bytes(c2.out) + aac_traffic(c2, 0), wait=3),
     ]

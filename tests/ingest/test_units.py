@@ -142,8 +142,9 @@ async def test_a_chunk_whose_write_finds_the_lease_lost_is_written_by_the_next_w
     client = command_client(redis_url)
     try:
         await client.delete(keys.ingest_primary("lapse"), keys.ingest_state("lapse"), keys.audio("lapse"))
-        pub = Publisher(Coordinator(client, chunk_ms=500, retention_seconds=60), "lapse", "t",
-                        chunk_ms=500, standby_seconds=30)
+        pub = Publisher(
+            Coordinator(client, chunk_ms=500, retention_seconds=60), "lapse", "t", chunk_ms=500, standby_seconds=30
+        )
         source = (np.arange(4 * 8000) % 30000).astype("<i2").tobytes()  # 2 s, every sample distinct
         await pub.try_acquire()
         assert pub.role == "primary"

@@ -24,10 +24,12 @@ class Admin(KalturaAdmin):
     def delete(self, task_id: int | str) -> Any:
         return self._call("POST", f"tasks/{task_id}/delete")
 
-    def fault(self, service: str, action: str, kind: str, *, code: str = "", delay: float = 0.0,
-              count: int = 1) -> Any:
-        return self._call("POST", "faults", {"service": service, "action": action, "kind": kind, "code": code,
-                                             "delay": delay, "count": count})
+    def fault(self, service: str, action: str, kind: str, *, code: str = "", delay: float = 0.0, count: int = 1) -> Any:
+        return self._call(
+            "POST",
+            "faults",
+            {"service": service, "action": action, "kind": kind, "code": code, "delay": delay, "count": count},
+        )
 
     def reset(self) -> Any:
         return self._call("POST", "reset")
@@ -39,8 +41,12 @@ class Admin(KalturaAdmin):
 def event_spec(*tasks: dict[str, Any], start: float | None = None, minutes: int = 60, **extra: Any) -> dict[str, Any]:
     start = int(start or time.time() + 3600)
     spec: dict[str, Any] = {
-        "summary": "test townhall", "start": start, "end": start + minutes * 60, "partner_id": CUSTOMER_PARTNER,
-        "pre_start": 0, "post_end": 0,
+        "summary": "test townhall",
+        "start": start,
+        "end": start + minutes * 60,
+        "partner_id": CUSTOMER_PARTNER,
+        "pre_start": 0,
+        "post_end": 0,
         "tasks": list(tasks) or [{"feature": 8, "source_language": "English"}],
         "reach_profile": {"maxCharactersPerCaptionLine": 26, "enableProfanityRemoval": True},
         "duration_limit": 480,
@@ -71,8 +77,12 @@ def running_emulator(**kw: Any) -> Iterator[Any]:
     from emulators.kaltura import KalturaEmulator
 
     emu = KalturaEmulator(
-        host="127.0.0.1", port=0, partner_id=VENDOR_PARTNER, admin_secret=ADMIN_SECRET,
-        app_tokens={APP_TOKEN_ID: APP_TOKEN}, **kw,
+        host="127.0.0.1",
+        port=0,
+        partner_id=VENDOR_PARTNER,
+        admin_secret=ADMIN_SECRET,
+        app_tokens={APP_TOKEN_ID: APP_TOKEN},
+        **kw,
     )
     emu.start()
     try:

@@ -94,8 +94,13 @@ def test_update_live_feature_and_status_flow(emulator: Any, admin: Admin) -> Non
     facade, _ = make(emulator.url)
     job = facade.get_jobs()[0]
     event = facade.update_live_feature(
-        made["event_id"], job.id, job.access_key, media_url="rtmp://ingest.example.com:1935/live",
-        media_key="mk-0123456789", caption_url="wss://captions.example.com/v1/captions", caption_token="ct-0123456789",
+        made["event_id"],
+        job.id,
+        job.access_key,
+        media_url="rtmp://ingest.example.com:1935/live",
+        media_key="mk-0123456789",
+        caption_url="wss://captions.example.com/v1/captions",
+        caption_token="ct-0123456789",
     )
     feat = event.feature(job.id)
     assert (feat.media_url, feat.media_key) == ("rtmp://ingest.example.com:1935/live", "mk-0123456789")
@@ -132,8 +137,15 @@ def test_not_found_and_final_state_errors(emulator: Any, admin: Admin) -> None:
     assert info.value.code == errors.CANNOT_EXTEND_ACCESS_KEY
     # facts.md: the server rethrows FEATURE_NAME_NOT_FOUND inside its lock as the retryable code.
     with pytest.raises(KalturaError) as info:
-        facade.update_live_feature(made["event_id"], aborted.id, aborted.access_key, media_url="rtmp://x/live",
-                                   media_key="k" * 12, caption_url="wss://x/c", caption_token="t" * 12)
+        facade.update_live_feature(
+            made["event_id"],
+            aborted.id,
+            aborted.access_key,
+            media_url="rtmp://x/live",
+            media_key="k" * 12,
+            caption_url="wss://x/c",
+            caption_token="t" * 12,
+        )
     assert info.value.code in (errors.FEATURE_NAME_NOT_FOUND, errors.CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE)
     assert "k" * 12 not in str(info.value) and "t" * 12 not in str(info.value)
     assert ("reach_entryvendortask", "updateJob", errors.ENTRY_VENDOR_TASK_NOT_FOUND) in seen
@@ -166,9 +178,12 @@ def test_invalid_access_key_is_permanent_and_redacted(emulator: Any, admin: Admi
 
 @pytest.mark.parametrize(
     ("kind", "code", "expected"),
-    [("http500", "", errors.HTTP_ERROR), ("error", errors.INTERNAL_SERVERL_ERROR, errors.INTERNAL_SERVERL_ERROR),
-     ("error", errors.CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE, errors.CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE),
-     ("delay", "", errors.NETWORK)],
+    [
+        ("http500", "", errors.HTTP_ERROR),
+        ("error", errors.INTERNAL_SERVERL_ERROR, errors.INTERNAL_SERVERL_ERROR),
+        ("error", errors.CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE, errors.CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE),
+        ("delay", "", errors.NETWORK),
+    ],
 )
 def test_transient_faults_are_retryable(emulator: Any, admin: Admin, kind: str, code: str, expected: str) -> None:
     made = admin.create_event(**event_spec(CAPTION))
@@ -176,12 +191,26 @@ def test_transient_faults_are_retryable(emulator: Any, admin: Admin, kind: str, 
     job = facade.get_jobs()[0]
     admin.fault("schedule_scheduleevent", "updateLiveFeature", kind, code=code, delay=2.0, count=1)
     with pytest.raises(KalturaRetryableError) as info:
-        facade.update_live_feature(made["event_id"], job.id, job.access_key, media_url="rtmp://x/live",
-                                   media_key="m" * 16, caption_url="wss://x/c", caption_token="c" * 16)
+        facade.update_live_feature(
+            made["event_id"],
+            job.id,
+            job.access_key,
+            media_url="rtmp://x/live",
+            media_key="m" * 16,
+            caption_url="wss://x/c",
+            caption_token="c" * 16,
+        )
     assert info.value.code == expected
     time.sleep(2.0 if kind == "delay" else 0)
-    facade.update_live_feature(made["event_id"], job.id, job.access_key, media_url="rtmp://x/live",
-                               media_key="m" * 16, caption_url="wss://x/c", caption_token="c" * 16)
+    facade.update_live_feature(
+        made["event_id"],
+        job.id,
+        job.access_key,
+        media_url="rtmp://x/live",
+        media_key="m" * 16,
+        caption_url="wss://x/c",
+        caption_token="c" * 16,
+    )
 
 
 def test_client_tag_names_vendor_and_task(emulator: Any, admin: Admin) -> None:

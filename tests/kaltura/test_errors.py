@@ -9,12 +9,25 @@ import pytest
 from shared.kaltura import errors
 from shared.kaltura.errors import KalturaPermanentError, KalturaRetryableError, make_error, redact
 
-RETRYABLE = [errors.CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE, errors.INTERNAL_SERVERL_ERROR, errors.NETWORK,
-             errors.HTTP_ERROR, errors.BAD_RESPONSE]
-PERMANENT = [errors.ENTRY_VENDOR_TASK_NOT_FOUND, errors.ENTRY_VENDOR_TASK_ITEM_COULD_NOT_BE_UPDATED,
-             errors.CANNOT_UPDATE_STATUS_OF_TASK_WHICH_IS_IN_FINAL_STATE, errors.CANNOT_EXTEND_ACCESS_KEY,
-             errors.FEATURE_NAME_NOT_FOUND, errors.SCHEDULE_EVENT_ID_NOT_FOUND, errors.INVALID_OBJECT_ID,
-             errors.SERVICE_FORBIDDEN, errors.MISSING_KS, errors.INVALID_KS]
+RETRYABLE = [
+    errors.CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE,
+    errors.INTERNAL_SERVERL_ERROR,
+    errors.NETWORK,
+    errors.HTTP_ERROR,
+    errors.BAD_RESPONSE,
+]
+PERMANENT = [
+    errors.ENTRY_VENDOR_TASK_NOT_FOUND,
+    errors.ENTRY_VENDOR_TASK_ITEM_COULD_NOT_BE_UPDATED,
+    errors.CANNOT_UPDATE_STATUS_OF_TASK_WHICH_IS_IN_FINAL_STATE,
+    errors.CANNOT_EXTEND_ACCESS_KEY,
+    errors.FEATURE_NAME_NOT_FOUND,
+    errors.SCHEDULE_EVENT_ID_NOT_FOUND,
+    errors.INVALID_OBJECT_ID,
+    errors.SERVICE_FORBIDDEN,
+    errors.MISSING_KS,
+    errors.INVALID_KS,
+]
 
 
 @pytest.mark.parametrize("code", RETRYABLE)

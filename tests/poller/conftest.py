@@ -50,8 +50,9 @@ def poller_app(redis_url: str, emulator: Any, poller_options: dict[str, Any]) ->
 
 @pytest.fixture
 def worker(poller_app: Celery) -> Iterator[Any]:
-    with start_worker(poller_app, pool="threads", concurrency=4, perform_ping_check=False,
-                      loglevel="WARNING", shutdown_timeout=10) as w:
+    with start_worker(
+        poller_app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=10
+    ) as w:
         yield w
 
 

@@ -41,7 +41,13 @@ def _no_keys(client: redis.Redis) -> bool:
     ],
 )
 def test_permanent_codes_while_provisioning(
-    worker: Any, admin: Admin, send: Any, redis_client: redis.Redis, service: str, action: str, code: str,
+    worker: Any,
+    admin: Admin,
+    send: Any,
+    redis_client: redis.Redis,
+    service: str,
+    action: str,
+    code: str,
     expect: str,
 ) -> None:
     event_id, task_id = _order(admin)
@@ -55,8 +61,10 @@ def test_permanent_codes_while_provisioning(
         assert code in task["errDescription"] and f"{service}.{action}" in task["errDescription"]
     else:
         assert int(task["status"]) == PENDING  # not ours to fail: the order went away
-        assert not any(str(c["params"].get("entryVendorTask", {}).get("status")) == str(ERROR)
-                       for c in admin.calls_of("reach_entryvendortask", "updateJob"))
+        assert not any(
+            str(c["params"].get("entryVendorTask", {}).get("status")) == str(ERROR)
+            for c in admin.calls_of("reach_entryvendortask", "updateJob")
+        )
     assert _no_keys(redis_client)  # nothing handed out stays valid
     rec = registry.read_task_sync(redis_client, event_id, task_id)
     assert rec is None or rec.cancelled
@@ -72,8 +80,15 @@ def test_permanent_codes_while_provisioning(
     ],
 )
 def test_transient_failures_retry_to_scheduled(
-    worker: Any, admin: Admin, send: Any, redis_client: redis.Redis, service: str, action: str, kind: str,
-    code: str, emulator: Any,
+    worker: Any,
+    admin: Admin,
+    send: Any,
+    redis_client: redis.Redis,
+    service: str,
+    action: str,
+    kind: str,
+    code: str,
+    emulator: Any,
 ) -> None:
     event_id, task_id = _order(admin)
     # "delay" outlasts the request timeout of settings_for (5 s): a network error on our side.
@@ -92,8 +107,13 @@ def test_feature_lock_then_abort_cancels(
     worker: Any, admin: Admin, send: Any, redis_client: redis.Redis, emulator: Any
 ) -> None:
     event_id, task_id = _order(admin)
-    admin.fault("schedule_scheduleevent", "updateLiveFeature", "error",
-                code=errors.CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE, count=50)
+    admin.fault(
+        "schedule_scheduleevent",
+        "updateLiveFeature",
+        "error",
+        code=errors.CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE,
+        count=50,
+    )
     send(commands.POLL)
     wait_for(lambda: admin.calls_of("schedule_scheduleevent", "updateLiveFeature"))
     admin.abort(task_id)  # the customer cancels while Kaltura keeps answering with the lock code
@@ -110,8 +130,13 @@ def test_feature_lock_exhausted_leaves_the_task_for_the_next_poll(
     worker: Any, admin: Admin, send: Any, redis_client: redis.Redis
 ) -> None:
     event_id, task_id = _order(admin)
-    admin.fault("schedule_scheduleevent", "updateLiveFeature", "error",
-                code=errors.CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE, count=3)
+    admin.fault(
+        "schedule_scheduleevent",
+        "updateLiveFeature",
+        "error",
+        code=errors.CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE,
+        count=3,
+    )
     send(commands.POLL)
     wait_for(lambda: len(admin.calls_of("schedule_scheduleevent", "updateLiveFeature")) == 3)
     wait_for(lambda: not redis_client.exists(keys.provision_lock(task_id)))

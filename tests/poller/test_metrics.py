@@ -23,22 +23,40 @@ def test_metrics(worker: Any, admin: Admin, send: Any, redis_client: redis.Redis
     scheduled = value("reachlive_poller_tasks_total", outcome="scheduled")
     refused = value("reachlive_poller_tasks_total", outcome="refused")
     calls = value("reachlive_poller_kaltura_call_seconds_count", service="reach_entryvendortask", action="getJobs")
-    lock_errors = value("reachlive_poller_kaltura_errors_total", service="schedule_scheduleevent",
-                        action="updateLiveFeature", code=errors.CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE)
+    lock_errors = value(
+        "reachlive_poller_kaltura_errors_total",
+        service="schedule_scheduleevent",
+        action="updateLiveFeature",
+        code=errors.CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE,
+    )
     made = admin.create_event(**event_spec(CAPTION, translation("Dutch")))
     bad = admin.create_event(**event_spec({"feature": 8, "source_language": "Klingon"}))
-    admin.fault("schedule_scheduleevent", "updateLiveFeature", "error",
-                code=errors.CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE, count=1)
+    admin.fault(
+        "schedule_scheduleevent",
+        "updateLiveFeature",
+        "error",
+        code=errors.CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE,
+        count=1,
+    )
     send(commands.POLL)
     wait_status(admin, made["task_ids"], SCHEDULED)
     wait_for(lambda: value("reachlive_poller_tasks_total", outcome="scheduled") == scheduled + 2)
     wait_for(lambda: value("reachlive_poller_tasks_total", outcome="refused") == refused + 1)
     assert int(admin.task(bad["task_ids"][0])["status"]) == 6
     assert value("reachlive_poller_polls_total", result="ok") == polls + 1
-    assert value("reachlive_poller_kaltura_call_seconds_count", service="reach_entryvendortask",
-                 action="getJobs") == calls + 1
-    assert value("reachlive_poller_kaltura_errors_total", service="schedule_scheduleevent",
-                 action="updateLiveFeature", code=errors.CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE) == lock_errors + 1
+    assert (
+        value("reachlive_poller_kaltura_call_seconds_count", service="reach_entryvendortask", action="getJobs")
+        == calls + 1
+    )
+    assert (
+        value(
+            "reachlive_poller_kaltura_errors_total",
+            service="schedule_scheduleevent",
+            action="updateLiveFeature",
+            code=errors.CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE,
+        )
+        == lock_errors + 1
+    )
     send(commands.POLL)  # the registry sizes are measured by reconcile
     wait_for(lambda: value("reachlive_poller_registry_tasks") == 2)
     assert value("reachlive_poller_registry_events") == 1

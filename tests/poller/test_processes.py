@@ -38,8 +38,9 @@ def _env(redis_url: str, service_url: str, poll: float = 0.5) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_two_beat_replicas_never_both_lead(redis_url: str, redis_client: redis.Redis, emulator: Any,
-                                           tmp_path: Path) -> None:
+def test_two_beat_replicas_never_both_lead(
+    redis_url: str, redis_client: redis.Redis, emulator: Any, tmp_path: Path
+) -> None:
     env = _env(redis_url, emulator.url)
     first = Service(["poller"], env, tmp_path, name="beat-a")
     try:
@@ -67,8 +68,9 @@ def test_two_beat_replicas_never_both_lead(redis_url: str, redis_client: redis.R
 
 
 @pytest.mark.slow
-def test_beat_and_worker_processes_provision(redis_url: str, redis_client: redis.Redis, emulator: Any,
-                                            admin: Admin, tmp_path: Path) -> None:
+def test_beat_and_worker_processes_provision(
+    redis_url: str, redis_client: redis.Redis, emulator: Any, admin: Admin, tmp_path: Path
+) -> None:
     env = _env(redis_url, emulator.url, poll=1.0)
     made = admin.create_event(**event_spec(CAPTION, translation("French"), translation("Arabic")))
     with Service(["worker"], env, tmp_path, name="worker") as worker, Service(["poller"], env, tmp_path) as beat:

@@ -68,15 +68,15 @@ async def _lookups(redis_url: str, feat: dict[str, str]) -> tuple[Any, Any]:
 
     client = aioredis.Redis.from_url(redis_url)
     try:
-        return (await registry.lookup_media_key(client, feat["mediaKey"]),
-                await registry.lookup_caption_token(client, feat["captionToken"]))
+        return (
+            await registry.lookup_media_key(client, feat["mediaKey"]),
+            await registry.lookup_caption_token(client, feat["captionToken"]),
+        )
     finally:
         await client.aclose()
 
 
-def test_duplicate_polls_never_provision_twice(
-    worker: Any, admin: Admin, send: Any, redis_client: redis.Redis
-) -> None:
+def test_duplicate_polls_never_provision_twice(worker: Any, admin: Admin, send: Any, redis_client: redis.Redis) -> None:
     made = admin.create_event(**event_spec(CAPTION, translation("Spanish")))
     ids = made["task_ids"]
     for _ in range(6):
@@ -89,14 +89,21 @@ def test_duplicate_polls_never_provision_twice(
     wait_for(lambda: len(admin.calls_of("reach_entryvendortask", "getJobs")) >= 9)
     wait_for(lambda: not any(redis_client.exists(keys.provision_lock(t)) for t in ids))
     assert len(admin.calls_of("schedule_scheduleevent", "updateLiveFeature")) == 2
-    scheduled = [c for c in admin.calls_of("reach_entryvendortask", "updateJob")
-                 if str(c["params"].get("entryVendorTask", {}).get("status")) == str(SCHEDULED)]
+    scheduled = [
+        c
+        for c in admin.calls_of("reach_entryvendortask", "updateJob")
+        if str(c["params"].get("entryVendorTask", {}).get("status")) == str(SCHEDULED)
+    ]
     assert len(scheduled) == 2
 
 
 def test_regional_language_code(worker: Any, admin: Admin, send: Any, redis_client: redis.Redis) -> None:
-    made = admin.create_event(**event_spec({"feature": 8, "source_language": "English (American)"},
-                                           translation("French (Canada)", source="English (American)")))
+    made = admin.create_event(
+        **event_spec(
+            {"feature": 8, "source_language": "English (American)"},
+            translation("French (Canada)", source="English (American)"),
+        )
+    )
     send(commands.POLL)
     wait_status(admin, made["task_ids"], SCHEDULED)
     event_id = str(made["event_id"])
@@ -111,8 +118,7 @@ def _refused(admin: Admin, task_id: str) -> str:
 
 
 def test_refuses_unsupported_language(worker: Any, admin: Admin, send: Any, redis_client: redis.Redis) -> None:
-    made = admin.create_event(**event_spec({"feature": 8, "source_language": "Cantonese"},
-                                           translation("Zulu")))
+    made = admin.create_event(**event_spec({"feature": 8, "source_language": "Cantonese"}, translation("Zulu")))
     send(commands.POLL)
     for task_id, name in zip(made["task_ids"], ("Cantonese", "Zulu"), strict=True):
         reason = _refused(admin, task_id)

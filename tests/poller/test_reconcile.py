@@ -74,9 +74,7 @@ def test_vanished_feature_is_revoked(
     assert not registry.read_task_sync(redis_client, event_id, ids[0]).cancelled
 
 
-def test_moved_window_moves_the_event_record(
-    worker: Any, admin: Admin, send: Any, redis_client: redis.Redis
-) -> None:
+def test_moved_window_moves_the_event_record(worker: Any, admin: Admin, send: Any, redis_client: redis.Redis) -> None:
     event_id, _ = _scheduled(admin, send, redis_client)
     start = int(time.time()) + 7200
     admin.move_window(event_id, start, start + 5400)
@@ -84,8 +82,10 @@ def test_moved_window_moves_the_event_record(
     wait_for(lambda: registry.read_event_sync(redis_client, event_id).start == start)
     event = registry.read_event_sync(redis_client, event_id)
     assert event.end == start + 5400 and event.status == "scheduled"
-    assert 0 < redis_client.ttl(keys.event(event_id)) - (start + 5400 - time.time()) <= (
-        keys.REGISTRY_TTL_AFTER_END_SECONDS + 5
+    assert (
+        0
+        < redis_client.ttl(keys.event(event_id)) - (start + 5400 - time.time())
+        <= (keys.REGISTRY_TTL_AFTER_END_SECONDS + 5)
     )
 
 

@@ -19,8 +19,15 @@ from tests.relay.helpers import TOKEN
 
 @pytest.fixture
 async def emu() -> AsyncIterator[KwikmotionEmulator]:
-    emulator = KwikmotionEmulator(host="127.0.0.1", port=0, token=TOKEN, reference_text=JFK_TEXT,
-                                  reference_seconds=11.0, ping_interval=None, forbidden_tokens=["forbidden"])
+    emulator = KwikmotionEmulator(
+        host="127.0.0.1",
+        port=0,
+        token=TOKEN,
+        reference_text=JFK_TEXT,
+        reference_seconds=11.0,
+        ping_interval=None,
+        forbidden_tokens=["forbidden"],
+    )
     await emulator.start()
     yield emulator
     await emulator.stop()

@@ -50,17 +50,29 @@ def event_pcm(index: int) -> bytes:
     return np.clip(samples, -32768, 32767).astype("<i2").tobytes()
 
 
-def config(redis_url: str, kwik_url: str, token: str = TOKEN, types: str = "transcript,captions",
-           **relay: object) -> Config:
+def config(
+    redis_url: str, kwik_url: str, token: str = TOKEN, types: str = "transcript,captions", **relay: object
+) -> Config:
     base: dict[str, object] = dict(
-        chunk_seconds=2.0, heartbeat_seconds=0.2, failover_seconds=2.0, max_unacked_chunks=2,
-        backoff_initial_seconds=0.05, backoff_max_seconds=0.3, auth_retry_seconds=0.5,
+        chunk_seconds=2.0,
+        heartbeat_seconds=0.2,
+        failover_seconds=2.0,
+        max_unacked_chunks=2,
+        backoff_initial_seconds=0.05,
+        backoff_max_seconds=0.3,
+        auth_retry_seconds=0.5,
     )
     base.update(relay)
     return Config(
         relay=RelaySettings(**base),
-        kwik=KwikmotionSettings(url=kwik_url, token=token, ping_interval_seconds=0.5, ping_timeout_seconds=1.5,
-                                start_timeout_seconds=3.0, end_timeout_seconds=3.0),
+        kwik=KwikmotionSettings(
+            url=kwik_url,
+            token=token,
+            ping_interval_seconds=0.5,
+            ping_timeout_seconds=1.5,
+            start_timeout_seconds=3.0,
+            end_timeout_seconds=3.0,
+        ),
         caption_types=types,
         redis_url=redis_url,
     )
@@ -100,17 +112,52 @@ class Event:
 
 def make_event(client: redis.Redis, event_id: str, source: str = "en", targets: tuple[str, ...] = ("fr",)) -> Event:
     now = time.time()
-    write_event(client, EventRecord(id=event_id, start=now - 60, end=now + 3600, source_language=source,
-                                    source_language_code=f"{source}-US", status="live", session="1"))
+    write_event(
+        client,
+        EventRecord(
+            id=event_id,
+            start=now - 60,
+            end=now + 3600,
+            source_language=source,
+            source_language_code=f"{source}-US",
+            status="live",
+            session="1",
+        ),
+    )
     cap = f"{event_id}1"
-    write_task(client, TaskRecord(id=cap, event=event_id, feature=LIVE_CAPTION, kind="caption", language=source,
-                                  language_code=f"{source}-US", max_chars=32, status=3, start=now - 60, end=now + 3600))
+    write_task(
+        client,
+        TaskRecord(
+            id=cap,
+            event=event_id,
+            feature=LIVE_CAPTION,
+            kind="caption",
+            language=source,
+            language_code=f"{source}-US",
+            max_chars=32,
+            status=3,
+            start=now - 60,
+            end=now + 3600,
+        ),
+    )
     trans = {}
     for i, lang in enumerate(targets):
         tid = f"{event_id}{i + 2}"
-        write_task(client, TaskRecord(id=tid, event=event_id, feature=LIVE_TRANSLATION, kind="translation",
-                                      language=lang, language_code=lang, max_chars=32, status=3,
-                                      start=now - 60, end=now + 3600))
+        write_task(
+            client,
+            TaskRecord(
+                id=tid,
+                event=event_id,
+                feature=LIVE_TRANSLATION,
+                kind="translation",
+                language=lang,
+                language_code=lang,
+                max_chars=32,
+                status=3,
+                start=now - 60,
+                end=now + 3600,
+            ),
+        )
         trans[lang] = tid
     return Event(event_id, cap, trans)
 
@@ -125,7 +172,7 @@ def audio_entries(pcm: bytes, chunk_ms: int = 500, t0: float = 0.0) -> list[dict
     out = []
     for off in range(0, len(pcm), step):
         t = t0 + off / 32000
-        out.append(AudioChunk(media_time=t, pts=10.0 + t, epoch=epoch + t, pcm=pcm[off:off + step]).fields())
+        out.append(AudioChunk(media_time=t, pts=10.0 + t, epoch=epoch + t, pcm=pcm[off : off + step]).fields())
     return out
 
 
@@ -136,8 +183,7 @@ def feed(client: redis.Redis, event_id: str, pcm: bytes, eos: bool = True) -> No
         client.xadd(keys.audio(event_id), EndOfStream(len(pcm) / 32000, "ended").fields())
 
 
-async def feed_paced(client: redis.Redis, event_id: str, pcm: bytes, interval: float = 0.05,
-                     eos: bool = True) -> None:
+async def feed_paced(client: redis.Redis, event_id: str, pcm: bytes, interval: float = 0.05, eos: bool = True) -> None:
     """Audio arriving over time (a live event), ``interval`` between 500 ms entries."""
     for fields in audio_entries(pcm):
         client.xadd(keys.audio(event_id), fields)
@@ -194,7 +240,7 @@ def check_audio(sessions: list, pcm: bytes, chunk_bytes: int = CHUNK_BYTES) -> l
         start = pcm.find(audio[:chunk_bytes])
         assert start >= 0, "a session received audio that is not the stream's"
         assert start % chunk_bytes == 0 or start == 0, f"replay not at a chunk boundary ({start})"
-        assert pcm[start:start + len(audio)] == audio, "a session's audio is not a contiguous slice of the stream"
+        assert pcm[start : start + len(audio)] == audio, "a session's audio is not a contiguous slice of the stream"
         assert start <= covered, f"audio lost: session starts at {start}, previous audio ended at {covered}"
         covered = max(covered, start + len(audio))
         starts.append(start)

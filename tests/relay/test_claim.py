@@ -113,7 +113,7 @@ async def test_commit_trims_audio_behind_cursor(aredis, redis_client) -> None:
     first = (await aredis.xrange(keys.audio(ev.id), count=1))[0][0].decode()
     assert id_le(first, ids[250])  # MINID ~ trims whole nodes: never past the cursor
     assert await aredis.xlen(keys.audio(ev.id)) <= 100  # nodes of 100 entries wholly behind it went
-    assert (await aredis.xrange(keys.audio(ev.id), ids[250], ids[250]))  # the cursor entry is kept
+    assert await aredis.xrange(keys.audio(ev.id), ids[250], ids[250])  # the cursor entry is kept
 
 
 def test_chunker_groups_whole_entries() -> None:
@@ -123,7 +123,10 @@ def test_chunker_groups_whole_entries() -> None:
         out += ch.add(f"{i}-0", AudioChunk(media_time=i * 0.5, pts=i * 0.5, epoch=100 + i * 0.5, pcm=b"\1\0" * 8000))
     out += ch.flush()
     assert [(c.first_id, c.last_id, c.media_t0, c.duration) for c in out] == [
-        ("0-0", "3-0", 0.0, 2.0), ("4-0", "7-0", 2.0, 2.0), ("8-0", "8-0", 4.0, 0.5)]
+        ("0-0", "3-0", 0.0, 2.0),
+        ("4-0", "7-0", 2.0, 2.0),
+        ("8-0", "8-0", 4.0, 0.5),
+    ]
     assert ch.flush() == []
     assert parse_id("12-3") == (12, 3) and id_le("9-9", "10-0") and not id_le("10-1", "10-0")
 

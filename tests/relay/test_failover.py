@@ -140,8 +140,9 @@ async def test_rolling_restart_with_sigterm(redis_client, redis_url, emu, tmp_pa
             n_before = len(emu.started_sessions())
             assert relays[owner].stop() == 0
             assert "released sessions for takeover" in relays[owner].log()
-            await wait_for(lambda n=n_before: len(emu.started_sessions()) > n or session_acked(redis_client),
-                           timeout=15)
+            await wait_for(
+                lambda n=n_before: len(emu.started_sessions()) > n or session_acked(redis_client), timeout=15
+            )
             relays.pop(owner)
         await feeder
         await wait_for(lambda: session_acked(redis_client), timeout=30)

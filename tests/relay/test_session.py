@@ -41,13 +41,22 @@ def _duration(pcm: bytes) -> float:
 
 def _answered(rec) -> int:
     """Chunks the emulator answered in full (transcript and every translation) in a session."""
-    return sum(1 for m in rec.sent if m["message"] == "AddTranscript" and
-               sum(1 for t in rec.sent if t["message"] == "AddTranslation"
-                   and t["metadata"]["start_time"] == m["metadata"]["start_time"]) == len(rec.targets))
+    return sum(
+        1
+        for m in rec.sent
+        if m["message"] == "AddTranscript"
+        and sum(
+            1
+            for t in rec.sent
+            if t["message"] == "AddTranslation" and t["metadata"]["start_time"] == m["metadata"]["start_time"]
+        )
+        == len(rec.targets)
+    )
 
 
-async def _run_event(redis_client: redis.Redis, emu: KwikmotionEmulator, relays: RelayRunner, redis_url: str,
-                     **relay_settings: object):
+async def _run_event(
+    redis_client: redis.Redis, emu: KwikmotionEmulator, relays: RelayRunner, redis_url: str, **relay_settings: object
+):
     pcm = jfk_pcm()
     ev = make_event(redis_client, "100", targets=("fr", "es"))
     feed(redis_client, ev.id, pcm)

@@ -57,8 +57,9 @@ class Client:
         return self
 
     def media(self, ts0: int = 0, n: int = 20, step: int = 23, video_every: int = 3) -> Client:
-        self.out += self.w.write(4, DATA_AMF0, 1, 0, amf0.encode("@setDataFrame", "onMetaData",
-                                                                  amf0.EcmaArray({"audiocodecid": 10.0})))
+        self.out += self.w.write(
+            4, DATA_AMF0, 1, 0, amf0.encode("@setDataFrame", "onMetaData", amf0.EcmaArray({"audiocodecid": 10.0}))
+        )
         self.out += self.w.write(4, AUDIO, 1, ts0, b"\xaf\x00" + AAC_CONFIG)
         for i in range(n):
             ts = ts0 + i * step

@@ -22,22 +22,28 @@ def read_all(reader: ChunkReader, data: bytes) -> list:
 
 def test_all_four_header_types_round_trip():
     w = ChunkWriter(64)
-    data = b"".join([
-        w.write(4, AUDIO, 1, 1000, b"a" * 100),  # type 0 + type-3 continuation
-        w.write(4, AUDIO, 1, 1020, b"b" * 100),  # type 2 (same length and type)
-        w.write(4, AUDIO, 1, 1040, b"c" * 100),  # type 3 (same delta)
-        w.write(4, AUDIO, 1, 1060, b"d" * 10),  # type 1 (new length)
-        w.write(70, AUDIO, 1, 5, b"e"),  # 2-byte basic header
-        w.write(400, AUDIO, 1, 6, b"f"),  # 3-byte basic header
-    ])
+    data = b"".join(
+        [
+            w.write(4, AUDIO, 1, 1000, b"a" * 100),  # type 0 + type-3 continuation
+            w.write(4, AUDIO, 1, 1020, b"b" * 100),  # type 2 (same length and type)
+            w.write(4, AUDIO, 1, 1040, b"c" * 100),  # type 3 (same delta)
+            w.write(4, AUDIO, 1, 1060, b"d" * 10),  # type 1 (new length)
+            w.write(70, AUDIO, 1, 5, b"e"),  # 2-byte basic header
+            w.write(400, AUDIO, 1, 6, b"f"),  # 3-byte basic header
+        ]
+    )
     first_bytes = {data[0] >> 6}
     assert first_bytes == {0}
     r = ChunkReader()
     r.set_chunk_size(64)
     msgs = read_all(r, data)
     assert [(m.csid, m.timestamp, m.payload[:1], len(m.payload)) for m in msgs] == [
-        (4, 1000, b"a", 100), (4, 1020, b"b", 100), (4, 1040, b"c", 100), (4, 1060, b"d", 10),
-        (70, 5, b"e", 1), (400, 6, b"f", 1),
+        (4, 1000, b"a", 100),
+        (4, 1020, b"b", 100),
+        (4, 1040, b"c", 100),
+        (4, 1060, b"d", 10),
+        (70, 5, b"e", 1),
+        (400, 6, b"f", 1),
     ]
 
 
@@ -69,8 +75,15 @@ def test_writer_and_reader_agree_on_extended_and_wrapping_timestamps():
     msgs = read_all(ChunkReader(), data)
     assert [m.timestamp for m in msgs] == stamps
     unwrap = TimestampUnwrapper()
-    assert [unwrap(t) for t in stamps] == [0xFFFFF0, 0x1000000, 0x1000017, 0xFFFFFFF0, 0xFFFFFFFF,
-                                           (1 << 32) + 5, (1 << 32) + 0x1C]
+    assert [unwrap(t) for t in stamps] == [
+        0xFFFFF0,
+        0x1000000,
+        0x1000017,
+        0xFFFFFFF0,
+        0xFFFFFFFF,
+        (1 << 32) + 5,
+        (1 << 32) + 0x1C,
+    ]
 
 
 def test_delta_headers_wrap_modulo_2_32():
@@ -121,8 +134,14 @@ def test_limits_on_message_size_chunk_streams_and_buffer():
 
 
 def test_amf0_round_trip_and_bounds():
-    values = ["connect", 1.0, {"app": "live", "n": None, "u": amf0.UNDEFINED_VALUE, "b": True},
-              amf0.EcmaArray({"x": 1.0}), [1.0, "a"], "é" * 40000]
+    values = [
+        "connect",
+        1.0,
+        {"app": "live", "n": None, "u": amf0.UNDEFINED_VALUE, "b": True},
+        amf0.EcmaArray({"x": 1.0}),
+        [1.0, "a"],
+        "é" * 40000,
+    ]
     assert amf0.decode_all(amf0.encode(*values)) == values
     with pytest.raises(ProtocolError):
         amf0.decode_all(b"\x0c\xff\xff\xff\xffabc")  # long string claiming 4 GiB
@@ -137,8 +156,15 @@ def test_amf0_round_trip_and_bounds():
 
 
 def tag(type_id: int, ts: int, body: bytes) -> bytes:
-    return (bytes([type_id]) + len(body).to_bytes(3, "big") + (ts & 0xFFFFFF).to_bytes(3, "big")
-            + bytes([ts >> 24]) + bytes(3) + body + struct.pack(">I", 11 + len(body)))
+    return (
+        bytes([type_id])
+        + len(body).to_bytes(3, "big")
+        + (ts & 0xFFFFFF).to_bytes(3, "big")
+        + bytes([ts >> 24])
+        + bytes(3)
+        + body
+        + struct.pack(">I", 11 + len(body))
+    )
 
 
 def test_aggregate_messages_split_with_shifted_timestamps():

@@ -117,9 +117,12 @@ def test_random_bytes_only_raise_protocol_error(data):
 
 
 @FAST
-@given(size=st.sampled_from(sorted(STREAMS)),
-       flips=st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=0, max_value=255)), min_size=1,
-                      max_size=8))
+@given(
+    size=st.sampled_from(sorted(STREAMS)),
+    flips=st.lists(
+        st.tuples(st.integers(min_value=0), st.integers(min_value=0, max_value=255)), min_size=1, max_size=8
+    ),
+)
 def test_corrupted_streams_only_raise_protocol_error(size, flips):
     data = bytearray(STREAMS[size])
     for pos, value in flips:

@@ -8,9 +8,7 @@ from shared.cli import COMMANDS, available
 
 
 def test_help_lists_only_subcommands_that_import() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "--help"], capture_output=True, text=True, timeout=60
-    )
+    proc = subprocess.run([sys.executable, "-m", "shared.cli", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode in (0, 2)
     for name, (module, _text) in COMMANDS.items():
         listed = f"    {name} " in proc.stdout

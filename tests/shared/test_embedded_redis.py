@@ -53,8 +53,11 @@ def test_embedded_redis_dies_with_a_parent_killed_by_sigkill(tmp_path: Path) -> 
 def test_the_command_stops_its_redis_on_sigterm(tmp_path: Path) -> None:
     env = {**os.environ, "REACHLIVE_DATA_DIR": str(tmp_path), "REACHLIVE_REDIS_URL": ""}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "redis"], env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, text=True,
+        [sys.executable, "-m", "shared.cli", "redis"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     url = proc.stdout.readline().strip().split("=", 1)[1]
     client = redis.Redis.from_url(url)

@@ -28,8 +28,9 @@ async def test_registry_roundtrip_lookup_and_revoke(redis_client: redis.Redis, a
         ("2", "translation", "fr-CA", 26, False),
     ]
     # Plain secrets are never stored.
-    dump = b"".join(v for k in redis_client.keys("*") if redis_client.type(k) == b"hash"
-                    for v in redis_client.hgetall(k).values())
+    dump = b"".join(
+        v for k in redis_client.keys("*") if redis_client.type(k) == b"hash" for v in redis_client.hgetall(k).values()
+    )
     assert b"tok1" not in dump and b"mk1" not in dump
 
     pubsub = redis_client.pubsub()
@@ -55,7 +56,10 @@ async def test_batched_reads_match_the_single_ones(redis_client: redis.Redis, ar
     task = TaskRecord(id="91", event="9001")
     registry.write_task(redis_client, task, media_key="mk-batched")
     assert await registry.read_events(aredis, ["9001", "nope", "9002"]) == [
-        await registry.read_event(aredis, "9001"), None, await registry.read_event(aredis, "9002")]
+        await registry.read_event(aredis, "9001"),
+        None,
+        await registry.read_event(aredis, "9002"),
+    ]
     stored = await registry.read_task(aredis, "9001", "91")
     assert stored is not None
     exists, event, got = await registry.read_publish(aredis, stored.media_key_hash, "9001", "91")
