@@ -16,6 +16,8 @@ from shared import keys
 POLL = "reach.poll"
 PROVISION = "reach.provision"
 RECONCILE = "reach.reconcile"
+# args: (event_id, task_ids), kwargs jobs: reconcile's Kaltura checks of one event (the poller's own).
+CHECK_EVENT = "reach.check_event"
 # args: (event_id,) — the event's media started: its tasks go SCHEDULED → PROCESSING.
 PROCESSING = "reach.processing"
 # args: (task_id, outcome, reason) with outcome "ready" | "error"; reason is errDescription.

@@ -59,6 +59,12 @@ def provision_lock(task_id: str | int) -> str:
     return f"{PREFIX}:lock:provision:{task_id}"
 
 
+def check_lock(event_id: str | int) -> str:
+    """String (NX, TTL): one reconcile check of an event queued or running at a time, so polls
+    do not pile checks up while the workers are behind."""
+    return f"{PREFIX}:lock:check:{event_id}"
+
+
 def media_key(key_hash: str) -> str:
     """Hash {event, task}: a media key (by SHA-256 hex) that may publish for an event."""
     return f"{PREFIX}:media-key:{key_hash}"

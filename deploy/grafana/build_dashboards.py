@@ -351,6 +351,17 @@ def poller() -> dict:
                         [q(f"max(reachlive_poller_tasks_overdue{sel})", "overdue")],
                         description="Still SCHEDULED more than 5 min after their start: no media reached the ingest.",
                     ),
+                    P(
+                        "Reconcile checks per event (per 5 min)",
+                        [
+                            q(
+                                f"sum by (result) (increase(reachlive_poller_event_checks_total{sel}[5m]))",
+                                "{{result}}",
+                            )
+                        ],
+                        description="busy: an event's previous check was still queued or running at the next "
+                        "poll (the workers are behind: add worker replicas or REACHLIVE_POLLER_CONCURRENCY).",
+                    ),
                 ],
             ),
             (

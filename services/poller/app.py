@@ -1,4 +1,4 @@
-"""The poller's Celery app: Redis broker (no result backend), the five commands of
+"""The poller's Celery app: Redis broker (no result backend), the commands of
 ``shared.commands`` with retries declared once on each task, and the redbeat schedule.
 
 ``make_app`` builds everything from settings; importing this module has no side effects.
@@ -94,8 +94,20 @@ def _send_provision(app: Celery, job: VendorTask, holder: str) -> None:
     )
 
 
+def _send_check(app: Celery, event_id: str, task_ids: list[str], jobs: dict[str, VendorTask], holder: str) -> None:
+    app.send_task(
+        commands.CHECK_EVENT,
+        args=[event_id, task_ids],
+        kwargs={"jobs": {t: dataclasses.asdict(j) for t, j in jobs.items()}},
+        task_id=holder,
+        queue=commands.QUEUE,
+        kwargsrepr=repr({"jobs": {t: j.public() for t, j in jobs.items()}}),
+    )
+
+
 def _register(app: Celery, ctx: Context) -> None:
     ctx.send_provision = lambda job, holder: _send_provision(app, job, holder)
+    ctx.send_check = lambda event_id, task_ids, jobs, holder: _send_check(app, event_id, task_ids, jobs, holder)
     retry: dict[str, Any] = {
         "autoretry_for": (KalturaRetryableError,),
         "retry_backoff": True,
@@ -112,6 +124,16 @@ def _register(app: Celery, ctx: Context) -> None:
     @app.task(name=commands.RECONCILE, shared=False, ignore_result=True)
     def reconcile() -> dict[str, int]:
         return lifecycle.reconcile(ctx)
+
+    @app.task(name=commands.CHECK_EVENT, shared=False, bind=True, ignore_result=True)
+    def check_event(
+        self: Task, event_id: str, task_ids: list[str], jobs: dict[str, Any] | None = None
+    ) -> dict[str, int]:
+        listing = {t: VendorTask(**j) for t, j in (jobs or {}).items()}
+        try:
+            return lifecycle.check_event(ctx, str(event_id), [str(t) for t in task_ids], listing)
+        finally:
+            ctx.check_lock(str(event_id), self.request.id or "").release()
 
     @app.task(name=commands.PROVISION, shared=False, bind=True, ignore_result=True, **retry)
     def provision_task(self: Task, task_id: str, job: dict[str, Any] | None = None) -> str:

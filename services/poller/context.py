@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from services.poller.store import ProvisionLock
+from services.poller.store import CheckLock, ProvisionLock
 from shared import keys
 from shared.kaltura import KalturaFacade
 from shared.kaltura.models import VendorTask
@@ -25,6 +25,9 @@ class Context:
     caption_url: str  # GATEWAY_PUBLIC_URL: every task's captionUrl
     # Enqueue reach.provision for a job under a given Celery task id (the lock holder).
     send_provision: Callable[[VendorTask, str], None] = field(default=lambda job, holder: None)
+    # Enqueue reach.check_event (event id, its live task ids, their listed jobs, lock holder);
+    # None: reconcile runs each check itself (no Celery app, as in unit use).
+    send_check: Callable[[str, list[str], dict[str, VendorTask], str], None] | None = None
     clock: Callable[[], float] = time.time
 
     @property
@@ -34,6 +37,11 @@ class Context:
 
     def lock(self, task_id: str, holder: str) -> ProvisionLock:
         return ProvisionLock(self.redis, task_id, holder, self.lock_seconds)
+
+    def check_lock(self, event_id: str, holder: str) -> CheckLock:
+        # Two poll periods: a check still queued or running when the next poll comes is not
+        # sent again; one lost with its worker (acks_late redelivers it anyway) is not stuck.
+        return CheckLock(self.redis, event_id, holder, int(max(60.0, 2 * self.kaltura_settings.poll_seconds)))
 
     def external_task_id(self, event_id: str | int, task_id: str) -> str:
         return f"{self.kaltura_settings.vendor_name}:{event_id}:{task_id}"

@@ -1,5 +1,5 @@
-"""``reach.poll``, ``reach.reconcile``, ``reach.processing``, ``reach.finalize`` (DESIGN section 2,
-items 1, 3 and 4). ``reach.provision`` is in ``provision.py``.
+"""``reach.poll``, ``reach.reconcile`` with its ``reach.check_event``, ``reach.processing``,
+``reach.finalize`` (DESIGN section 2, items 1, 3 and 4). ``reach.provision`` is in ``provision.py``.
 """
 
 from __future__ import annotations
@@ -78,40 +78,42 @@ def _needs_provision(ctx: Context, job: VendorTask) -> bool:
 # --- reconcile -----------------------------------------------------------------------------
 def reconcile(ctx: Context, listing: dict[str, VendorTask] | None = None) -> dict[str, int]:
     """Keep the registry in step with Kaltura: cancel ABORTED / vanished / feature-less tasks
-    (revoking their key and token at once), follow moved event windows, note final states."""
+    (revoking their key and token at once), follow moved event windows, note final states.
+
+    The Kaltura calls (a get per task not listed, i.e. every PROCESSING one, and a
+    scheduleEvent.get per event) run per event in ``reach.check_event`` tasks, so they spread
+    over the worker pool: done here one after another they took 11 s per poll for 100 live
+    events against the emulator (bench/pipeline.py), and with Kaltura's own latency one worker
+    would fall behind the 30 s poll at about that many events, however many replicas ran."""
     if listing is None:
         listing = {j.id: j for j in ctx.kaltura.get_jobs((PENDING, SCHEDULED))}
-    by_event: dict[str, list[TaskRecord]] = defaultdict(list)
-    cancelled = moved = overdue = 0
+    by_event: dict[str, list[str]] = defaultdict(list)
+    overdue = 0
     late = ctx.clock() - OVERDUE_MARGIN_SECONDS
     for task_id in live_task_ids(ctx.redis):
-        event_id = event_of(ctx.redis, task_id)
-        rec = registry.read_task_sync(ctx.redis, event_id, task_id) if event_id else None
-        if rec is None or rec.cancelled or rec.status in FINAL_STATUSES:
-            ctx.redis.srem(keys.TASKS, task_id)
+        rec = _live_record(ctx, task_id)
+        if rec is None:
             continue
-        if rec.status == PENDING and ctx.redis.exists(keys.provision_lock(task_id)):
-            continue  # a provision is at work on it
-        with log_context(task_id=task_id, event_id=rec.event):
-            try:
-                alive = _check_task(ctx, rec, listing.get(task_id))
-            except KalturaError as exc:
-                _check_failed(ctx, [rec], "task", exc)
-                continue
-        if alive:
-            by_event[rec.event].append(rec)
-            overdue += rec.status == SCHEDULED and 0 < rec.start < late
-        else:
-            cancelled += 1
-    for event_id, tasks in by_event.items():
-        with log_context(event_id=event_id):
-            try:
-                c, m = _check_event(ctx, event_id, tasks, listing)
-            except KalturaError as exc:
-                _check_failed(ctx, tasks, "event", exc)
-                continue
-        cancelled += c
-        moved += m
+        by_event[rec.event].append(task_id)
+        overdue += rec.status == SCHEDULED and 0 < rec.start < late
+    sent = 0
+    for event_id, task_ids in by_event.items():
+        jobs = {t: listing[t] for t in task_ids if t in listing}
+        holder = str(uuid.uuid4())
+        if ctx.send_check is None:
+            check_event(ctx, event_id, task_ids, jobs)
+            continue
+        lock = ctx.check_lock(event_id, holder)
+        if not lock.take():
+            metrics.EVENT_CHECKS.labels("busy").inc()
+            continue
+        try:
+            ctx.send_check(event_id, task_ids, jobs, holder)
+        except Exception:
+            lock.release()
+            raise
+        metrics.EVENT_CHECKS.labels("sent").inc()
+        sent += 1
     for raw in ctx.redis.smembers(keys.EVENTS):  # records that expired (keys.REGISTRY_TTL_AFTER_END_SECONDS)
         if not ctx.redis.exists(keys.event(raw.decode())):
             ctx.redis.srem(keys.EVENTS, raw)
@@ -119,6 +121,50 @@ def reconcile(ctx: Context, listing: dict[str, VendorTask] | None = None) -> dic
     metrics.REGISTRY_EVENTS.set(events)
     metrics.REGISTRY_TASKS.set(tasks_n)
     metrics.TASKS_OVERDUE.set(overdue)
+    return {"events": len(by_event), "checks_sent": sent}
+
+
+def _live_record(ctx: Context, task_id: str) -> TaskRecord | None:
+    """The task's record if reconcile has to check it; drops finished ones from the live set."""
+    event_id = event_of(ctx.redis, task_id)
+    rec = registry.read_task_sync(ctx.redis, event_id, task_id) if event_id else None
+    if rec is None or rec.cancelled or rec.status in FINAL_STATUSES:
+        ctx.redis.srem(keys.TASKS, task_id)
+        return None
+    if rec.status == PENDING and ctx.redis.exists(keys.provision_lock(task_id)):
+        return None  # a provision is at work on it
+    return rec
+
+
+def check_event(ctx: Context, event_id: str, task_ids: list[str], listing: dict[str, VendorTask]) -> dict[str, int]:
+    """``reach.check_event``: reconcile's Kaltura checks of one event's live tasks (records
+    re-read now: one may have finished since the poll). Not retried: the next poll is the retry."""
+    tasks: list[TaskRecord] = []
+    cancelled = moved = 0
+    with log_context(event_id=event_id):
+        for task_id in task_ids:
+            rec = _live_record(ctx, task_id)
+            if rec is None:
+                continue
+            with log_context(task_id=task_id):
+                try:
+                    alive = _check_task(ctx, rec, listing.get(task_id))
+                except KalturaError as exc:
+                    metrics.EVENT_CHECKS.labels("failed").inc()
+                    _check_failed(ctx, [rec], "task", exc)
+                    continue
+            if alive:
+                tasks.append(rec)
+            else:
+                cancelled += 1
+        if tasks:
+            try:
+                c, moved = _check_event(ctx, event_id, tasks, listing)
+                cancelled += c
+            except KalturaError as exc:
+                metrics.EVENT_CHECKS.labels("failed").inc()
+                _check_failed(ctx, tasks, "event", exc)
+    metrics.EVENT_CHECKS.labels("done").inc()
     return {"cancelled": cancelled, "moved": moved}
 
 

@@ -34,6 +34,12 @@ TASKS_OVERDUE = Gauge(
     "reachlive_poller_tasks_overdue",
     "tasks still SCHEDULED more than a margin after their start (the media never reached the ingest)",
 )
+EVENT_CHECKS = Counter(
+    "reachlive_poller_event_checks_total",
+    "reconcile's per-event checks: sent, busy (the previous one still queued or running: the "
+    "workers are behind the poll), done, failed (a Kaltura error; the next poll retries)",
+    ["result"],
+)
 PROVISION_SECONDS = Histogram(
     "reachlive_poller_provision_seconds", "one provision run, start to SCHEDULED", buckets=LATENCY_BUCKETS
 )

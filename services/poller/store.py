@@ -14,12 +14,11 @@ _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del
 _EXTEND = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('expire', KEYS[1], ARGV[2]) end return 0"
 
 
-class ProvisionLock:
-    """``keys.provision_lock(task)``: who may provision a task now. The poll takes it for the
-    Celery task id it sends; a Celery retry keeps the same id, so it still holds the lock."""
+class Lock:
+    """A lock held by the Celery task id it was taken for (compare-and-delete/extend)."""
 
-    def __init__(self, client: redis.Redis, task_id: str, holder: str, ttl: int) -> None:
-        self.client, self.key, self.holder, self.ttl = client, keys.provision_lock(task_id), holder, ttl
+    def __init__(self, client: redis.Redis, key: str, holder: str, ttl: int) -> None:
+        self.client, self.key, self.holder, self.ttl = client, key, holder, ttl
 
     def take(self) -> bool:
         """True if we hold it (already ours, or free and now taken)."""
@@ -39,6 +38,21 @@ class ProvisionLock:
 
     def held_by_anyone(self) -> bool:
         return bool(self.client.exists(self.key))
+
+
+class ProvisionLock(Lock):
+    """``keys.provision_lock(task)``: who may provision a task now. The poll takes it for the
+    Celery task id it sends; a Celery retry keeps the same id, so it still holds the lock."""
+
+    def __init__(self, client: redis.Redis, task_id: str, holder: str, ttl: int) -> None:
+        super().__init__(client, keys.provision_lock(task_id), holder, ttl)
+
+
+class CheckLock(Lock):
+    """``keys.check_lock(event)``: a reconcile check of the event is queued or running."""
+
+    def __init__(self, client: redis.Redis, event_id: str, holder: str, ttl: int) -> None:
+        super().__init__(client, keys.check_lock(event_id), holder, ttl)
 
 
 def find_task(client: redis.Redis, task_id: str) -> TaskRecord | None:

@@ -228,3 +228,32 @@ def test_a_check_that_fails_because_the_task_went_final_meanwhile_is_not_a_warni
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
         "reconcile: could not check the event: INVALID_KS"
     ]
+
+
+def test_reconcile_checks_each_event_in_a_task_of_its_own(
+    worker: Any, admin: Admin, send: Any, redis_client: redis.Redis
+) -> None:
+    """The reconcile's Kaltura calls run in one ``reach.check_event`` per event, over the worker
+    pool (one task making them all fell behind the 30 s poll at about 100 live events); an
+    event whose check is still queued or running gets no second one from the next poll."""
+    from services.poller import metrics
+
+    def checks(result: str) -> float:
+        return metrics.EVENT_CHECKS.labels(result)._value.get()
+
+    first, (t1,) = _scheduled(admin, send, redis_client)
+    second, (t2,) = _scheduled(admin, send, redis_client)
+    wait_for(lambda: not redis_client.keys("rl:lock:check:*"))  # the polls' own checks are done
+    redis_client.set(keys.check_lock(second), "a check still queued", ex=60)
+    busy, sent = checks("busy"), checks("sent")
+    admin.abort(t1)
+    admin.abort(t2)
+    send(commands.POLL)
+    wait_for(lambda: registry.read_task_sync(redis_client, first, t1).cancelled)
+    wait_for(lambda: not redis_client.exists(keys.check_lock(first)))  # released by its check
+    wait_for(lambda: checks("busy") == busy + 1)  # the poll's loop may still be running
+    assert checks("sent") >= sent + 1
+    assert not registry.read_task_sync(redis_client, second, t2).cancelled  # its check was not sent
+    redis_client.delete(keys.check_lock(second))
+    send(commands.POLL)
+    wait_for(lambda: registry.read_task_sync(redis_client, second, t2).cancelled)
