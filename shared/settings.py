@@ -109,6 +109,10 @@ class PollerSettings(BaseSettings):
     feature_lock_retries: int = Field(default=4, ge=0)  # CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE bound
     beat_lock_seconds: PositiveSeconds = 30.0  # redbeat leader lock; a dead leader is replaced after it
     beat_max_interval_seconds: PositiveSeconds = 5.0
+    # Reconcile's per-event checks are sent at most this fast (Celery countdowns), and never
+    # spread over more than half the poll period: a burst of 100 checks in 2 s took a core of
+    # a 2-core host and delayed captions by seconds (bench/pipeline.py).
+    check_rate_per_second: float = Field(default=10.0, gt=0)
 
 
 class KwikmotionSettings(BaseSettings):

@@ -94,20 +94,25 @@ def _send_provision(app: Celery, job: VendorTask, holder: str) -> None:
     )
 
 
-def _send_check(app: Celery, event_id: str, task_ids: list[str], jobs: dict[str, VendorTask], holder: str) -> None:
+def _send_check(
+    app: Celery, event_id: str, task_ids: list[str], jobs: dict[str, VendorTask], holder: str, countdown: float
+) -> None:
     app.send_task(
         commands.CHECK_EVENT,
         args=[event_id, task_ids],
         kwargs={"jobs": {t: dataclasses.asdict(j) for t, j in jobs.items()}},
         task_id=holder,
         queue=commands.QUEUE,
+        countdown=countdown or None,
         kwargsrepr=repr({"jobs": {t: j.public() for t, j in jobs.items()}}),
     )
 
 
 def _register(app: Celery, ctx: Context) -> None:
     ctx.send_provision = lambda job, holder: _send_provision(app, job, holder)
-    ctx.send_check = lambda event_id, task_ids, jobs, holder: _send_check(app, event_id, task_ids, jobs, holder)
+    ctx.send_check = lambda event_id, task_ids, jobs, holder, countdown: _send_check(
+        app, event_id, task_ids, jobs, holder, countdown
+    )
     retry: dict[str, Any] = {
         "autoretry_for": (KalturaRetryableError,),
         "retry_backoff": True,

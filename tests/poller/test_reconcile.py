@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 import redis
 
 from services.poller import lifecycle
@@ -257,3 +258,9 @@ def test_reconcile_checks_each_event_in_a_task_of_its_own(
     redis_client.delete(keys.check_lock(second))
     send(commands.POLL)
     wait_for(lambda: registry.read_task_sync(redis_client, second, t2).cancelled)
+
+
+def test_checks_are_spread_at_the_rate_within_half_the_poll_period() -> None:
+    assert lifecycle.check_gap(1, 10.0, 30.0) == 0.0
+    assert lifecycle.check_gap(100, 10.0, 30.0) == 0.1  # 100 checks over 9.9 s
+    assert lifecycle.check_gap(1000, 10.0, 30.0) * 999 == pytest.approx(15.0)  # half the period, at most
