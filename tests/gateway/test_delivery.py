@@ -400,10 +400,10 @@ async def test_frames_committed_together_are_proven_by_one_pong(start_gateway, r
     gets them in one reply. The ping goes after all of them, so the first cursor saved is the
     last of them: a replica killed right after its pong repeats none of them on resume."""
     token = make_task(redis_client)
-    gw = await start_gateway(ack_interval_seconds=1.0)
+    gw = await start_gateway(ack_interval_seconds=2.0)
     async with connect(ws_url(gw, f"?token={token}")) as ws:
         await wait_for(lambda: any(c.live for c in gw.connections))
-        await asyncio.sleep(1.1)  # past the ack interval since the connection's start: ping at once
+        await asyncio.sleep(2.1)  # past the ack interval since the connection's start: ping at once
         pipe = redis_client.pipeline(transaction=True)
         for n in range(3):
             body = json.dumps(response("T1", n))
@@ -412,6 +412,6 @@ async def test_frames_committed_together_are_proven_by_one_pong(start_gateway, r
         for _ in range(3):
             await recv_json(ws)
         # The first save (within the ack interval, so from the first ping) covers all three;
-        # pinging after the first frame saved sids[0] first and the rest a second later.
-        first_saved = await wait_for(lambda: delivered(redis_client), timeout=0.9)
+        # pinging after the first frame saved sids[0] first and the rest an ack interval later.
+        first_saved = await wait_for(lambda: delivered(redis_client), timeout=1.9, step=0.005)
     assert first_saved == sids[-1]

@@ -244,7 +244,7 @@ def test_reconcile_checks_each_event_in_a_task_of_its_own(
 
     first, (t1,) = _scheduled(admin, send, redis_client)
     second, (t2,) = _scheduled(admin, send, redis_client)
-    wait_for(lambda: not redis_client.keys("rl:lock:check:*"))  # the polls' own checks are done
+    wait_for(lambda: not redis_client.keys(keys.check_lock("*")))  # the polls' own checks are done
     redis_client.set(keys.check_lock(second), "a check still queued", ex=60)
     busy, sent = checks("busy"), checks("sent")
     admin.abort(t1)
