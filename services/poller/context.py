@@ -26,8 +26,10 @@ class Context:
     # Enqueue reach.provision for a job under a given Celery task id (the lock holder).
     send_provision: Callable[[VendorTask, str], None] = field(default=lambda job, holder: None)
     # Enqueue reach.check_event (event id, its live task ids, their listed jobs, lock holder,
-    # countdown seconds); None: reconcile runs each check itself (no Celery app, as in unit use).
-    send_check: Callable[[str, list[str], dict[str, VendorTask], str, float], None] | None = None
+    # countdown seconds).
+    send_check: Callable[[str, list[str], dict[str, VendorTask], str, float], None] = field(
+        default=lambda event_id, task_ids, jobs, holder, countdown: None
+    )
     clock: Callable[[], float] = time.time
 
     @property

@@ -101,9 +101,6 @@ def reconcile(ctx: Context, listing: dict[str, VendorTask] | None = None) -> dic
     for i, (event_id, task_ids) in enumerate(by_event.items()):
         jobs = {t: listing[t] for t in task_ids if t in listing}
         holder = str(uuid.uuid4())
-        if ctx.send_check is None:
-            check_event(ctx, event_id, task_ids, jobs)
-            continue
         lock = ctx.check_lock(event_id, holder)
         if not lock.take():
             metrics.EVENT_CHECKS.labels("busy").inc()

@@ -37,7 +37,8 @@ TASKS_OVERDUE = Gauge(
 EVENT_CHECKS = Counter(
     "reachlive_poller_event_checks_total",
     "reconcile's per-event checks: sent, busy (the previous one still queued or running: the "
-    "workers are behind the poll), done, failed (a Kaltura error; the next poll retries)",
+    "workers are behind the poll), done (every check run), failed (a Kaltura call of a check failed; the "
+    "next poll retries)",
     ["result"],
 )
 PROVISION_SECONDS = Histogram(
