@@ -60,6 +60,7 @@ LOOPS = 4  # 44 s of speech per event
 STARTS_OVER_CHUNKS = 5  # publishers start over this many KWIKmotion chunk periods
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 TICKS = os.sysconf("SC_CLK_TCK")
+CORES = os.cpu_count() or 1
 CHUNK_SECONDS = RelaySettings().chunk_seconds  # the KWIKmotion chunk period
 SERVICES = ("worker", "poller", "ingest", "relay", "gateway")
 
@@ -159,16 +160,21 @@ class CpuWatch:
 
     def __init__(self, pids: dict[str, list[int]]) -> None:
         self.pids = pids
-        self.samples: list[tuple[float, dict[str, float]]] = []  # (epoch, cpu seconds per group)
+        # (epoch, cpu seconds per group, and "machine" / "steal": jiffies of all cores in /proc/stat)
+        self.samples: list[tuple[float, dict[str, float]]] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="cpu-watch", daemon=True)
 
     def _run(self) -> None:
         while not self.stop.wait(1.0):
-            self.samples.append((time.time(), {k: sum(cpu_seconds(p) for p in ps) for k, ps in self.pids.items()}))
+            cpu = {k: sum(cpu_seconds(p) for p in ps) for k, ps in self.pids.items()}
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+            cpu["machine"] = (sum(fields) - fields[3] - fields[4]) / TICKS / CORES
+            cpu["steal"] = fields[7] / TICKS / CORES  # time the hypervisor gave our vCPUs to others
+            self.samples.append((time.time(), cpu))
 
     def around(self, epoch: float) -> str:
-        """CPU % of a core per group in the second before ``epoch``."""
+        """CPU % of a core per group in the second before ``epoch`` (machine and steal: % of all cores)."""
         for (t0, c0), (t1, c1) in zip(self.samples, self.samples[1:], strict=False):
             if t0 <= epoch <= t1:
                 return " ".join(f"{k} {100 * (c1[k] - c0.get(k, c1[k])) / (t1 - t0):.0f}" for k in c1)
@@ -457,6 +463,10 @@ def run_n(
                 (v, t, cpu_watch.around(window[0] + t + 1) if cpu_watch else "")
                 for v, t in sorted(((max(v), t) for t, v in by_second.items()), reverse=True)[:5]
             ],
+            "seconds": [
+                (t, percentile(v, 0.5), max(v), len(v), cpu_watch.around(window[0] + t + 1) if cpu_watch else "")
+                for t, v in sorted(by_second.items())
+            ],
         }
 
 
@@ -471,6 +481,7 @@ def main(argv: list[str]) -> int:
         help="ingest processes sharing the RTMP port (SO_REUSEPORT), as replicas on one host",
     )
     parser.add_argument("--stages", action="store_true", help="also split the overhead by stage (adds a reader)")
+    parser.add_argument("--timeline", action="store_true", help="with --stages: every steady second's overhead and CPU")
     parser.add_argument(
         "--nice-load",
         type=int,
@@ -512,6 +523,10 @@ def main(argv: list[str]) -> int:
             print("      worst seconds of the steady state (max overhead; CPU % of a core per process group then):")
             for v, t, cpu in result["worst_seconds"]:
                 print(f"        {t:3d} s: {v * 1000:6.0f} ms   {cpu}")
+        if args.timeline:
+            print("      every second of the steady state (frames, p50 / max overhead; CPU % of a core):")
+            for t, p50, top, count, cpu in result["seconds"]:
+                print(f"        {t:3d} s: {count:3d} {p50 * 1000:5.0f} / {top * 1000:5.0f} ms   {cpu}")
         for name, values in result["stages"].items():
             print(
                 f"      stage {name}: p50 {percentile(values, 0.5) * 1000:.1f} ms, "
