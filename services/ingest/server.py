@@ -17,6 +17,7 @@ from services.ingest import metrics
 from services.ingest.admission import Admission, Rejected, admit, check
 from services.ingest.coordinator import Coordinator
 from services.ingest.publisher import Publisher
+from services.ingest.readpause import ReadPause, coalesce_pause, wake_at
 from shared import keys, registry
 from shared.aio import TaskSet
 from shared.commands import PROCESSING, send_async
@@ -36,30 +37,11 @@ from shared.settings import IngestSettings, split_listen
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
-COALESCE_SECONDS = 0.1  # longest pause between reads of a real-time publisher (see coalesce_pause)
-MIN_PAUSE_SECONDS = 0.005  # a shorter pause costs a timer wakeup and saves no read
-# The message that completes a chunk arrives up to one codec frame (AAC 23 ms, MP3 26 ms)
-# sooner than the missing audio suggests: the last message read arrived up to a frame before
-# the read, and messages come whole. Waking this much early, then reading each message as it
-# comes, cut the ingest's arrival → XADD p99 from 48 to 32 ms (10 publishers) and from 53 to
-# 39 ms (100), for ~2 more reads per chunk (BENCHMARKS.md).
-FRAME_GUARD_SECONDS = 0.027
 # A publisher silent this long is stalled or half-open: its writer lease is no longer
 # refreshed, so a standby takes over INGEST_PRIMARY_TTL_SECONDS later (a real-time publisher
 # sends dozens of messages a second; a 1 s hiccup alone never causes a takeover).
 STALL_SECONDS = 1.0
 VALIDATE_SECONDS = 5.0  # re-check key, task and window of a live publish (pub/sub is lossy)
-
-
-def coalesce_pause(seconds_to_chunk: float | None) -> float:
-    """How long to leave a live publisher's bytes in the socket before the next read: up to
-    COALESCE_SECONDS, but never past the moment the chunk being filled completes, so that the
-    bytes ending a chunk are read (and stamped, and written) as they arrive. Waiting the full
-    period there would add up to COALESCE_SECONDS to every chunk's latency. 0 means read now."""
-    if seconds_to_chunk is None:
-        return COALESCE_SECONDS  # a standby writes nothing: no chunk to hold back
-    pause = min(COALESCE_SECONDS, seconds_to_chunk - FRAME_GUARD_SECONDS)
-    return pause if pause >= MIN_PAUSE_SECONDS else 0.0
 
 
 class _Closed(Exception):
@@ -189,6 +171,8 @@ class IngestServer:
         next_beat = loop.time() + s.heartbeat_seconds
         next_check = loop.time() + VALIDATE_SECONDS
         live: _Live | None = None
+        # A timer left running when the connection ends only finds the transport closing.
+        paused = ReadPause(writer.transport, loop)
         while True:
             now = loop.time()
             if live is None:
@@ -222,16 +206,12 @@ class IngestServer:
                 if conn.closed:
                     raise _Closed("rejected" if live is None else "stopped")
                 pause = coalesce_pause(live.publisher.seconds_to_chunk()) if live is not None else 0.0
-                if pause and len(data) < READ_SIZE // 2:
-                    # A real-time publisher writes each media packet on its own (~100 small
-                    # segments/s at 3 Mbps). Letting the kernel gather them for a moment turns
-                    # that into ~20 reads/s: most of the ingest's CPU per stream is per wakeup.
-                    writer.transport.pause_reading()
-                    try:
-                        await asyncio.sleep(pause)
-                    finally:
-                        if not writer.transport.is_closing():
-                            writer.transport.resume_reading()
+                # A large read means a backlog (or a fast publisher): read on at once.
+                if pause and len(data) < READ_SIZE // 2 and not paused.active:
+                    t = loop.time()
+                    at = wake_at(t, pause)
+                    if at is not None:
+                        paused.until(at)
             if live is not None:
                 if live.revoked:
                     self._stop(conn, live, "The caption order was cancelled")

@@ -109,7 +109,7 @@ def test_read_coalescing_never_holds_back_the_end_of_a_chunk():
     """Coalescing reads saves wakeups, but the bytes that complete a chunk must be read as they
     arrive: their arrival is where the pipeline's latency starts (issue 8's overhead)."""
     from services.ingest.publisher import Publisher
-    from services.ingest.server import COALESCE_SECONDS, FRAME_GUARD_SECONDS, coalesce_pause
+    from services.ingest.readpause import COALESCE_SECONDS, FRAME_GUARD_SECONDS, coalesce_pause
 
     pub = Publisher(None, "e", "t", chunk_ms=500, standby_seconds=5)  # type: ignore[arg-type]
     assert pub.seconds_to_chunk() is None  # a standby writes no chunks
