@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -317,8 +318,26 @@ def by_audio(sessions: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def start_offsets(count: int) -> list[float]:
+    """Start times (s) of ``count`` publisher processes over about STARTS_OVER_CHUNKS chunk
+    periods, each at a phase of the period of its own: a step of ``j / count`` periods with ``j``
+    coprime to ``count`` visits ``count`` distinct phases (5 periods over 100 starts, 0.1 s apart,
+    gave only 20 phases of 2 s, 5 events on each)."""
+    j = STARTS_OVER_CHUNKS
+    while math.gcd(j, count) != 1:
+        j += 1
+    return [i * j * CHUNK_SECONDS / count for i in range(count)]
+
+
 def run_n(
-    n: int, flv: Path, workdir: Path, with_stages: bool, spread: float, ingests: int, nice: int = 0
+    n: int,
+    flv: Path,
+    workdir: Path,
+    with_stages: bool,
+    spread: float,
+    ingests: int,
+    nice: int = 0,
+    per_process: int = 1,
 ) -> dict[str, Any]:
     env = {
         "REACHLIVE_RELAY_MAX_SESSIONS": str(max(50, n)),
@@ -358,34 +377,29 @@ def run_n(
             cpu_watch.thread.start()
         redis_commands0 = redis_commands(stack.redis_url)
         busy0, own0, t0 = machine_jiffies(), time.process_time(), time.monotonic()
-        # Publishers are ffmpeg processes: the real thing, and no GIL shared with anything.
-        # Live events start when they start: spread evenly over a few KWIKmotion chunk periods,
-        # their chunks end at every phase of the period, as N independent events' do (over one
-        # period only, the ffmpeg start-ups saturate the CPU and bunch the phases). ``--burst``
-        # starts them all at once: every chunk ends together, the synchronised worst case.
+        # Publishers are ffmpeg processes: the real thing, and no GIL shared with anything. One
+        # process publishes ``per_process`` events (an output, so an RTMP connection and publish,
+        # each): a process per event spent ~40 % of the load's CPU on ffmpeg's own per-process
+        # threads and wakeups (36 % of a core at 100 events, 22 % two per process), CPU the
+        # system measured then lacked. Live events start when they start: the processes start
+        # at distinct phases of the KWIKmotion chunk period (``start_offsets``), so chunks end at
+        # every phase, as N independent events' do; over one period only, the ffmpeg start-ups
+        # saturate the CPU and bunch the phases. ``--burst`` starts them all at once: every
+        # chunk ends together, the synchronised worst case.
         publishers = []
         prefix = ["nice", "-n", str(nice)] if nice else []  # nice execs ffmpeg: same pid
-        for i, run in enumerate(runs):
-            if spread:
-                time.sleep(max(0.0, t0 + i * spread / n - time.monotonic()))
-            feature = run.features[run.task_ids[0]]
+        groups = [runs[i : i + per_process] for i in range(0, n, per_process)]
+        starts_at = start_offsets(len(groups)) if spread else [0.0] * len(groups)
+        for group, start in zip(groups, starts_at, strict=True):
+            time.sleep(max(0.0, t0 + start - time.monotonic()))
+            outputs = []
+            for run in group:
+                feature = run.features[run.task_ids[0]]
+                url = publish_url(feature["mediaUrl"], feature["mediaKey"])
+                outputs += ["-map", "0", "-c", "copy", "-f", "flv", url]
             publishers.append(
                 subprocess.Popen(
-                    [
-                        *prefix,
-                        FFMPEG,
-                        "-hide_banner",
-                        "-loglevel",
-                        "error",
-                        "-re",
-                        "-i",
-                        str(flv),
-                        "-c",
-                        "copy",
-                        "-f",
-                        "flv",
-                        publish_url(feature["mediaUrl"], feature["mediaKey"]),
-                    ],
+                    [*prefix, FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-i", str(flv), *outputs],
                     stdin=subprocess.DEVNULL,
                 )
             )
@@ -483,6 +497,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--stages", action="store_true", help="also split the overhead by stage (adds a reader)")
     parser.add_argument("--timeline", action="store_true", help="with --stages: every steady second's overhead and CPU")
     parser.add_argument(
+        "--per-process",
+        type=int,
+        default=2,
+        help="events published by one ffmpeg process (an RTMP connection each; 1: a process per event)",
+    )
+    parser.add_argument(
         "--nice-load",
         type=int,
         default=0,
@@ -491,9 +511,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="reachlive-bench-"))
     flv = encode_flv(JFK_FLAC, workdir / "jfk.flv", loops=LOOPS)
-    starts = "all at once" if args.burst else f"starting over {STARTS_OVER_CHUNKS * CHUNK_SECONDS:.0f} s"
+    starts = "all at once" if args.burst else f"at distinct phases over ~{STARTS_OVER_CHUNKS * CHUNK_SECONDS:.0f} s"
     print(
-        f"pipeline bench: {os.cpu_count()} cores, {LOOPS * 11} s of speech per event, publishers {starts}, "
+        f"pipeline bench: {os.cpu_count()} cores, {LOOPS * 11} s of speech per event, "
+        f"{args.per_process} event(s) per ffmpeg publisher process, starting {starts}, "
         f"{args.ingest_replicas} ingest replica(s), workdir {workdir}"
     )
     print("overhead = transcript frame at the client - arrival at ingest of its chunk's end - the emulator's")
@@ -506,7 +527,7 @@ def main(argv: list[str]) -> int:
     best = 0
     for n in args.n:
         spread = 0.0 if args.burst else STARTS_OVER_CHUNKS * CHUNK_SECONDS
-        result = run_n(n, flv, workdir, args.stages, spread, args.ingest_replicas, args.nice_load)
+        result = run_n(n, flv, workdir, args.stages, spread, args.ingest_replicas, args.nice_load, args.per_process)
         cpu = " ".join(f"{k}={v:.2f}" for k, v in result["cpu_per_event_pct"].items())
         print(
             f"{n:>5} {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {result['edge_p50_ms']:>9.1f} "

@@ -549,11 +549,10 @@ class Connection:
                 await self._check_cancelled()
 
     async def _check_cancelled(self) -> None:
-        event = await registry.read_event(self.s.client, self.s.event_id)
+        event, flags = await registry.read_cancellation(self.s.client, self.s.event_id, [o.id for o in self.outs])
         live = 0
-        for out in self.outs:
-            cancelled = await self.s.client.hget(keys.task(self.s.event_id, out.id), "cancelled")
-            if cancelled in (b"1", "1"):
+        for out, cancelled in zip(self.outs, flags, strict=True):
+            if cancelled:
                 if not out.record.cancelled:
                     out.record.cancelled = True
                     log.info("task cancelled mid-event: no more captions for it", extra={"task_id": out.id})

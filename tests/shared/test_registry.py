@@ -68,3 +68,17 @@ async def test_batched_reads_match_the_single_ones(redis_client: redis.Redis, ar
     exists, _event, _task = await registry.read_publish(aredis, stored.media_key_hash, "9001", "91")
     assert not exists
     assert await registry.read_publish(aredis, "0" * 64, "nope", "nope") == (False, None, None)
+
+
+async def test_cancellation_is_read_in_one_round_trip(redis_client: redis.Redis, aredis: aioredis.Redis) -> None:
+    """read_cancellation (the relay's per-heartbeat check): the event record and, per task in the
+    order asked, whether it is cancelled; a task that does not exist is not cancelled."""
+    now = time.time()
+    registry.write_event(redis_client, EventRecord(id="9101", start=now, end=now + 60))
+    for task_id in ("a1", "a2"):
+        registry.write_task(redis_client, TaskRecord(id=task_id, event="9101"), media_key=f"mk-{task_id}")
+    event, flags = await registry.read_cancellation(aredis, "9101", ["a1", "a2", "missing"])
+    assert event == await registry.read_event(aredis, "9101") and flags == [False, False, False]
+    registry.revoke_task(redis_client, "9101", "a2")
+    assert (await registry.read_cancellation(aredis, "9101", ["a1", "a2"]))[1] == [False, True]
+    assert await registry.read_cancellation(aredis, "nope", []) == (None, [])
