@@ -229,8 +229,7 @@ async def read_cancellation(
     client: aioredis.Redis, event_id: str, task_ids: list[str]
 ) -> tuple[EventRecord | None, list[bool]]:
     """An event record and whether each of its tasks is cancelled, in one round trip (every relay
-    session checks this every heartbeat: a round trip per task made it one of the relay's busiest
-    Redis users)."""
+    session checks this every heartbeat; read one by one it was a round trip per task plus one)."""
     async with client.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.event(event_id))
         for task_id in task_ids:
