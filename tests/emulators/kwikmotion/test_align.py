@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from emulators.kwikmotion import KwikmotionEmulator
@@ -160,6 +160,13 @@ def test_any_chunking_from_any_start_across_two_sessions_gives_every_word_once(
     """A relay opens a session at media time ``first``/2 s and sends chunks; after ``cut``
     chunks the session is lost and a NEW session replays from the next chunk boundary. Together
     they give each word from the start point on exactly once, in order."""
+    # Outside the property: a first session lost before it heard one matching window (0.5 s) of
+    # an AAC stream's very start. That audio is encoder priming and the sample's quiet first
+    # tenths of a second: 0.1-0.3 s of it match nowhere in the reference (0.5 s does), so the
+    # session cannot place it, the next one starts after word 0's start, and word 0 is nobody's.
+    # (Found by hypothesis: source="aac", first=0, split=[1600], cut=1. The relay's chunks are
+    # 2 s; see test_a_session_lost_in_the_aac_priming_cannot_place_its_audio.)
+    assume(not (source == "aac" and first == 0 and 0 < cut and sum(split[:cut]) < STEP))
     audio = floats(jfk_pcm() if source == "raw" else jfk_aac_pcm())[first * STEP :]
     ref = ref16()
     sessions = [AudioAligner(ref), AudioAligner(ref)]
@@ -172,6 +179,17 @@ def test_any_chunking_from_any_start_across_two_sessions_gives_every_word_once(
     # Word k starts at k * 0.5 s of the reference; through AAC it comes later by the encoder
     # delay (< 0.5 s), so from a 0.5 s boundary on the words are those of the reference from it.
     assert words == WORDS[first:]
+
+
+def test_a_session_lost_in_the_aac_priming_cannot_place_its_audio() -> None:
+    """The limit the property above leaves out, pinned down: the first 0.1-0.3 s of the AAC
+    stream match nowhere, 0.5 s matches (wrapping: the priming lines up with the loop's end)."""
+    audio = floats(jfk_aac_pcm())
+    for size in (1600, 3200, 4800):
+        session = AudioAligner(ref16())
+        assert session.feed(audio[:size]) == [] and session.pos is None
+    session = AudioAligner(ref16())
+    assert session.feed(audio[:STEP]) == WORDS[:1]
 
 
 def test_reference_too_short_is_refused() -> None:
