@@ -1,5 +1,6 @@
 """Pipeline benchmark: N concurrent live events on this machine, each a real-time RTMP publisher
-(ffmpeg `-re -c copy` of the speech sample, AAC-encoded once) and a Kaltura caption client, through every
+(an RTMP connection of its own from ffmpeg `-re -c copy` of the speech sample, AAC-encoded once;
+two events per ffmpeg process, ``--per-process``) and a Kaltura caption client, through every
 reachlive service (separate processes) with the KWIKmotion emulator answering at once.
 
 Prints, per N: the pipeline overhead p50/p99 (audio arrival at ingest of the end of a
