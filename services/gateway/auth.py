@@ -14,7 +14,7 @@ import json
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import redis.asyncio as aioredis
 
@@ -30,8 +30,16 @@ class TaskRef:
     task_id: str
 
 
+def split_target(target: str) -> tuple[str, str]:
+    """The path and the query of a request target (origin-form, RFC 9112 section 3.2.1). Not
+    ``urlsplit``: it reads a target starting with "//" as an authority, and raises on "//[" (an
+    "Invalid IPv6 URL"), which any client can send."""
+    path, _, query = target.partition("?")
+    return path, query.partition("#")[0]
+
+
 def query_params(path: str) -> dict[str, list[str]]:
-    return parse_qs(urlsplit(path).query, keep_blank_values=True)
+    return parse_qs(split_target(path)[1], keep_blank_values=True)
 
 
 def token_from_request(authorization: str | None, path: str) -> str | None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from http import HTTPStatus
-from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -92,7 +91,7 @@ class Gateway:
                 self._idle.set()
 
     async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
-        path = urlsplit(request.path).path
+        path = auth.split_target(request.path)[0]
         if path == "/healthz":
             return ws.respond(HTTPStatus.OK, "ok\n")
         if path == "/readyz":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from services.gateway.auth import FailureLimiter, TokenBucket, client_address, token_from_message, token_from_request
@@ -149,8 +149,18 @@ def test_token_from_any_json_document(doc):
 
 
 @given(st.text(max_size=100), st.text(max_size=300))
+@example("", "/[")  # "//[": urlsplit took it for an authority and raised "Invalid IPv6 URL" (found by hypothesis)
 def test_token_from_request_never_raises(header, path):
     token_from_request(header, "/" + path)
+
+
+def test_request_targets_split_at_the_query_whatever_their_path():
+    from services.gateway.auth import query_params, split_target
+
+    assert split_target("//[?token=a&types=x#frag") == ("//[", "token=a&types=x")
+    assert split_target("/healthz") == ("/healthz", "")
+    assert token_from_request(None, "//[?token=abc") == "abc"
+    assert query_params("//evil.example:99/x?types=a&types=b") == {"types": ["a", "b"]}
 
 
 def test_failure_limiter_blocks_after_limit_and_forgets_with_time():
