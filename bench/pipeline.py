@@ -75,10 +75,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def machine_jiffies() -> tuple[int, int]:
-    """(busy, total) jiffies of all cores, from /proc/stat."""
+def machine_jiffies() -> tuple[int, int, int]:
+    """(busy, total, steal) jiffies of all cores, from /proc/stat (steal: time the hypervisor
+    gave our vCPUs to other guests, counted in busy)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(fields) - fields[3] - fields[4], sum(fields)
+    return sum(fields) - fields[3] - fields[4], sum(fields), fields[7]
 
 
 def words(text: str) -> list[str]:
@@ -464,6 +465,7 @@ def run_n(
             "cpu_per_event_pct": {k: 100 * (cpu1[k] - cpu0[k]) / wall / n for k in SERVICES},
             "load_pct": {
                 "machine (of all cores)": 100 * busy,
+                "of which steal": 100 * (busy1[2] - busy0[2]) / max(1, busy1[1] - busy0[1]),
                 "ffmpeg publishers": 100 * ffmpeg_cpu / wall,
                 "caption clients": 100 * (cpu1["clients"] - cpu0["clients"]) / wall,
                 "kwikmotion emulator": 100 * (cpu1["kwikmotion"] - cpu0["kwikmotion"]) / wall,
