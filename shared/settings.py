@@ -169,6 +169,9 @@ class GatewaySettings(BaseSettings):
 
     listen: ListenAddress = "0.0.0.0:8080"
     public_url: Annotated[str, _url("ws", "wss")] = "ws://127.0.0.1:8080/v1/captions"
+    # SO_REUSEPORT, as the ingest's: gateway processes on one host share LISTEN (any of them
+    # serves any task: cursors and captions are in Redis).
+    reuse_port: bool = True
     max_connection_seconds: PositiveSeconds = 7200.0  # seed: 2-hour limit, then 1001
     ping_interval_seconds: PositiveSeconds = 20.0
     auth_timeout_seconds: PositiveSeconds = 5.0

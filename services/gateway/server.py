@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from http import HTTPStatus
 
 from redis.exceptions import RedisError
@@ -71,6 +72,7 @@ class Gateway:
             max_queue=4,
             open_timeout=10,
             create_connection=CaptionServerConnection,
+            reuse_port=self.settings.reuse_port and hasattr(socket, "SO_REUSEPORT"),
         )
         self.port = next(iter(self.server.sockets)).getsockname()[1]
         # Revocations published before we listen would be missed; feeds re-check anyway, but a

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,10 +62,18 @@ def wait_until(predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"not in {timeout}s: {what}")
 
 
-@pytest.fixture
-def all_cmd(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int]]:
-    ingest, gateway = free_port(), free_port()
-    env = {
+def service_counts(parent: int) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for pid in children_of(parent):
+        args = cmdline(pid)
+        if "shared.cli" in args:
+            name = args[args.index("shared.cli") + 1]
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def all_env(tmp_path: Path, ingest: int, gateway: int) -> dict[str, str]:
+    return {
         **os.environ,
         "REACHLIVE_REDIS_URL": "",  # the command starts its embedded Redis
         "REACHLIVE_DATA_DIR": str(tmp_path / "data"),
@@ -73,6 +82,63 @@ def all_cmd(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int]
         "REACHLIVE_GATEWAY_LISTEN": f"127.0.0.1:{gateway}",
         "REACHLIVE_LOG_FORMAT": "json",
     }
+
+
+def test_replicas_are_parsed_and_the_beat_runs_once() -> None:
+    from services.all.main import build_children, parse_replicas
+
+    assert parse_replicas("") == {}
+    assert parse_replicas("ingest=2, relay=3") == {"ingest": 2, "relay": 3}
+    for bad in ("ingest", "ingest=0", "ingest=x", "nope=2", "poller=2"):
+        with pytest.raises(ValueError):
+            parse_replicas(bad)
+    children = build_children("redis://x", 9100, replicas={"worker": 2, "ingest": 2})
+    assert [c.name for c in children] == ["worker-0", "worker-1", "poller", "ingest-0", "ingest-1", "relay", "gateway"]
+    # one metrics port each, and Celery node names that differ
+    assert [c.env["REACHLIVE_METRICS_PORT"] for c in children] == [str(9100 + i) for i in range(7)]
+    assert children[0].args == ["worker", "--hostname", "worker0@%h"] and children[2].args == ["poller"]
+
+
+def test_all_runs_replicas_sharing_their_ports(tmp_path: Path) -> None:
+    """``--replicas``: two ingest and two gateway processes on one port each (SO_REUSEPORT), two
+    relays and workers; all serve, and SIGTERM stops every one of them."""
+    ingest, gateway = free_port(), free_port()
+    log = open(tmp_path / "all.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "all", "--replicas", "ingest=2,gateway=2,relay=2,worker=2"],
+        env=all_env(tmp_path, ingest, gateway),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
+    try:
+        want = {"worker": 2, "poller": 1, "ingest": 2, "relay": 2, "gateway": 2}
+        wait_until(lambda: service_counts(proc.pid) == want, 60, "every replica started")
+        wait_port(ingest, 60)
+        wait_port(gateway, 60)
+        # Both gateways bound the port (one failing to would be restarted again and again).
+        time.sleep(3)
+        assert service_counts(proc.pid) == want, (tmp_path / "all.log").read_text()[-3000:]
+        for _ in range(8):  # the kernel spreads these between the two; each must answer
+            with urllib.request.urlopen(f"http://127.0.0.1:{gateway}/healthz", timeout=5) as resp:
+                assert resp.status == 200
+        pids = children_of(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        for pid in pids:
+            wait_until(lambda pid=pid: not running(pid), 10, f"child {pid} {cmdline(pid)} gone")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def all_cmd(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int]]:
+    ingest, gateway = free_port(), free_port()
+    env = all_env(tmp_path, ingest, gateway)
     log = open(tmp_path / "all.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "shared.cli", "all"],
