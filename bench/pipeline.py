@@ -171,9 +171,8 @@ class CpuWatch:
     def _run(self) -> None:
         while not self.stop.wait(1.0):
             cpu = {k: sum(cpu_seconds(p) for p in ps) for k, ps in self.pids.items()}
-            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-            cpu["machine"] = (sum(fields) - fields[3] - fields[4]) / TICKS / CORES
-            cpu["steal"] = fields[7] / TICKS / CORES  # time the hypervisor gave our vCPUs to others
+            busy, _total, steal = machine_jiffies()
+            cpu["machine"], cpu["steal"] = busy / TICKS / CORES, steal / TICKS / CORES
             self.samples.append((time.time(), cpu))
 
     def around(self, epoch: float) -> str:

@@ -120,9 +120,10 @@ class IngestServer:
             limits=None, chunk_size=self.settings.rtmp_chunk_size, epoch_ms=int(time.monotonic() * 1000)
         )
         box: list[_Live | None] = [None]  # the connection's accepted publish, for the cleanup
+        paused = ReadPause(writer.transport, asyncio.get_running_loop())
         cause = "eof"
         try:
-            await self._serve(conn, reader, writer, box)
+            await self._serve(conn, reader, writer, box, paused)
         except _Closed as exc:
             cause = exc.cause
         except ProtocolError as exc:
@@ -135,6 +136,7 @@ class IngestServer:
             cause = "shutdown"
             raise
         finally:
+            paused.cancel()
             metrics.CLOSED.labels(cause).inc()
             metrics.CONNECTIONS.dec()
             live = box[0]
@@ -163,6 +165,7 @@ class IngestServer:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         box: list[_Live | None],
+        paused: ReadPause,
     ) -> None:
         s = self.settings
         loop = asyncio.get_running_loop()
@@ -171,8 +174,6 @@ class IngestServer:
         next_beat = loop.time() + s.heartbeat_seconds
         next_check = loop.time() + VALIDATE_SECONDS
         live: _Live | None = None
-        # A timer left running when the connection ends only finds the transport closing.
-        paused = ReadPause(writer.transport, loop)
         while True:
             now = loop.time()
             if live is None:
