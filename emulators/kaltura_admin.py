@@ -33,8 +33,30 @@ class KalturaAdmin:
     def abort(self, task_id: int | str) -> dict[str, Any]:
         return self._call("POST", f"tasks/{task_id}/abort")
 
-    def move_window(self, event_id: int | str, start: float, end: float) -> dict[str, Any]:
-        return self._call("POST", f"events/{event_id}/window", {"start": int(start), "end": int(end)})
+    def add_task(
+        self,
+        event_id: int | str,
+        feature: int = 11,
+        source_language: str = "English",
+        target_language: str | None = None,
+        **order: Any,
+    ) -> str:
+        """A late order on an existing (possibly live) event: a PENDING task with its own live
+        caption feature; returns the new task id. ``order`` as a task of ``create_event``
+        (``pre_start``, ``post_end``, ``status``, ``language``, ``feature_present``, ...)."""
+        body = {"feature": feature, "source_language": source_language, **order}
+        if target_language is not None:
+            body["target_language"] = target_language
+        return str(self._call("POST", f"events/{event_id}/tasks", body)["task_id"])
+
+    def move_window(self, event_id: int | str, start: float | None, end: float | None) -> dict[str, Any]:
+        """Reschedule the event, also while live (None keeps that date); its tasks' dates follow."""
+        body = {k: int(v) for k, v in (("start", start), ("end", end)) if v is not None}
+        return self._call("POST", f"events/{event_id}/window", body)
+
+    def end_window(self, event_id: int | str, at: float | None = None) -> dict[str, Any]:
+        """The Kaltura admin ends the event: its window's end moves to ``at`` (default now)."""
+        return self.move_window(event_id, None, time.time() if at is None else at)
 
     def calls(self) -> list[dict[str, Any]]:
         return self._call("GET", "calls")

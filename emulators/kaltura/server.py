@@ -259,6 +259,12 @@ class KalturaEmulator:
         log.info("%s: event %s created with tasks %s", BANNER, out["event_id"], out["task_ids"])
         return out
 
+    def add_task(self, event_id: int | str, order: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+        """A late order on an existing (possibly live) event → ``{event_id, task_id, feature}``."""
+        out = self.state.add_task(event_id, {**(order or {}), **kwargs})
+        log.info("%s: event %s gained task %s", BANNER, out["event_id"], out["task_id"])
+        return out
+
     def event(self, event_id: int | str) -> dict[str, Any]:
         return self.state.admin_event(event_id)
 
@@ -298,9 +304,10 @@ class KalturaEmulator:
     def remove_feature(self, task_id: int | str) -> dict[str, Any]:
         return self.state.admin_remove_feature(task_id)
 
-    def move_window(self, event_id: int | str, start: float, end: float) -> dict[str, Any]:
-        out = self.state.move_window(event_id, int(start), int(end))
-        log.info("%s: event %s moved to %s..%s", BANNER, event_id, int(start), int(end))
+    def move_window(self, event_id: int | str, start: float | None, end: float | None) -> dict[str, Any]:
+        """Reschedule the event (None keeps that date); its tasks' dates follow."""
+        out = self.state.move_window(event_id, None if start is None else int(start), None if end is None else int(end))
+        log.info("%s: event %s moved to %s..%s", BANNER, event_id, out["startDate"], out["endDate"])
         return out
 
     def add_fault(self, **fault: Any) -> dict[str, Any]:
@@ -428,7 +435,9 @@ class KalturaEmulator:
             if method == "GET" and len(rest) == 1:
                 return self.event(rest[0])
             if method == "POST" and len(rest) == 2 and rest[1] == "window":
-                return self.move_window(rest[0], doc["start"], doc["end"])
+                return self.move_window(rest[0], doc.get("start"), doc.get("end"))
+            if method == "POST" and len(rest) == 2 and rest[1] == "tasks":
+                return self.add_task(rest[0], doc)
         elif head == "tasks":
             if method == "GET" and not rest:
                 return self.tasks()

@@ -1,6 +1,6 @@
 """The emulator's world: partners, scheduled events, REACH tasks, catalog items, reach profiles,
-sessions, and the admin operations that play the Kaltura customer's part (create an order, abort
-it, delete it, move the event's window).
+sessions, and the admin operations that play the Kaltura customer's part (create an order, add a
+late order to an existing event, abort it, delete it, move the event's window).
 
 All access goes through ``KalturaState.lock`` (the HTTP server is threaded).
 """
@@ -125,6 +125,31 @@ class KalturaState:
                 task = self._add_task(event, profile, dict(order), spec, now)
                 task_ids.append(task.id)
             return {"event_id": event.id, "entry_id": event.entry_id, "task_ids": task_ids}
+
+    def add_task(self, event_id: int | str, order: dict[str, Any]) -> dict[str, Any]:
+        """A late order: one more REACH task on an existing (possibly live) event, as a customer
+        ordering e.g. a translation mid-event. Like an order placed with the event: a PENDING task
+        (listed by getJobs) with its own ``LiveCaptionFeature-reach-<taskId>`` (facts.md), its
+        dates the event's window with the order's buffers (default: the event's)."""
+        with self.lock:
+            event = self.event_or_404(event_id)
+            if int(order.get("feature", LIVE_CAPTION)) == LIVE_TRANSLATION and not order.get("target_language"):
+                raise AdminError(400, "a live translation task needs target_language")
+            # The event's reach profile (the one its first order used); a new one if it has none.
+            profile = next(
+                (self.profiles[t.reach_profile_id] for t in self.tasks.values()
+                 if t.event_id == event.id and t.reach_profile_id in self.profiles),
+                None,
+            )  # fmt: skip
+            if profile is None:
+                profile = ReachProfile(self._take("profile"), event.partner_id, dict(DEFAULT_REACH_PROFILE))
+                self.profiles[profile.id] = profile
+            now = self.now()
+            task = self._add_task(event, profile, dict(order), {"pre_start": event.pre_start,
+                                                                "post_end": event.post_end}, now)  # fmt: skip
+            if order.get("feature_present", True):
+                event.updated_at = now
+            return {"event_id": event.id, "task_id": task.id, "feature": event.feature(FEATURE_PREFIX + task.id)}
 
     def _add_task(self, event: Event, profile: ReachProfile, order: dict[str, Any], spec: dict[str, Any], now: int):
         feature = int(order.get("feature", LIVE_CAPTION))
@@ -260,23 +285,29 @@ class KalturaState:
                 raise AdminError(404, f"task {task.id} has no live feature")
             return self.events[task.event_id].render()
 
-    def move_window(self, event_id: int | str, start: int, end: int) -> dict[str, Any]:
-        """The customer reschedules the event: its dates and its tasks' taskJobData move."""
+    def move_window(self, event_id: int | str, start: int | None, end: int | None) -> dict[str, Any]:
+        """The customer reschedules the event (also while it is live: extend it, shorten it, end
+        it now): its dates and its tasks' taskJobData move; None keeps that date."""
         with self.lock:
             event = self.event_or_404(event_id)
-            start, end = int(start), int(end)
+            start = event.start if start is None else int(start)
+            end = event.end if end is None else int(end)
             if end <= start:
                 raise AdminError(400, "end must be after start")
             now = self.now()
+            for task in self.tasks.values():
+                if task.event_id == event.id:
+                    # facts.md: preStartTime = event start − task start, postEndTime = task end −
+                    # event end; the buffers stay, the dates move with the window. A task whose
+                    # feature is gone (ERROR, ABORTED) keeps its own buffers.
+                    feature = event.feature(FEATURE_PREFIX + task.id) or {}
+                    pre = int(feature.get("preStartTime", event.start - task.start))
+                    post = int(feature.get("postEndTime", task.end - event.end))
+                    task.start, task.end = start - pre, end + post
+                    task.updated_at = now
             event.start, event.end = start, end
             event.updated_at = now
             event.sequence += 1
-            for task in self.tasks.values():
-                if task.event_id == event.id:
-                    feature = event.feature(FEATURE_PREFIX + task.id) or {}
-                    task.start = start - int(feature.get("preStartTime", event.pre_start))
-                    task.end = end + int(feature.get("postEndTime", event.post_end))
-                    task.updated_at = now
             return event.render()
 
     def expire_sessions(self, kind: str | None = None, task_id: str | None = None) -> dict[str, Any]:
