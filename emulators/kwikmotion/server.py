@@ -258,6 +258,10 @@ class KwikmotionEmulator:
                     return _json(conn, 400, {"error": str(exc)})
                 log.info("%s faults set: %s", BANNER, self.faults.to_dict())
             return _json(conn, 200, self.faults.to_dict())
+        if (url.path, method) in (("/admin/faults", "DELETE"), ("/admin/faults/clear", "POST")):
+            self.faults.clear()
+            log.info("%s faults cleared", BANNER)
+            return _json(conn, 200, self.faults.to_dict())
         if url.path == "/admin/reset" and method == "POST":
             self.reset()
             return _json(conn, 200, {"reset": True})
@@ -322,6 +326,11 @@ class KwikmotionEmulator:
             failure = p.AUTH_FORBIDDEN
         elif failure is None and token not in self.tokens:
             failure = p.AUTH_EXPIRED
+        refuse = self.faults.refuse_auth
+        if failure is None and refuse is not None and self.faults.due("refuse_auth"):
+            # A valid token refused on demand, with the seed's own payload for that status.
+            failure = p.AUTH_EXPIRED if refuse == 401 else p.AUTH_FORBIDDEN
+            rec.faults.append(f"refuse_auth_{refuse}")
         if failure is None:
             return
         rec.auth = failure
@@ -366,6 +375,11 @@ class KwikmotionEmulator:
             except p.InvalidStart as exc:
                 await self._fail(conn, rec, exc.code, exc.type, exc.reason)
             assert config is not None
+            refused = self.faults.refused_language([config.language, *config.targets])
+            if refused is not None:
+                # On demand, exactly what an unsupported code gets (seed: 4004 invalid_model).
+                rec.faults.append("refuse_language")
+                await self._fail(conn, rec, *p.INVALID_MODEL, f"Unsupported language: {refused}")
             rec.start, rec.language, rec.targets = msg, config.language, config.targets
             rec.align = self.align
             if self.align == "audio":
