@@ -135,7 +135,9 @@ class IngestSettings(BaseSettings):
     chunk_ms: int = Field(default=500, ge=20, le=10000)
     tls_cert: str = ""
     tls_key: str = ""
-    grace_seconds: PositiveSeconds = 10.0
+    # Drain after the window closes (end + postEndTime + margin), before the end of stream: the
+    # stopped publishers' last audio lands first. A publisher going away never ends the media.
+    grace_seconds: PositiveSeconds = 2.0
     window_margin_seconds: float = Field(default=300.0, ge=0)
     idle_timeout_seconds: PositiveSeconds = 30.0
     handshake_timeout_seconds: PositiveSeconds = 10.0

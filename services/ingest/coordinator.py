@@ -7,7 +7,8 @@ media timeline, the media session and the end-of-stream entry.
 - ``keys.ingest_state(E)``: ``samples`` (16 kHz samples written: media time is samples/16000,
   so the timeline is exact across writers), ``pts_end``/``epoch_end`` (source pts and
   arrival epoch just past the last sample written, so a standby knows where to continue),
-  ``alive`` (last heartbeat or write of a writer), ``eos`` (the end-of-stream entry was written).
+  ``alive`` (last heartbeat or write of a writer: how long the event has been paused), ``eos``
+  (the end-of-stream entry was written: only once the event is over, never for a pause).
 - Every audio write checks, atomically, that the writer still holds the lease and that the
   timeline did not move under it (compare-and-set on ``samples``), so two writers can never
   interleave.
@@ -28,7 +29,7 @@ RATE = 16000
 
 _ACQUIRE = """
 if redis.call('HGET', KEYS[2], 'eos') == '1' then return {-1} end
--- a receiving standby keeps the event alive too: no end of stream while it waits
+-- a receiving standby is a publisher too: the event is not paused while it waits
 redis.call('HSET', KEYS[2], 'alive', ARGV[3])
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {1, redis.call('HGET', KEYS[2], 'samples') or '0',
@@ -69,23 +70,19 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-# KEYS: primary, state, audio. ARGV: expected samples, force ("1": window over / cancelled),
-# now, grace, retention s, state ttl s, then the entry's field/value pairs.
+# KEYS: primary, state, audio. ARGV: expected samples, retention s, state ttl s, then the
+# entry's field/value pairs. Only ever called when the event is over (window ended, every task
+# cancelled, event gone): a publisher that went away pauses the event, it never ends it.
 _EOS = """
 if redis.call('HGET', KEYS[2], 'eos') == '1' then return -1 end
 if (redis.call('HGET', KEYS[2], 'samples') or '0') ~= ARGV[1] then return -3 end
-if ARGV[2] ~= '1' then
-  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-  local alive = tonumber(redis.call('HGET', KEYS[2], 'alive') or '0')
-  if tonumber(ARGV[3]) - alive < tonumber(ARGV[4]) then return 0 end
-end
 local entry = {}
-for i = 7, #ARGV do entry[#entry + 1] = ARGV[i] end
+for i = 4, #ARGV do entry[#entry + 1] = ARGV[i] end
 redis.call('XADD', KEYS[3], '*', unpack(entry))
 redis.call('HSET', KEYS[2], 'eos', '1')
 redis.call('DEL', KEYS[1])
-redis.call('EXPIRE', KEYS[3], ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[6])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 
@@ -190,8 +187,17 @@ class Coordinator:
         metrics.SESSIONS_OPENED.inc()
         return True
 
-    async def end_of_stream(self, event_id: str, reason: str, *, grace: float, force: bool) -> bool:
-        """Write the event's one end-of-stream entry if it is due; True if written now."""
+    async def last_alive(self, event_ids: list[str]) -> list[float]:
+        """When each event last had a publisher (write, heartbeat, release or accepted publish),
+        in one round trip; 0 if never. The sweeper counts paused events with it."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                pipe.hget(keys.ingest_state(event_id), "alive")
+            raw = await pipe.execute()
+        return [float(_s(v)) if v else 0.0 for v in raw]
+
+    async def end_of_stream(self, event_id: str, reason: str) -> bool:
+        """Write the event's one end-of-stream entry (the event is over); True if written now."""
         for _ in range(3):
             raw = await self.client.hget(keys.ingest_state(event_id), "samples")
             samples = int(_s(raw)) if raw else 0
@@ -204,9 +210,6 @@ class Coordinator:
                     keys=self._keys(event_id),
                     args=[
                         str(samples),
-                        "1" if force else "0",
-                        repr(time.time()),
-                        repr(grace),
                         keys.AUDIO_RETENTION_AFTER_END_SECONDS,
                         keys.REGISTRY_TTL_AFTER_END_SECONDS,
                         *flat,
@@ -215,10 +218,9 @@ class Coordinator:
             )
             if res == -3:
                 continue  # a chunk landed meanwhile: recompute the end time
-            if res == -1:
+            if res in (1, -1):
                 await self.client.srem(keys.INGEST_ACTIVE, event_id)
             if res == 1:
-                await self.client.srem(keys.INGEST_ACTIVE, event_id)
                 metrics.END_OF_STREAM.labels(reason).inc()
                 return True
             return False

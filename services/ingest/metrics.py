@@ -34,3 +34,7 @@ REDIS_WRITE = Histogram(
 TAKEOVERS = Counter("reachlive_ingest_takeovers_total", "a publisher became the writer of its event's audio")
 SESSIONS_OPENED = Counter("reachlive_ingest_sessions_opened_total", "media sessions opened (first publish)")
 END_OF_STREAM = Counter("reachlive_ingest_end_of_stream_total", "end-of-stream entries written, by reason", ["reason"])
+EVENTS_PAUSED = Gauge(
+    "reachlive_ingest_events_paused",
+    "open media sessions whose publishers went away (paused until a publish resumes them or the window ends)",
+)

@@ -42,6 +42,9 @@ READ_SIZE = 65536
 # sends dozens of messages a second; a 1 s hiccup alone never causes a takeover).
 STALL_SECONDS = 1.0
 VALIDATE_SECONDS = 5.0  # re-check key, task and window of a live publish (pub/sub is lossy)
+# An open event with no publisher delivering for this long counts as paused (a metric only: a
+# pause never ends anything, DESIGN section 3).
+PAUSED_AFTER_SECONDS = 5.0
 
 
 class _Closed(Exception):
@@ -293,8 +296,7 @@ class IngestServer:
         self._live.setdefault((adm.event.id, adm.task.id), set()).add(live)
         conn.accept_publish(ev.stream_id)
         await self.coord.mark_seen(adm.event.id)
-        # The writer lease first: until an event has one, the sweeper ends its media once the
-        # grace period has passed, so nothing slow may come between mark_seen and the lease.
+        # The writer lease at once: a standby of a paused event continues the timeline now.
         await publisher.try_acquire()
         if await self.coord.open_session(adm.event.id):
             log.info("media session opened")
@@ -359,39 +361,50 @@ class IngestServer:
                 log.exception("end-of-stream sweep failed")
 
     async def sweep_once(self) -> None:
+        """End the media of events that are over; count the paused ones.
+
+        A publisher that goes away only pauses its event (DESIGN section 3): any valid publish
+        within the window resumes it, on any replica, the timeline continuing. The end of stream
+        is written only when the window (with the margin) has closed and ``grace_seconds`` of
+        drain have passed (publishers of the event are stopped at the window's close, so their
+        last audio lands first), when every task is cancelled, or when the event is gone."""
         now = time.time()
         active = [
             raw.decode() if isinstance(raw, bytes) else raw for raw in await self.client.smembers(keys.INGEST_ACTIVE)
         ]
         if not active:
+            metrics.EVENTS_PAUSED.set(0)
             return
-        # One round trip for every event record, not one per event (the sweep runs every
-        # second over every open session: 3 commands each made it the ingest's busiest
-        # Redis user, ahead of the audio itself).
+        # One round trip for every event record, one for every event's last publisher time, not
+        # one per event (the sweep runs every second over every open session).
         records = await registry.read_events(self.client, active)
-        # An event whose writer is a publisher of ours, receiving, cannot be due: its lease is
-        # refreshed, and the end-of-stream check would only find it held.
-        writing = {
-            live.admission.event.id
-            for group in self._live.values()
-            for live in group
-            if live.publisher.receiving(now, STALL_SECONDS)
-        }
-        for event_id, event in zip(active, records, strict=True):
-            if event is None or event.status == "cancelled":
-                reason, force = "cancelled", True
-            elif now > event.window(self.settings.window_margin_seconds)[1]:
-                reason, force = "window_ended", True
-            elif event_id in writing:
-                continue
+        alive = await self.coord.last_alive(active)
+        paused = 0
+        for event_id, event, seen in zip(active, records, alive, strict=True):
+            if event is None:
+                reason = "gone"
+            elif event.status == "cancelled":
+                reason = "cancelled"
             else:
-                reason, force = "no_publisher", False
-            if await self.coord.end_of_stream(event_id, reason, grace=self.settings.grace_seconds, force=force):
+                closes = event.window(self.settings.window_margin_seconds)[1]
+                if now <= closes:
+                    paused += now - seen > PAUSED_AFTER_SECONDS
+                    continue
+                self._stop_event(event_id, "window")
+                if now <= closes + self.settings.grace_seconds:
+                    continue  # drain: the stopped publishers flush their last audio
+                reason = "window_ended"
+            if await self.coord.end_of_stream(event_id, reason):
                 log.info("end of stream written", extra={"event_id": event_id, "reason": reason})
-                for (eid, _tid), group in list(self._live.items()):
-                    if eid == event_id:
-                        for live in group:
-                            live.revoked = "window" if reason == "window_ended" else "ended"
+                self._stop_event(event_id, "window" if reason == "window_ended" else "ended")
+        metrics.EVENTS_PAUSED.set(paused)
+
+    def _stop_event(self, event_id: str, cause: str) -> None:
+        """Close this replica's publishers of ``event_id`` (at their next read or beat)."""
+        for (eid, _tid), group in list(self._live.items()):
+            if eid == event_id:
+                for live in group:
+                    live.revoked = live.revoked or cause
 
     async def serve(self, stop: asyncio.Event) -> None:
         await self.start()

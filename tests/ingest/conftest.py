@@ -162,6 +162,25 @@ async def wait_for(predicate: Callable[[], object], timeout: float = 20.0, inter
     raise AssertionError("condition not met in time")
 
 
+def has_eos(client: redis.Redis, event_id: str = "ev1") -> bool:
+    return any(isinstance(e, streams.EndOfStream) for e in audio_entries(client, event_id))
+
+
+async def end_window(
+    client: redis.Redis, server: IngestServer | float, event_id: str = "ev1", timeout: float = 20.0
+) -> None:
+    """The event is over: once its publishers have let go of the audio (their tails flushed),
+    move its window's end into the past, as the poller does when Kaltura's event ends, and wait
+    for the end of stream. A publisher going away alone never ends the media (it pauses).
+    ``server``: the ingest (for its window margin), or the margin of one run as a process."""
+    await wait_for(lambda: client.get(keys.ingest_primary(event_id)) is None, timeout)
+    now = time.time()
+    margin = server if isinstance(server, float | int) else server.settings.window_margin_seconds
+    ends = now - margin - 1
+    registry.move_event_window(client, event_id, ends - 3600, ends)
+    await wait_for(lambda: has_eos(client, event_id), timeout)
+
+
 async def raw_session(
     port: int, data: bytes, *, wait: float = 5.0, then: bytes = b"", keep_sending: float = 0.0
 ) -> tuple[bytes, bool, float]:

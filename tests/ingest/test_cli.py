@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from shared import streams
-from tests.ingest.conftest import audio_entries, ffmpeg_publish, make_event, wait_for
+from tests.ingest.conftest import end_window, ffmpeg_publish, make_event
 from tests.support.proc import Service, free_port, wait_port
 
 
@@ -17,12 +16,13 @@ async def test_reachlive_ingest_process(redis_url, redis_client, tmp_path):
         "REACHLIVE_REDIS_URL": redis_url,
         "REACHLIVE_INGEST_LISTEN": f"127.0.0.1:{port}",
         "REACHLIVE_INGEST_GRACE_SECONDS": "1",
+        "REACHLIVE_INGEST_WINDOW_MARGIN_SECONDS": "0",
     }
     with Service(["ingest"], env, tmp_path) as svc:
         await asyncio.to_thread(wait_port, port)
         code, err = await ffmpeg_publish(f"rtmp://127.0.0.1:{port}/live/key-1")
         assert code == 0, err[-2000:]
-        await wait_for(lambda: any(isinstance(e, streams.EndOfStream) for e in audio_entries(redis_client)))
+        await end_window(redis_client, 0.0)
         assert svc.alive()
         assert await asyncio.to_thread(svc.stop) == 0, svc.log()[-3000:]
     log = svc.log()

@@ -13,12 +13,15 @@ import numpy as np
 import pytest
 
 from services.ingest import metrics
+from services.ingest.server import PAUSED_AFTER_SECONDS
 from shared import keys, streams
 from shared.registry import TaskRecord, write_task
 from tests.ingest.conftest import (
     audio_entries,
     best_correlation,
+    end_window,
     ffmpeg_publish,
+    has_eos,
     make_event,
     pcm_of,
     source_pcm,
@@ -28,10 +31,6 @@ from tests.support.proc import ROOT
 
 REF = source_pcm()
 CHUNK = 8000  # 500 ms at 16 kHz
-
-
-def has_eos(client, event_id="ev1") -> bool:
-    return any(isinstance(e, streams.EndOfStream) for e in audio_entries(client, event_id))
 
 
 def check_audio(
@@ -72,12 +71,14 @@ async def test_ffmpeg_audio_only_session_and_end_of_stream(start_ingest, redis_c
     server = await start_ingest(rtmp_chunk_size=4096)
     code, err = await ffmpeg_publish(f"rtmp://127.0.0.1:{server.port}/live/key-1")
     assert code == 0, err[-2000:]
-    await wait_for(lambda: has_eos(redis_client))
+    await asyncio.sleep(3 * server.sweep_seconds)  # the publisher went away: a pause, no end
+    assert not has_eos(redis_client) and redis_client.sismember(keys.INGEST_ACTIVE, "ev1")
+    await end_window(redis_client, server)
     chunks = check_audio(redis_client)
     assert chunks[0].pts == pytest.approx(0.0, abs=0.05)
     assert all(0 < c.epoch <= chunks[-1].epoch + 1 for c in chunks)
     eos = audio_entries(redis_client)[-1]
-    assert eos.reason == "no_publisher"
+    assert eos.reason == "window_ended"
     # the media session was opened once, the event is live, the poller was asked for PROCESSING
     sessions = redis_client.xrange(keys.SESSIONS_STREAM)
     assert [streams.SessionEntry.parse(f).event_id for _i, f in sessions] == ["ev1"]
@@ -92,7 +93,7 @@ async def test_ffmpeg_with_video_chunk_size_128(start_ingest, redis_client):
     server = await start_ingest(rtmp_chunk_size=128)  # ffmpeg's publisher adopts our chunk size
     code, err = await ffmpeg_publish(f"rtmp://127.0.0.1:{server.port}/live/key-1", video=True)
     assert code == 0, err[-2000:]
-    await wait_for(lambda: has_eos(redis_client))
+    await end_window(redis_client, server)
     check_audio(redis_client)
 
 
@@ -104,7 +105,7 @@ async def test_ffmpeg_timestamps_past_24_bits(start_ingest, redis_client):
         f"rtmp://127.0.0.1:{server.port}/live/key-1", "-output_ts_offset", "16780", video=True
     )
     assert code == 0, err[-2000:]
-    await wait_for(lambda: has_eos(redis_client))
+    await end_window(redis_client, server)
     chunks = check_audio(redis_client)
     assert chunks[0].pts == pytest.approx(16780.0, abs=0.1)
     assert chunks[-1].pts == pytest.approx(16780.0 + chunks[-1].media_time, abs=0.1)
@@ -116,7 +117,7 @@ async def test_ffmpeg_mp3(start_ingest, redis_client):
     server = await start_ingest()
     code, err = await ffmpeg_publish(f"rtmp://127.0.0.1:{server.port}/live/key-1", "-c:a", "libmp3lame", "-ar", "44100")
     assert code == 0, err[-2000:]
-    await wait_for(lambda: has_eos(redis_client))
+    await end_window(redis_client, server)
     check_audio(redis_client)
 
 
@@ -129,13 +130,16 @@ async def test_pyav_publisher(start_ingest, redis_client):
     make_event(redis_client)
     server = await start_ingest()
     assert await pyav_publish(f"rtmp://127.0.0.1:{server.port}/live/key-1") == 0
-    await wait_for(lambda: has_eos(redis_client))
+    await end_window(redis_client, server)
     check_audio(redis_client)
 
 
-async def test_reconnect_continues_the_timeline_without_gap(start_ingest, redis_client):
+async def test_a_publisher_gap_pauses_the_event_and_the_timeline_continues(start_ingest, redis_client):
+    """The encoder stops mid-event (its RTMP connection closes) and comes back seconds later, as
+    Kaltura's restream reconnects: the event is paused, not ended; the new publish is accepted
+    and its audio continues the media timeline where the first stopped (the gap is skipped)."""
     make_event(redis_client)
-    server = await start_ingest(grace_seconds=3.0)
+    server = await start_ingest(grace_seconds=1.0)
     url = f"rtmp://127.0.0.1:{server.port}/live/key-1"
     code, err = await ffmpeg_publish(url, input_args=("-t", "5.2"))
     assert code == 0, err[-2000:]
@@ -145,13 +149,19 @@ async def test_reconnect_continues_the_timeline_without_gap(start_ingest, redis_
     )
     first = [e for e in audio_entries(redis_client) if isinstance(e, streams.AudioChunk)]
     end_first = first[-1].media_time + first[-1].duration
+    # Longer than any grace period and the pause threshold: still no end of stream, counted paused.
+    await asyncio.sleep(PAUSED_AFTER_SECONDS + 1.5)
+    assert not has_eos(redis_client)
+    assert metrics.EVENTS_PAUSED._value.get() == 1
     code, err = await ffmpeg_publish(url, input_args=("-ss", "5.2"))
     assert code == 0, err[-2000:]
-    await wait_for(lambda: has_eos(redis_client))
+    await wait_for(lambda: metrics.EVENTS_PAUSED._value.get() == 0, timeout=5)
+    await end_window(redis_client, server)
     chunks = check_audio(redis_client, publishes=2, correlate=False)  # continuous, full duration
     resumed = next(c for c in chunks if c.media_time >= end_first - 1e-9)
     assert resumed.media_time == pytest.approx(end_first, abs=1e-9)
     assert resumed.pts == pytest.approx(0.0, abs=0.05)  # the second publish's own clock restarted
+    assert resumed.epoch - first[-1].epoch > PAUSED_AFTER_SECONDS  # start_epoch keeps the wall clock
     # each publish is its own encoding (own codec delay): each part matches its half of the source
     pcm = pcm_of(chunks)
     cut, split_at = round(end_first * 16000), round(5.2 * 16000)
@@ -189,7 +199,7 @@ async def test_rtmps(start_ingest, redis_client, tmp_path):
     # ffmpeg verifies the server's certificate: trust our self-signed one
     code, err = await ffmpeg_publish(f"rtmps://127.0.0.1:{server.port}/live/key-1", "-ca_file", str(cert))
     assert code == 0, err[-2000:]
-    await wait_for(lambda: has_eos(redis_client))
+    await end_window(redis_client, server)
     check_audio(redis_client)
 
 
@@ -216,7 +226,7 @@ async def test_hot_standby_takes_over_a_stalled_primary_without_gap(start_ingest
         procs[0].send_signal(signal.SIGKILL)
         procs[0].send_signal(signal.SIGCONT)
         await primary
-    await wait_for(lambda: has_eos(redis_client), timeout=30)
+    await end_window(redis_client, server, timeout=30)
     check_audio(redis_client)
     assert metrics.TAKEOVERS._value.get() > takeovers_before
 
@@ -231,7 +241,7 @@ async def test_a_slow_processing_command_does_not_end_the_media(start_ingest, re
     sent = asyncio.Event()
 
     async def slow_send(*args: object) -> None:
-        await asyncio.sleep(3.0)  # three grace periods
+        await asyncio.sleep(3.0)  # longer than the drain and several sweeps
         await real_send(*args)
         sent.set()
 
@@ -243,16 +253,15 @@ async def test_a_slow_processing_command_does_not_end_the_media(start_ingest, re
     assert not sent.is_set()
     code, err = await publish
     assert code == 0, err[-2000:]
-    await wait_for(lambda: has_eos(redis_client))
+    await end_window(redis_client, server)
     check_audio(redis_client)  # all of it, then one end of stream
     assert sent.is_set() and celery_commands(redis_client) == [("reach.processing", ["ev1"])]
 
 
-async def test_a_stalled_sole_writer_still_gets_its_end_of_stream(start_ingest, redis_client):
-    """The sweeper skips events whose writer is a publisher of this process that is receiving
-    (its lease is refreshed, so the end-of-stream check could only find it held). A writer that
-    stalls with its connection open (SIGSTOP: a half-open link) is no longer receiving: the
-    event's media ends after the grace period, long before the idle timeout closes the socket."""
+async def test_a_stalled_sole_writer_pauses_the_event_without_ending_it(start_ingest, redis_client):
+    """A writer that stalls with its connection open (SIGSTOP: a half-open link) and then dies
+    pauses the event: no end of stream however long it stays away within the window; the end
+    comes with the window's."""
     make_event(redis_client)
     server = await start_ingest(grace_seconds=1.0, idle_timeout_seconds=60.0)
     procs: list = []
@@ -261,13 +270,15 @@ async def test_a_stalled_sole_writer_still_gets_its_end_of_stream(start_ingest, 
     )
     try:
         await wait_for(lambda: len(audio_entries(redis_client)) >= 3, timeout=10)
-        await asyncio.sleep(2.0)  # sweeps while it writes: no end of stream
-        assert not has_eos(redis_client)
         procs[0].send_signal(signal.SIGSTOP)
-        await wait_for(lambda: has_eos(redis_client), timeout=15)
+        await asyncio.sleep(4.0)  # several sweeps, four drain periods, past the writer lease
+        assert not has_eos(redis_client)
     finally:
         procs[0].send_signal(signal.SIGKILL)
         procs[0].send_signal(signal.SIGCONT)
         await publish
+    await asyncio.sleep(1.0)
+    assert not has_eos(redis_client)
+    await end_window(redis_client, server)
     (eos,) = [e for e in audio_entries(redis_client) if isinstance(e, streams.EndOfStream)]
-    assert eos.reason == "no_publisher"
+    assert eos.reason == "window_ended"

@@ -10,10 +10,11 @@ import time
 import pytest
 
 from services.ingest import metrics
+from services.ingest.server import VALIDATE_SECONDS
 from shared import keys, registry, streams
 from shared.rtmp.chunks import AUDIO, SET_CHUNK_SIZE
-from tests.ingest.conftest import audio_entries, ffmpeg_publish, make_event, raw_session, wait_for
-from tests.ingest.test_interop import check_audio, has_eos
+from tests.ingest.conftest import audio_entries, end_window, ffmpeg_publish, has_eos, make_event, raw_session, wait_for
+from tests.ingest.test_interop import check_audio
 from tests.rtmp.helpers import AAC_CONFIG, Client, commands, handshake
 
 
@@ -163,7 +164,6 @@ async def test_a_revocation_whose_message_was_lost_still_closes_the_publisher(st
     """Pub/sub is lossy: a live publish is re-checked every VALIDATE_SECONDS (media key, event and
     task, read in one round trip). A media key deleted with no message on the revocation channel
     still closes its publisher."""
-    from services.ingest.server import VALIDATE_SECONDS
     from shared.hashing import secret_hash
 
     make_event(redis_client)
@@ -183,7 +183,7 @@ async def test_a_revocation_whose_message_was_lost_still_closes_the_publisher(st
 
 async def test_window_end_closes_publisher_and_ends_the_stream(start_ingest, redis_client):
     make_event(redis_client, end=time.time() + 1.5)
-    server = await start_ingest(window_margin_seconds=0, grace_seconds=30)
+    server = await start_ingest(window_margin_seconds=0, grace_seconds=0.5)
     c = Client().publish_flow()
     first = handshake() + bytes(c.out) + aac_traffic(c, 0)
     _received, closed, took = await raw_session(server.port, first, wait=10, then=aac_traffic(c, 0), keep_sending=0.2)
@@ -191,6 +191,33 @@ async def test_window_end_closes_publisher_and_ends_the_stream(start_ingest, red
     await wait_for(lambda: has_eos(redis_client))
     eos = audio_entries(redis_client)[-1]
     assert isinstance(eos, streams.EndOfStream) and eos.reason == "window_ended"
+
+
+async def test_an_extended_window_keeps_the_publisher(start_ingest, redis_client):
+    """Kaltura extends a live event: the window's end moves later while media flows, and the
+    publisher stays past the old end (the end follows the new window)."""
+    make_event(redis_client, end=time.time() + 1.5)
+    server = await start_ingest(window_margin_seconds=0, grace_seconds=0.5)
+    registry.move_event_window(redis_client, "ev1", time.time() - 60, time.time() + 60)
+    c = Client().publish_flow()
+    first = handshake() + bytes(c.out) + aac_traffic(c, 0)
+    _received, closed, _took = await raw_session(
+        server.port, first, wait=VALIDATE_SECONDS + 3, then=aac_traffic(c, 0), keep_sending=0.2
+    )
+    assert not closed and not has_eos(redis_client)
+
+
+async def test_an_event_gone_from_the_registry_ends_its_media(start_ingest, redis_client):
+    make_event(redis_client)
+    server = await start_ingest(grace_seconds=0.5)
+    c = Client().publish_flow()
+    first = handshake() + bytes(c.out) + aac_traffic(c, 0)
+    session = asyncio.create_task(raw_session(server.port, first, wait=3, then=aac_traffic(c, 0), keep_sending=0.2))
+    await wait_for(lambda: redis_client.sismember(keys.INGEST_ACTIVE, "ev1"))
+    redis_client.delete(keys.event("ev1"))
+    await wait_for(lambda: has_eos(redis_client))
+    await session
+    assert audio_entries(redis_client)[-1].reason == "gone"
 
 
 @pytest.mark.slow
@@ -222,5 +249,5 @@ async def test_bad_peers_leave_a_real_publisher_untouched(start_ingest, redis_cl
         await asyncio.sleep(1)
     code, err = await good
     assert code == 0, err[-2000:]
-    await wait_for(lambda: has_eos(redis_client))
+    await end_window(redis_client, server)
     check_audio(redis_client)

@@ -7,8 +7,8 @@ import asyncio
 
 from shared import keys, streams
 from shared.registry import TaskRecord, write_task
-from tests.ingest.conftest import audio_entries, ffmpeg_publish, make_event, wait_for
-from tests.ingest.test_interop import celery_commands, has_eos
+from tests.ingest.conftest import audio_entries, end_window, ffmpeg_publish, make_event
+from tests.ingest.test_interop import celery_commands
 
 
 async def test_two_replicas_two_publishers_one_timeline(start_ingest, redis_client):
@@ -21,7 +21,7 @@ async def test_two_replicas_two_publishers_one_timeline(start_ingest, redis_clie
         ffmpeg_publish(f"rtmp://127.0.0.1:{b.port}/live/key-2"),
     )
     assert [code for code, _err in results] == [0, 0], [err[-1500:] for _c, err in results]
-    await wait_for(lambda: has_eos(redis_client))
+    await end_window(redis_client, a)
     await asyncio.sleep(2 * a.sweep_seconds)  # both replicas sweep again: still one EOS
     entries = audio_entries(redis_client)
     chunks = [e for e in entries if isinstance(e, streams.AudioChunk)]
@@ -50,5 +50,5 @@ async def test_replicas_on_one_host_share_the_port(start_ingest, redis_client):
     results = await asyncio.gather(*(ffmpeg_publish(f"rtmp://127.0.0.1:{port}/live/k{i}") for i in range(4)))
     assert [code for code, _err in results] == [0] * 4, [err[-1500:] for _c, err in results]
     for i in range(4):
-        await wait_for(lambda i=i: has_eos(redis_client, f"ev{i}"))
+        await end_window(redis_client, a, f"ev{i}")
         assert sum(isinstance(e, streams.AudioChunk) for e in audio_entries(redis_client, f"ev{i}")) > 15
