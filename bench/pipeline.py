@@ -405,6 +405,18 @@ def run_n(
                 )
             )
         pids["ffmpeg"] = [p.pid for p in publishers]
+
+        def end_events() -> None:
+            # The media is over: the events' windows close (Kaltura's admin), which is what ends
+            # them; a publisher going away alone only pauses its event. The poller notices at its
+            # next reconcile (up to the 30 s poll), so the run's tail includes that wait.
+            for p in publishers:
+                p.wait()
+            for run in runs:
+                admin.end_window(run.event_id)
+
+        ender = threading.Thread(target=end_events, name="end-events", daemon=True)
+        ender.start()
         results = mine.recv() if mine.poll(LOOPS * 11 + spread + 120) else [{"done": False, "received": []}] * n
         wall = time.monotonic() - t0
         busy1, own1 = machine_jiffies(), time.process_time()

@@ -112,7 +112,14 @@ async def _play(stack: Stack, args: argparse.Namespace) -> bool:
     stop = threading.Event()
     clients = scenario.start_clients(run, show, ping_interval=20)
     await asyncio.sleep(0.5)
-    scenario.start_restreams(run, args.media, stop)
+    threads = scenario.start_restreams(run, args.media, stop)
+    if not stack.real_kaltura:
+        for thread in threads:
+            await asyncio.to_thread(thread.join, args.timeout)
+        # The media is over: the organiser ends the event, so its window closes now. A publisher
+        # that goes away alone only pauses an event; its end follows the window (DESIGN section 3).
+        _say("\nKaltura: the media is over; the event's organiser ends it now")
+        await asyncio.to_thread(stack.kaltura.end_window, run.event_id)
     done = await scenario.wait_clients(run, args.timeout)
     stop.set()
     for task in clients:

@@ -107,7 +107,10 @@ class Stack:
         base |= {
             "REACHLIVE_INGEST_PUBLIC_URL": self.ingest_url,
             "REACHLIVE_GATEWAY_PUBLIC_URL": self.gateway_urls()[0],
-            "REACHLIVE_INGEST_GRACE_SECONDS": "2",
+            "REACHLIVE_INGEST_GRACE_SECONDS": "1",
+            # Events of the demo and tests end when their window is closed by hand: a small
+            # margin ends the media a couple of seconds later, not five minutes.
+            "REACHLIVE_INGEST_WINDOW_MARGIN_SECONDS": "2",
             "REACHLIVE_METRICS_PORT": "0",
         }
         base |= self.env

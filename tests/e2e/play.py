@@ -1,4 +1,6 @@
-"""Play one event through a running stack, as Kaltura would, and return what happened."""
+"""Play one event through a running stack, as Kaltura would, and return what happened: order,
+restream the sample to every feature, end the event's window once the media is over (the end of
+stream and READY follow the window, never the media's silence), collect what the clients read."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ async def play(
     duration: float = 600,
     timeout: float = 90,
     expect_final: bool = True,
+    end_event: bool = True,
     **restream_options: object,
 ) -> EventRun:
     admin = stack.kaltura
@@ -32,9 +35,13 @@ async def play(
         threads = scenario.start_restreams(run, JFK_FLAC, stop, **restream_options)
         if during is not None:
             await during(run)
-        await scenario.wait_clients(run, timeout)
         for t in threads:
-            await asyncio.to_thread(t.join, 30)
+            await asyncio.to_thread(t.join, 60)
+        if end_event:
+            # The media is over and Kaltura's admin ends the event: its window closes now. The
+            # publishers going away alone only paused it (DESIGN section 3).
+            await asyncio.to_thread(admin.end_window, run.event_id)
+        await scenario.wait_clients(run, timeout)
     finally:
         stop.set()
         for c in clients:
