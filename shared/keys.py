@@ -102,6 +102,22 @@ def relay_state(event_id: str | int) -> str:
     return f"{_tag(event_id)}:relay"
 
 
+# keys.relay_state(E) fields, written by the relay (output.CaptionWriter commits them with the
+# captions): the fencing epoch of the current claim, the cursor (last audio id transcribed), per
+# task its position and caption builder state, and once the session is over its outcome.
+RELAY_EPOCH = "epoch"
+RELAY_CURSOR = "cursor"
+RELAY_FINISHED = "finished"  # "1" once every task's end-of-stream responses are written
+RELAY_OUTCOME = "outcome"  # ready | error
+RELAY_REASON = "reason"  # errDescription when the outcome is error
+RELAY_TASK_PREFIX = "task:"  # task:<id> → JSON {"done": audio id, "builder": state}
+
+
+def relay_task_field(task_id: str | int) -> str:
+    """Field of ``relay_state(E)``: one task's emitted position and caption builder state."""
+    return f"{RELAY_TASK_PREFIX}{task_id}"
+
+
 def captions(event_id: str | int, task_id: str | int) -> str:
     """Stream: ready-to-send Kaltura responses of one task (shared.streams.CaptionEntry)."""
     return f"{_tag(event_id)}:captions:{task_id}"

@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from shared import keys
 
 _COMMIT = """
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'EPOCH_FIELD') ~= ARGV[1] then return 0 end
 local i = 6
 local n = tonumber(ARGV[5])
 if n > 0 then
@@ -49,7 +49,7 @@ while i <= #ARGV do
 end
 if ARGV[4] ~= '' then redis.call('XTRIM', KEYS[2], 'MINID', '~', ARGV[4]) end
 return 1
-"""
+""".replace("EPOCH_FIELD", keys.RELAY_EPOCH)
 
 # Entries a task's captions stream gets per second of audio, at most: one transcript response
 # per KWIKmotion chunk (>= 2 s) plus a few caption lines. Generous, since MAXLEN ~ only trims.
@@ -107,7 +107,7 @@ class CaptionWriter:
 
 async def claim_epoch(client: aioredis.Redis, event_id: str) -> int:
     """Take the fencing epoch of an event's session (every earlier owner's writes now fail)."""
-    return int(await client.hincrby(keys.relay_state(event_id), "epoch", 1))
+    return int(await client.hincrby(keys.relay_state(event_id), keys.RELAY_EPOCH, 1))
 
 
 def now_epoch() -> float:
