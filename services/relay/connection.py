@@ -1,0 +1,403 @@
+"""One KWIKmotion WebSocket connection of a live event's session (DESIGN section 4).
+
+``Connection.run`` connects, sends StartRecognition, then runs three tasks until an
+:class:`~services.relay.outcome.Outcome` is decided:
+
+- ``_read_audio``: audio entries after the persisted cursor → chunks (``audio.Chunker``), up to a
+  bounded number held in memory;
+- ``_receive``: KWIKmotion's messages through the sans-I/O ``KwikSession``; each result becomes
+  caption entries, committed atomically with the task positions and the cursor
+  (``output.CaptionWriter``), the cursor moved by the ``ledger.ChunkLedger``;
+- ``_timers``: sleeps until the next deadline — the session core's (``next_deadline``: the
+  RecognitionStarted and EndOfTranscript timeouts), a silent peer's, the periodic check of the
+  registry for cancelled tasks — instead of polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+import websockets
+from redis.exceptions import RedisError
+from websockets.exceptions import ConnectionClosed as WsClosed
+from websockets.exceptions import InvalidHandshake, InvalidStatus
+
+from services.relay import metrics
+from services.relay.audio import Chunker, id_le
+from services.relay.ledger import ChunkLedger
+from services.relay.outcome import Kind, Outcome, close_cause, error_cause
+from services.relay.output import CaptionWriter, Fenced, Pending
+from services.relay.outputs import TaskOutput, entry_fields
+from shared import keys, registry
+from shared.captions import AnchoredTimeBase, ChunkTimeBase, InvalidResult, parse_result
+from shared.kwikmotion import (
+    AudioAdded,
+    ConnectionClosed,
+    EndOfTranscript,
+    ErrorClass,
+    KwikError,
+    KwikSession,
+    ProtocolViolation,
+    RecognitionStarted,
+    Timeout,
+    TranscriptResult,
+    TranslationResult,
+)
+from shared.settings import KwikmotionSettings, RelaySettings
+from shared.streams import AudioChunk, PayloadError, parse_audio
+
+log = logging.getLogger(__name__)
+
+_KIND = {ErrorClass.PERMANENT: Kind.PERMANENT, ErrorClass.CONFIG: Kind.CONFIG}
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """What a connection uses of its event's session."""
+
+    client: aioredis.Redis
+    reader: aioredis.Redis  # for the blocking XREAD of the audio
+    event_id: str
+    relay: RelaySettings
+    kwik: KwikmotionSettings
+    clock: Callable[[], float]
+
+
+class Connection:
+    """One KWIKmotion WebSocket connection of a session, from the persisted cursor on."""
+
+    def __init__(
+        self,
+        link: Link,
+        language: str,
+        targets: list[str],
+        outs: list[TaskOutput],
+        writer: CaptionWriter,
+        ledger: ChunkLedger,
+    ) -> None:
+        self.link = link
+        self.relay = link.relay
+        self.kwik_cfg = link.kwik
+        self.outs = outs
+        self.writer = writer
+        self.ledger = ledger
+        self.kwik = KwikSession(
+            language,
+            targets,
+            start_timeout=self.kwik_cfg.start_timeout_seconds,
+            end_timeout=self.kwik_cfg.end_timeout_seconds,
+        )
+        self.chunker = Chunker(self.relay.chunk_seconds)
+        self.time_base = ChunkTimeBase()
+        self.media_end = 0.0  # media time of the end of the audio read so far
+        self.eos = False
+        self.eos_sent = False
+        self.send_closed = False
+        self.progressed = False
+        self.last_rx = link.clock()
+        self.room = asyncio.Event()  # the reader may hold one more chunk
+        self.wake = asyncio.Event()  # a deadline may have moved earlier
+        self.send_lock = asyncio.Lock()
+        self.ws: Any = None
+        self.result: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        # Chunks held in memory (queued + sent, not complete): bounded so a slow KWIKmotion
+        # does not make us read the whole stream ahead.
+        self.max_held = self.relay.max_unacked_chunks * 2 + 1
+
+    @property
+    def cursor(self) -> str:
+        return self.ledger.cursor
+
+    def _set(self, outcome: Outcome) -> None:
+        if not self.result.done():
+            self.result.set_result(outcome)
+
+    async def run(self) -> Outcome:
+        headers = {"Authorization": f"Bearer {self.kwik_cfg.token.get_secret_value()}"}
+        await self._seed_time_base(keys.audio(self.link.event_id))
+        metrics.KWIK_CONNECTS.inc()
+        try:
+            async with websockets.connect(
+                self.kwik_cfg.url,
+                additional_headers=headers,
+                open_timeout=self.kwik_cfg.start_timeout_seconds,
+                ping_interval=self.kwik_cfg.ping_interval_seconds,
+                ping_timeout=self.kwik_cfg.ping_timeout_seconds,
+                close_timeout=1.0,
+                max_size=2**22,
+                compression=None,
+            ) as ws:
+                self.ws = ws
+                try:
+                    await ws.send(self.kwik.start(self.link.clock()))
+                except WsClosed:
+                    # Refused at once (seed: authentication errors come "immediately after
+                    # connection"): the Error message is still to be read, below.
+                    self.send_closed = True
+                try:
+                    async with asyncio.TaskGroup() as tg:
+                        tasks = [
+                            tg.create_task(self._guard(self._receive())),
+                            tg.create_task(self._guard(self._read_audio())),
+                            tg.create_task(self._guard(self._timers())),
+                        ]
+                        outcome = await self.result
+                        for t in tasks:
+                            t.cancel()
+                except asyncio.CancelledError:
+                    # SIGTERM or a lost claim: say goodbye properly (1001 Going Away) instead of
+                    # the 1011 websockets sends when its block exits with an exception.
+                    await ws.close(1001, "relay going away")
+                    raise
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            metrics.ERRORS.labels(str(status) if status in (401, 403) else "other").inc()
+            if status in (401, 403):
+                return Outcome(Kind.CONFIG, "auth", str(status), f"HTTP {status} at the handshake")
+            return Outcome(Kind.RETRY, "connect", str(status), f"HTTP {status} at the handshake")
+        except (OSError, TimeoutError, InvalidHandshake, WsClosed) as exc:
+            if self.result.done():
+                return self.result.result()
+            return Outcome(Kind.RETRY, "connect", "", type(exc).__name__)
+        if outcome.kind is Kind.FENCED:
+            raise Fenced(self.link.event_id)
+        return outcome
+
+    async def _guard(self, coro: Any) -> None:
+        try:
+            await coro
+        except Fenced:
+            self._set(Outcome(Kind.FENCED))
+        except RedisError as exc:
+            self._set(Outcome(Kind.RETRY, "redis", "", str(exc)))
+        except WsClosed:
+            self._closed()
+
+    def _closed(self) -> None:
+        code = self.ws.close_code if self.ws is not None and self.ws.close_code is not None else 1006
+        reason = (self.ws.close_reason if self.ws is not None else "") or ""
+        for ev in self.kwik.connection_closed(code, reason):
+            self._on_terminal(ev)
+        self._set(Outcome(Kind.RETRY, close_cause(code, reason), str(code), reason))
+
+    # --- receiving -----------------------------------------------------------------------------
+    async def _receive(self) -> None:
+        async for message in self.ws:
+            now = self.link.clock()
+            self.last_rx = now
+            if isinstance(message, bytes):
+                log.warning("KWIKmotion sent a binary message: ignored")
+                continue
+            for ev in self.kwik.receive(message, now):
+                await self._on_event(ev, now)
+            if self.result.done():
+                return
+        self._closed()
+
+    async def _on_event(self, ev: Any, now: float) -> None:
+        if isinstance(ev, RecognitionStarted):
+            log.info("KWIKmotion session started", extra={"kwik_session": ev.session_id})
+            await self._pump()
+        elif isinstance(ev, AudioAdded):
+            if ev.lag is not None:
+                metrics.AUDIO_ADDED_LAG.observe(ev.lag)
+            await self._pump()
+        elif isinstance(ev, TranscriptResult):
+            if ev.rtt is not None:
+                metrics.ROUND_TRIP.observe(ev.rtt)
+            await self._on_result(ev.raw, ev.chunk_index, now)
+        elif isinstance(ev, TranslationResult):
+            if ev.chunk_index is None:
+                log.warning("AddTranslation owed to no transcript: ignored")
+            else:
+                await self._on_result(ev.raw, ev.chunk_index, now)
+        elif isinstance(ev, EndOfTranscript):
+            if self.kwik.completed < self.kwik.sent:
+                log.warning("EndOfTranscript with %d chunk(s) without results", self.kwik.sent - self.kwik.completed)
+            self._set(Outcome(Kind.FINISHED))
+        elif isinstance(ev, ProtocolViolation) and not ev.fatal:
+            log.warning("KWIKmotion protocol: %s", ev.reason)
+        else:
+            self._on_terminal(ev)
+
+    def _on_terminal(self, ev: Any) -> None:
+        """An event that ends the connection: decide what the session does next."""
+        if isinstance(ev, KwikError):
+            code = str(ev.code) if ev.code is not None else "other"
+            metrics.ERRORS.labels(code if code in ("4001", "4004", "1008", "1011", "401", "403") else "other").inc()
+            self._set(Outcome(_KIND.get(ev.error_class, Kind.RETRY), error_cause(ev.code), code, ev.reason))
+        elif isinstance(ev, ConnectionClosed):
+            if ev.code in (1008, 1011, 4001, 4004):
+                metrics.ERRORS.labels(str(ev.code)).inc()
+            kind = _KIND.get(ev.error_class, Kind.RETRY)
+            self._set(Outcome(kind, close_cause(ev.code, ev.reason), str(ev.code), ev.reason))
+        elif isinstance(ev, ProtocolViolation):
+            self._set(Outcome(Kind.RETRY, "protocol", "", ev.reason))
+        elif isinstance(ev, Timeout):
+            self._set(Outcome(Kind.RETRY, "timeout", "", f"no answer in time ({ev.what})"))
+
+    async def _on_result(self, raw: dict[str, Any], index: int, received: float) -> None:
+        try:
+            result = parse_result(raw)
+        except InvalidResult as exc:
+            log.warning("invalid KWIKmotion result dropped: %s", exc.reason)
+            return
+        chunk = self.ledger.chunk(index)
+        if chunk is None:
+            return
+        offset = chunk.media_t0 - chunk.kwik_t0
+        created = time.time()
+        pend: list[Pending] = []
+        state: dict[str, str] = {}
+        for i, out in enumerate(self.outs):
+            if not out.builder.accepts(result) or id_le(chunk.last_id, out.done):
+                continue  # not this task's language, or emitted before a reconnect/takeover
+            pend.extend(Pending(i, entry_fields(b, created)) for b in out.builder.build(result, offset, self.time_base))
+            out.done = chunk.last_id
+            state[keys.relay_task_field(out.id)] = out.dump()
+        trim = ""
+        last = self.ledger.complete(self.kwik.completed)
+        if last is not None:
+            # Chunks [0, completed) have every result: the cursor moves past their audio.
+            trim = state[keys.RELAY_CURSOR] = last.last_id
+            self.progressed = True
+            self.time_base.prune(last.media_t0)
+        if pend or state:
+            log.debug("commit chunk %s completed %s cursor %s", index, self.kwik.completed, trim)
+            await self.writer.commit(pend, state, trim)
+        metrics.ADDED_LATENCY.observe(self.link.clock() - received)
+        for p in pend:
+            metrics.CAPTIONS_WRITTEN.labels(p.fields["kind"]).inc()
+        self.room.set()
+        await self._pump()
+
+    # --- sending -------------------------------------------------------------------------------
+    def _held(self) -> int:
+        return self.ledger.held(self.kwik.sent - self.kwik.completed)
+
+    async def _read_audio(self) -> None:
+        """Audio entries after the cursor → chunks; never skips, stops at the end-of-stream."""
+        client = self.link.reader
+        key = keys.audio(self.link.event_id)
+        pos = self.cursor
+        while not self.eos:
+            while self._held() >= self.max_held:
+                self.room.clear()
+                await self.room.wait()
+            reply = await client.xread({key: pos}, count=64, block=1000)
+            for _stream, entries in reply or []:
+                for raw_id, fields in entries:
+                    pos = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+                    try:
+                        item = parse_audio(fields)
+                    except PayloadError as exc:
+                        log.error("unreadable audio entry %s skipped: %s", pos, exc)
+                        continue
+                    if isinstance(item, AudioChunk):
+                        self.time_base.add(item)
+                        self.media_end = max(self.media_end, item.media_time + item.duration)
+                        self.ledger.add(self.chunker.add(pos, item))
+                    else:
+                        self.media_end = max(self.media_end, item.media_time)
+                        self.ledger.add(self.chunker.flush())
+                        self.eos = True
+                        break
+                if self.eos:
+                    break
+            await self._pump()
+
+    async def _seed_time_base(self, key: str) -> None:
+        """Anchor pts/epoch at the cursor's entry (XTRIM MINID keeps it), for responses built
+        before any new audio is read (e.g. the end-of-stream ones right after a takeover)."""
+        if self.cursor != "0-0":
+            for _id, fields in await self.link.client.xrange(key, self.cursor, self.cursor, count=1):
+                try:
+                    item = parse_audio(fields)
+                except PayloadError:
+                    break
+                if isinstance(item, AudioChunk):
+                    self.time_base.add(item)
+                    self.media_end = item.media_time + item.duration
+                    return
+        self.time_base.add(AnchoredTimeBase.no_pts(0.0, time.time()))
+
+    async def _pump(self) -> None:
+        try:
+            await self._send_due()
+        except WsClosed:
+            # The server closed (after an Error, say): stop sending, but keep reading. Results
+            # it sent before closing are still queued on our side and must be committed, or
+            # their audio would be replayed and captioned twice.
+            self.send_closed = True
+
+    async def _send_due(self) -> None:
+        if self.send_closed:
+            return
+        async with self.send_lock:
+            max_unacked = self.relay.max_unacked_chunks
+            while self.ledger.queue and self.kwik.can_send(max_unacked) and not self.result.done():
+                now = self.link.clock()
+                chunk = self.ledger.send_next(self.kwik.sent, now)
+                frame = self.kwik.send_audio(chunk.pcm, now)
+                self.wake.set()  # a result is awaited now: the silent-peer deadline starts
+                await self.ws.send(frame)
+                metrics.AUDIO_SENT.inc(chunk.duration)
+                if self.ledger.delivered(chunk):
+                    metrics.AUDIO_REPLAYED.inc(chunk.duration)
+            if self.eos and not self.ledger.queue and self.kwik.state == "streaming" and not self.eos_sent:
+                if self.kwik.sent == 0:
+                    self._set(Outcome(Kind.FINISHED))  # everything was transcribed before
+                else:
+                    self.eos_sent = True
+                    await self.ws.send(self.kwik.end_of_stream(self.link.clock()))
+                    self.wake.set()  # the EndOfTranscript timeout starts
+
+    # --- timers --------------------------------------------------------------------------------
+    async def _timers(self) -> None:
+        """Timeouts of the session core, a silent peer, and tasks cancelled mid-event: sleep until
+        the earliest deadline, or until ``wake`` says one may have moved earlier."""
+        clock = self.link.clock
+        silent = self.kwik_cfg.ping_timeout_seconds
+        check_every = self.relay.heartbeat_seconds
+        next_check = clock() + check_every
+        while not self.result.done():
+            now = clock()
+            for ev in self.kwik.poll(now):
+                self._on_terminal(ev)
+            waiting = self.kwik.state == "streaming" and self.kwik.completed < self.kwik.sent
+            if waiting and now - self.last_rx >= silent:
+                self._set(Outcome(Kind.RETRY, "silent", "", f"no message from KWIKmotion for {silent:.0f}s"))
+            if now >= next_check:
+                next_check = now + check_every
+                await self._check_cancelled()
+            if self.result.done():
+                return
+            deadlines = [next_check]
+            if (core := self.kwik.next_deadline()) is not None:
+                deadlines.append(core)
+            if waiting:
+                deadlines.append(self.last_rx + silent)
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, min(deadlines) - clock())):
+                    await self.wake.wait()
+
+    async def _check_cancelled(self) -> None:
+        event, flags = await registry.read_cancellation(self.link.client, self.link.event_id, [o.id for o in self.outs])
+        live = 0
+        for out, cancelled in zip(self.outs, flags, strict=True):
+            if cancelled:
+                if not out.record.cancelled:
+                    out.record.cancelled = True
+                    log.info("task cancelled mid-event: no more captions for it", extra={"task_id": out.id})
+            else:
+                live += 1
+        if live == 0 or (event is not None and event.status == "cancelled"):
+            self._set(Outcome(Kind.CANCELLED))
