@@ -15,7 +15,7 @@ from typing import Any
 
 from emulators.caption_client import CaptionClient, Received
 from emulators.kaltura_admin import KalturaAdmin
-from emulators.restreamer import RestreamStats, publish_url, restream
+from emulators.restreamer import RestreamStats, late_restream, publish_url, restream, restream_with_gap
 
 PENDING, READY, ERROR, ABORTED, SCHEDULED, PROCESSING = 1, 2, 6, 7, 9, 3
 FINAL = {READY, ERROR, ABORTED, 5}
@@ -117,3 +117,96 @@ async def wait_clients(run: EventRun, timeout: float) -> bool:
 def wait_final(admin: KalturaAdmin, run: EventRun, timeout: float = 60) -> dict[str, int]:
     run.statuses = admin.wait_status(run.task_ids, FINAL, timeout)
     return run.statuses
+
+
+# ---------------------------------------------------------------------------------------------- what real events bring
+# (issue 16) New helpers only: the ones above keep their behaviour.
+
+
+def order_late(
+    admin: KalturaAdmin, run: EventRun, target: str | None = "German", *, source: str = "English", **order: Any
+) -> str:
+    """The customer orders one more task for the (live) event: a translation into ``target``, or
+    captions when ``target`` is None. The task joins ``run.task_ids``; its feature appears in
+    ``run.features`` once ``wait_scheduled`` (or ``admin.features``) is read again."""
+    feature = 11 if target else 8
+    task_id = admin.add_task(run.event_id, feature=feature, source_language=source, target_language=target, **order)
+    run.task_ids.append(task_id)
+    return task_id
+
+
+def start_late_clients(
+    run: EventRun,
+    task_ids: list[str],
+    on_response: Callable[[str, Received], None] | None = None,
+    gateway_urls: list[str] | None = None,
+    **options: Any,
+) -> list[asyncio.Task[None]]:
+    """``start_clients`` for some tasks only (a late order's), once ``run.features`` has them."""
+    view = EventRun(event_id=run.event_id, task_ids=list(task_ids), features=run.features)
+    tasks = start_clients(view, on_response, gateway_urls, **options)
+    run.clients.update(view.clients)
+    return tasks
+
+
+def _restream_threads(
+    run: EventRun, task_ids: list[str], work: Callable[[str], list[RestreamStats]], name: str
+) -> list[threading.Thread]:
+    threads = []
+    for task_id in task_ids:
+        feature = run.features[task_id]
+        url = publish_url(feature["mediaUrl"], feature["mediaKey"])
+
+        def target(url: str = url) -> None:
+            run.restreams.extend(work(url))
+
+        thread = threading.Thread(target=target, name=f"{name}-{task_id}", daemon=True)
+        thread.start()
+        threads.append(thread)
+    return threads
+
+
+def start_restreams_with_gap(
+    run: EventRun,
+    source: Path,
+    stop: threading.Event,
+    *,
+    pause_at: float,
+    pause_for: float,
+    standby: bool = True,
+    **options: Any,
+) -> list[threading.Thread]:
+    """The broadcaster's encoder restarts mid-event: as ``start_restreams``, but every feature's
+    restream publishes the source up to ``pause_at`` (source seconds), closes its RTMP
+    connection, waits ``pause_for`` seconds and publishes the rest on a new connection to the
+    same endpoint, timestamps from 0 again (Kaltura's restream reconnecting). Both parts' stats
+    go to ``run.restreams``. ``options`` as ``restream_with_gap`` (``start_offset``, ``realtime``, ...)."""
+    task_ids = run.task_ids[: None if standby else 1]
+    return _restream_threads(
+        run,
+        task_ids,
+        lambda url: restream_with_gap(source, url, pause_at, pause_for, stop=stop, **options),
+        "restream-gap",
+    )
+
+
+def start_late_restreams(
+    run: EventRun,
+    source: Path,
+    stop: threading.Event,
+    task_ids: list[str],
+    *,
+    after: float = 0.0,
+    start_offset: float = 0.0,
+    **options: Any,
+) -> list[threading.Thread]:
+    """Kaltura restreams to a late order's feature too: after ``after`` seconds, publish to each
+    of ``task_ids``' features (``run.features`` must have them) from source second
+    ``start_offset``, the live media of that moment, e.g. the seconds since the other
+    restreams started. Stats go to ``run.restreams``."""
+
+    def work(url: str) -> list[RestreamStats]:
+        stats = late_restream(source, url, after, start_offset=start_offset, stop=stop, **options)
+        return [stats] if stats is not None else []
+
+    return _restream_threads(run, list(task_ids), work, "restream-late")

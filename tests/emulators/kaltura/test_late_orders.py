@@ -146,3 +146,16 @@ def test_window_moved_while_live_keeps_every_buffer(emu, clock):
     with pytest.raises(urllib.error.HTTPError) as info:
         admin.move_window(event_id, None, start)
     assert info.value.code == 400
+
+
+def test_demo_scenario_orders_late(emu, clock):
+    from services.demo import scenario
+
+    admin = KalturaAdmin(emu.url)
+    run = scenario.order(admin, translations=("French",), duration=600)
+    late = scenario.order_late(admin, run, "German")
+    captions = scenario.order_late(admin, run, None, source="Spanish")
+    assert run.task_ids[2:] == [late, captions]
+    assert (emu.task(late)["serviceFeature"], emu.task(captions)["serviceFeature"]) == (11, 8)
+    assert emu.feature(late)["language"] == "deu" and emu.feature(captions)["language"] == "spa"
+    assert set(admin.features(run.event_id)) == set(run.task_ids)
