@@ -35,9 +35,14 @@ def make_app(
     *,
     media_url: str | None = None,
     caption_url: str | None = None,
+    window_margin_seconds: float | None = None,
 ) -> Celery:
     kaltura = kaltura or load(KalturaSettings)
     poller = poller or load(PollerSettings)
+    if media_url is None or window_margin_seconds is None:
+        ingest = load(IngestSettings)  # the poller judges windows with the ingest's margin
+        media_url = media_url or ingest.public_url
+        window_margin_seconds = ingest.window_margin_seconds if window_margin_seconds is None else window_margin_seconds
     app = Celery("reachlive-poller", broker=redis_url, set_as_current=False)
     app.conf.update(
         broker_transport_options=commands.broker_options(),
@@ -73,8 +78,9 @@ def make_app(
         kaltura=KalturaFacade(kaltura, observe=metrics.observe_kaltura),
         kaltura_settings=kaltura,
         poller=poller,
-        media_url=media_url or load(IngestSettings).public_url,
+        media_url=media_url,
         caption_url=caption_url or load(GatewaySettings).public_url,
+        window_margin_seconds=window_margin_seconds,
     )
     app.reachlive = ctx  # type: ignore[attr-defined]
     _register(app, ctx)

@@ -23,6 +23,9 @@ class Context:
     poller: PollerSettings
     media_url: str  # INGEST_PUBLIC_URL: every task's mediaUrl
     caption_url: str  # GATEWAY_PUBLIC_URL: every task's captionUrl
+    # REACHLIVE_INGEST_WINDOW_MARGIN_SECONDS: the ingest accepts media this long after a window's
+    # end; a window has passed for the poller only after it (services/poller/window.py).
+    window_margin_seconds: float = 300.0
     # Enqueue reach.provision for a job under a given Celery task id (the lock holder).
     send_provision: Callable[[VendorTask, str], None] = field(default=lambda job, holder: None)
     # Enqueue reach.check_event (event id, its live task ids, their listed jobs, lock holder,

@@ -8,7 +8,7 @@ import logging
 import uuid
 from collections import defaultdict
 
-from services.poller import metrics
+from services.poller import metrics, window
 from services.poller.context import Context
 from services.poller.provision import cancel
 from services.poller.store import event_of, find_task, finish_task, live_task_ids, set_task_fields, sizes
@@ -78,7 +78,8 @@ def _needs_provision(ctx: Context, job: VendorTask) -> bool:
 # --- reconcile -----------------------------------------------------------------------------
 def reconcile(ctx: Context, listing: dict[str, VendorTask] | None = None) -> dict[str, int]:
     """Keep the registry in step with Kaltura: cancel ABORTED / vanished / feature-less tasks
-    (revoking their key and token at once), follow moved event windows, note final states.
+    (revoking their key and token at once), follow moved event windows, note final states, and
+    end no-shows: SCHEDULED tasks whose window passed with no media session go ERROR (``_no_shows``).
 
     The Kaltura calls (a get per task not listed, i.e. every PROCESSING one, and a
     scheduleEvent.get per event) run per event in ``reach.check_event`` tasks, so they spread
@@ -148,7 +149,7 @@ def check_event(ctx: Context, event_id: str, task_ids: list[str], listing: dict[
     """``reach.check_event``: reconcile's Kaltura checks of one event's live tasks (records
     re-read now: one may have finished since the poll). Not retried: the next poll is the retry."""
     tasks: list[TaskRecord] = []
-    cancelled = moved = 0
+    cancelled = moved = no_shows = 0
     with log_context(event_id=event_id):
         for task_id in task_ids:
             rec = _live_record(ctx, task_id)
@@ -172,8 +173,41 @@ def check_event(ctx: Context, event_id: str, task_ids: list[str], listing: dict[
             except KalturaError as exc:
                 metrics.EVENT_CHECKS.labels("failed").inc()
                 _check_failed(ctx, tasks, "event", exc)
+            else:
+                # Only with the event's window fresh from Kaltura (a moved window applied first).
+                no_shows = _no_shows(ctx, event_id, tasks)
     metrics.EVENT_CHECKS.labels("done").inc()
-    return {"cancelled": cancelled, "moved": moved}
+    return {"cancelled": cancelled, "moved": moved, "no_shows": no_shows}
+
+
+def _no_shows(ctx: Context, event_id: str, tasks: list[TaskRecord]) -> int:
+    """SCHEDULED tasks whose window has passed while their event never opened a media session
+    (issue 16, decision 7) → ERROR through ``finalize`` (Kaltura, revocation, the registry's
+    final status: a second check finds nothing to do). An event that had media is ended by the
+    ingest and its tasks finalised by the relay, never here."""
+    event = registry.read_event_sync(ctx.redis, event_id)
+    if event is None or event.session == "1":
+        return 0
+    done = 0
+    now = ctx.clock()
+    for task in tasks:
+        rec = registry.read_task_sync(ctx.redis, event_id, task.id)  # re-read: moved, cancelled, final
+        if rec is None or rec.cancelled or rec.status != SCHEDULED:
+            continue
+        start, end = window.bounds(rec.start, rec.end, event)
+        if not window.passed(now, end, ctx.window_margin_seconds):
+            continue
+        with log_context(task_id=rec.id):
+            try:
+                outcome = finalize(ctx, rec.id, "error", window.no_media_reason(start, end, ctx.media_url))
+            except KalturaError as exc:
+                log.warning("reconcile: could not end a no-show task: %s", exc.code)  # the next poll retries
+                continue
+        if outcome == "error":
+            metrics.NO_SHOWS.inc()
+            log.warning("no-show: no media during the task's window", extra={"start": start, "end": end})
+            done += 1
+    return done
 
 
 def _check_failed(ctx: Context, tasks: list[TaskRecord], what: str, exc: KalturaError) -> None:

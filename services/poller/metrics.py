@@ -16,7 +16,8 @@ JOBS_LISTED = Gauge("reachlive_poller_jobs_listed", "tasks in the last getJobs l
 TASKS = Counter(
     "reachlive_poller_tasks_total",
     "REACH task outcomes: scheduled, refused, cancelled, processing, ready, error, failed, "
-    "duplicate (a provision that found the work done or in progress), rekeyed",
+    "duplicate (a provision that found the work done or in progress), rekeyed, expired (an order "
+    "whose window passed before it was provisioned: ERROR), no_show (ERROR: its window passed without media)",
     ["outcome"],
 )
 KALTURA_SECONDS = Histogram(
@@ -33,6 +34,11 @@ REGISTRY_TASKS = Gauge("reachlive_poller_registry_tasks", "tasks provisioned and
 TASKS_OVERDUE = Gauge(
     "reachlive_poller_tasks_overdue",
     "tasks still SCHEDULED more than a margin after their start (the media never reached the ingest)",
+)
+NO_SHOWS = Counter(
+    "reachlive_poller_no_shows_total",
+    "tasks moved to ERROR because their window passed without any media (found by reconcile, or "
+    "still SCHEDULED at Kaltura after the registry forgot them)",
 )
 EVENT_CHECKS = Counter(
     "reachlive_poller_event_checks_total",

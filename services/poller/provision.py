@@ -4,6 +4,7 @@ Order of work, chosen so that no key is ever handed out that the registry does n
 re-run after a crash never hands out a second set silently:
 
 1. the provision lock (``keys.provision_lock``) and the registry: done or in progress → no-op;
+   a task whose window has passed (getJobs' dates) → ERROR instead, once (``window.py``);
 2. ``entryVendorTask.get`` (reach_vendor profile) with the accessKey: catalog item, reach profile;
 3. refusals → ERROR with a readable errDescription: not a live feature, unsupported language,
    window longer than ``durationLimit``, a source language other than the event's;
@@ -19,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 
-from services.poller import metrics
+from services.poller import metrics, window
 from services.poller.context import Context
 from services.poller.store import drop_indexes, find_task, merge_event, set_task_fields
 from shared import keys, registry
@@ -105,6 +106,9 @@ def _provision(ctx: Context, task_id: str, job: VendorTask | None) -> str:
     if job.status not in (PENDING, SCHEDULED):
         return "gone"
     with log_context(event_id=job.scheduled_event_id):
+        late = _past_window(ctx, task_id, job)
+        if late is not None:
+            return late
         details = ctx.kaltura.get_task(task_id, job.access_key)
         if details.task.status in FINAL_STATUSES:
             cancel(ctx, task_id, f"task is final at Kaltura (status {details.task.status})")
@@ -136,6 +140,24 @@ def _provision(ctx: Context, task_id: str, job: VendorTask | None) -> str:
         )
         log.info("task scheduled", extra={"kind": plan.kind, "language": plan.language})
         return "scheduled"
+
+
+def _past_window(ctx: Context, task_id: str, job: VendorTask) -> str | None:
+    """A task whose window has passed is never provisioned, whatever the registry holds (its
+    records expire a day after the window, and Kaltura keeps listing an unfinished task): it goes
+    ERROR instead, and Kaltura stops listing it, so this happens once. Judged from getJobs' own
+    dates (and the event's registry window, if the registry still has it: a moved window)."""
+    event = registry.read_event_sync(ctx.redis, str(job.scheduled_event_id)) if job.scheduled_event_id else None
+    start, end = window.bounds(float(job.start), float(job.end), event)
+    if not window.passed(ctx.clock(), end, ctx.window_margin_seconds):
+        return None
+    # SCHEDULED: it was given a mediaUrl and never used it (else it would be PROCESSING).
+    no_show = job.status == SCHEDULED and not (event is not None and event.session == "1")
+    reason = window.no_media_reason(start, end, ctx.media_url) if no_show else window.expired_reason(start, end)
+    refuse(ctx, task_id, reason)
+    if no_show:
+        metrics.NO_SHOWS.inc()
+    return "no_show" if no_show else "expired"
 
 
 class _Plan:
