@@ -55,8 +55,12 @@ class KalturaAdmin:
         return self._call("POST", f"events/{event_id}/window", body)
 
     def end_window(self, event_id: int | str, at: float | None = None) -> dict[str, Any]:
-        """The Kaltura admin ends the event: its window's end moves to ``at`` (default now)."""
-        return self.move_window(event_id, None, time.time() if at is None else at)
+        """The Kaltura admin ends the event: its window's end moves to ``at`` (default now). An
+        event that would end before (or as) it starts starts a second before ``at`` (a window
+        needs end > start), e.g. one ordered and ended within the same second."""
+        end = int(time.time() if at is None else at)
+        start = int(self.event(event_id)["startDate"])
+        return self.move_window(event_id, min(start, end - 1), end)
 
     def calls(self) -> list[dict[str, Any]]:
         return self._call("GET", "calls")

@@ -146,6 +146,10 @@ def test_window_moved_while_live_keeps_every_buffer(emu, clock):
     with pytest.raises(urllib.error.HTTPError) as info:
         admin.move_window(event_id, None, start)
     assert info.value.code == 400
+    # Ending an event at (or before) its start moves the start too: a window needs end > start.
+    ended = admin.end_window(event_id, at=start)
+    assert (ended["startDate"], ended["endDate"]) == (start - 1, start)
+    assert dates(caption)[:2] == (start - 61, start + 120)
 
 
 def test_demo_scenario_orders_late(emu, clock):
