@@ -16,8 +16,8 @@ JOBS_LISTED = Gauge("reachlive_poller_jobs_listed", "tasks in the last getJobs l
 TASKS = Counter(
     "reachlive_poller_tasks_total",
     "REACH task outcomes: scheduled, refused, cancelled, processing, ready, error, failed, "
-    "duplicate (a provision that found the work done or in progress), rekeyed, expired (an order "
-    "whose window passed before it was provisioned: ERROR), no_show (ERROR: its window passed without media)",
+    "duplicate (a provision that found the work done or in progress), rekeyed, expired / no_show (a "
+    "provision found the task's window passed: ERROR; PENDING / SCHEDULED at Kaltura)",
     ["outcome"],
 )
 KALTURA_SECONDS = Histogram(
