@@ -352,6 +352,11 @@ def poller() -> dict:
                         description="Still SCHEDULED more than 5 min after their start: no media reached the ingest.",
                     ),
                     P(
+                        "No-shows (per h)",
+                        [q(f"sum(increase(reachlive_poller_no_shows_total{sel}[1h]))", "no-shows")],
+                        description="Tasks ended ERROR because their window closed with no media at all.",
+                    ),
+                    P(
                         "Reconcile checks per event (per 5 min)",
                         [
                             q(
@@ -424,6 +429,12 @@ def ingest() -> dict:
                 [
                     P("Publishers by role", [q(f"sum by (role) (reachlive_ingest_publishers{sel})", "{{role}}")]),
                     P("TCP connections by replica", [q(f"reachlive_ingest_connections{sel}", "{{instance}}")]),
+                    P(
+                        "Events paused (no publisher)",
+                        [q(f"max(reachlive_ingest_events_paused{sel})", "paused")],
+                        description="Open events whose publishers went away: paused until a publish resumes them "
+                        "or the window ends (a pause never ends an event).",
+                    ),
                     P(
                         "Sessions opened / takeovers (per 5 min)",
                         [
