@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from emulators.kwikmotion.server import BANNER, KwikmotionEmulator
+from emulators.kwikmotion.variants import EMPTY_TRANSLATIONS, HOLD_SECONDS, TIMES, VARIANT_NAMES
 from emulators.media import JFK_TEXT
 from shared.logs import setup_logging
 
@@ -45,6 +46,49 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         default="auto",
         help="audio: the words heard where each chunk matches the reference audio; time: the words "
         "replayed by the session's audio time; auto (default): audio when there is reference audio",
+    )
+    readings = parser.add_argument_group(
+        "readings of the seed (issue 17; see emulators/kwikmotion/README.md)",
+        "Each picks how the emulator reads one point the seed leaves open; a flag overrides --variant's.",
+    )
+    readings.add_argument("--variant", choices=VARIANT_NAMES, help="a named set of the readings below (default: seed)")
+    readings.add_argument(
+        "--times", choices=TIMES, help="start_time/end_time count from the session (default) or from the chunk's start"
+    )
+    readings.add_argument(
+        "--reorder",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="even chunks' results come after the next chunk's results",
+    )
+    readings.add_argument(
+        "--empty-translations",
+        choices=EMPTY_TRANSLATIONS,
+        help="send (default) an empty AddTranslation for an empty transcript, or omit it",
+    )
+    readings.add_argument(
+        "--sparse",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="odd chunks' AddTranscript lack word_count and language",
+    )
+    readings.add_argument(
+        "--boundary",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a chunk's last word is reported with the next chunk, whose start_time is then up to 1 s earlier",
+    )
+    readings.add_argument(
+        "--extra-messages",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="unlisted messages: Info after RecognitionStarted, AddPartialTranscript per chunk",
+    )
+    readings.add_argument(
+        "--hold-seconds",
+        type=float,
+        default=HOLD_SECONDS,
+        help=f"held results (--reorder, --boundary) go out after this long without audio (default {HOLD_SECONDS:g})",
     )
     parser.add_argument("--ping-interval", type=float, default=20.0)
     parser.add_argument("--ping-timeout", type=float, default=30.0)
@@ -86,6 +130,14 @@ def main(argv: list[str]) -> int:
         ssl_context=context,
         reference_audio=args.reference_audio,
         align=args.align,
+        variant=args.variant,
+        times=args.times,
+        reorder=args.reorder,
+        empty_translations=args.empty_translations,
+        sparse=args.sparse,
+        boundary=args.boundary,
+        extra_messages=args.extra_messages,
+        hold_seconds=args.hold_seconds,
     )
     return asyncio.run(_run(emu))
 
@@ -98,6 +150,7 @@ async def _run(emu: KwikmotionEmulator) -> int:
     await emu.start()
     print(f"{BANNER} (not the real service) listening", flush=True)
     print(f"KWIKMOTION_EMULATOR_URL={emu.url}", flush=True)
+    print(f"KWIKMOTION_EMULATOR_VARIANT={emu.variant.describe()}", flush=True)
     await stop.wait()
     await emu.stop()
     return 0

@@ -32,6 +32,7 @@ from websockets.http11 import Request, Response
 from emulators.kwikmotion import protocol as p
 from emulators.kwikmotion.align import AudioAligner, ReferenceAudio, decode_pcm, reference_audio
 from emulators.kwikmotion.faults import Faults, parse_fault_query
+from emulators.kwikmotion.variants import HOLD_SECONDS, ResultShaper, Variant, parse_variant_query, variant_from
 from emulators.media import JFK_FLAC, JFK_TEXT
 from shared.kwikmotion.languages import SUPPORTED_LANGUAGES
 
@@ -67,6 +68,9 @@ class SessionRecord:
     finished: bool = False  # the connection is over and this record final
     align: str | None = None  # how this session's words were found: audio | time
     aligner: AudioAligner | None = field(default=None, repr=False, compare=False)
+    variant: Variant | None = None  # the seed's reading this session plays (fixed at StartRecognition)
+    shaper: ResultShaper | None = field(default=None, repr=False, compare=False)
+    taken_at: dict[int, float] = field(default_factory=dict, repr=False)  # chunk → arrival, until answered
 
     @property
     def token_ok(self) -> bool:
@@ -96,6 +100,7 @@ class SessionRecord:
             "done": self.done,
             "finished": self.finished,
             "align": self.align,
+            "variant": self.variant.to_dict() if self.variant else None,
             "searches": self.aligner.searches if self.aligner else 0,
             "reply_seconds": [round(x, 6) for x in self.reply_seconds],
         }
@@ -122,12 +127,24 @@ class KwikmotionEmulator:
         ssl_context: ssl.SSLContext | None = None,
         reference_audio: str | Path | None = None,
         align: str = "auto",
+        variant: Variant | str | None = None,
+        times: str | None = None,
+        reorder: bool | None = None,
+        empty_translations: str | None = None,
+        sparse: bool | None = None,
+        boundary: bool | None = None,
+        extra_messages: bool | None = None,
+        hold_seconds: float = HOLD_SECONDS,
     ) -> None:
         """``align``: "audio" recognises where in ``reference_audio`` each chunk is (as a real
         engine transcribes what it hears, so a session opened mid-speech gets the words of that
         audio); "time" replays ``reference_text`` spread over ``reference_seconds`` of the
         session's audio time, whatever the audio; "auto" is "audio" when there is reference audio.
-        ``reference_audio`` defaults to the JFK sample when ``reference_text`` is its transcript."""
+        ``reference_audio`` defaults to the JFK sample when ``reference_text`` is its transcript.
+
+        ``variant`` (a :class:`Variant` or a name of ``VARIANTS``) and the fields after it pick
+        the reading of the seed the sessions play (``variants.py``; a field given overrides the
+        variant's); ``hold_seconds``: held results go out when nothing arrived for that long."""
         if align not in ALIGN_MODES:
             raise ValueError(f"align must be one of {ALIGN_MODES}")
         if reference_audio is None and reference_text.split() == JFK_TEXT.split():
@@ -145,6 +162,16 @@ class KwikmotionEmulator:
         self.languages = tuple(languages)
         self.ping_interval, self.ping_timeout = ping_interval, ping_timeout
         self.faults = Faults()
+        self.variant = variant_from(
+            variant,
+            times=times,
+            reorder=reorder,
+            empty_translations=empty_translations,
+            sparse=sparse,
+            boundary=boundary,
+            extra_messages=extra_messages,
+        )
+        self.hold_seconds = hold_seconds
         self.sessions: list[SessionRecord] = []
         self.active = 0  # authenticated sessions open now (the capacity count)
         self._server: Server | None = None
@@ -258,6 +285,16 @@ class KwikmotionEmulator:
                     return _json(conn, 400, {"error": str(exc)})
                 log.info("%s faults set: %s", BANNER, self.faults.to_dict())
             return _json(conn, 200, self.faults.to_dict())
+        if url.path == "/admin/variant" and method in ("GET", "POST"):
+            if method == "POST":
+                try:
+                    self.variant = parse_variant_query(dict(parse_qsl(url.query, keep_blank_values=True)), self.variant)
+                except KeyError as exc:
+                    return _json(conn, 400, {"error": f"unknown variant field {exc.args[0]!r}"})
+                except ValueError as exc:
+                    return _json(conn, 400, {"error": str(exc)})
+                log.info("%s variant for new sessions: %s", BANNER, self.variant.describe())
+            return _json(conn, 200, {**self.variant.to_dict(), "describe": self.variant.describe()})
         if (url.path, method) in (("/admin/faults", "DELETE"), ("/admin/faults/clear", "POST")):
             self.faults.clear()
             log.info("%s faults cleared", BANNER)
@@ -283,7 +320,21 @@ class KwikmotionEmulator:
             counted = True
             config: p.StartConfig | None = None
             samples = 0
-            async for message in conn:
+            loop = asyncio.get_running_loop()
+            quiet_since = loop.time()
+            while True:
+                shaper = rec.shaper
+                if shaper is not None and shaper.holding:
+                    # Held results (variants) go out once nothing arrived for hold_seconds.
+                    try:
+                        async with asyncio.timeout_at(quiet_since + self.hold_seconds):
+                            message = await conn.recv()  # websockets: cancelling recv() loses nothing
+                    except TimeoutError:
+                        await self._send_results(conn, rec, shaper.flush())
+                        continue
+                else:
+                    message = await conn.recv()
+                quiet_since = loop.time()
                 if rec.faults and rec.faults[-1] == "silent":
                     if isinstance(message, bytes):
                         rec.chunks.append(message)
@@ -389,8 +440,11 @@ class KwikmotionEmulator:
                     log.warning("%s: no reference audio at %d Hz, words by time", BANNER, config.sample_rate)
                     rec.align = "time"
             rec.session_id = self._session_id()
+            rec.variant = self.variant
+            rec.shaper = ResultShaper(self.variant, config.language, config.targets, config.sample_rate)
             await self._delay()
             await self._send(conn, rec, json.dumps({"message": "RecognitionStarted", "session_id": rec.session_id}))
+            await self._send_results(conn, rec, rec.shaper.started())
             log.info("%s session %s started (%s → %s)", BANNER, rec.session_id, config.language, config.targets)
             return config
         if name == "EndOfStream":
@@ -412,6 +466,8 @@ class KwikmotionEmulator:
                 )
             rec.end_of_stream = msg
             await self._delay()
+            if rec.shaper is not None:
+                await self._send_results(conn, rec, rec.shaper.flush())  # nothing held past the end
             await self._send(conn, rec, json.dumps({"message": "EndOfTranscript", "reason": "no_more_audio"}))
             rec.done = True
             return config
@@ -437,29 +493,27 @@ class KwikmotionEmulator:
             words = rec.aligner.feed(decode_pcm(chunk, config.encoding))
         else:
             words = self.script.words_between(start, end, config.sample_rate)
-        t0, t1 = round(start / config.sample_rate, 3), round(end / config.sample_rate, 3)
         await self._delay()
         # Seed: AudioAdded "after each audio chunk is received and queued for processing", then
-        # the chunk's AddTranscript and "one [AddTranslation] per target language per transcript".
+        # the chunk's AddTranscript and "one [AddTranslation] per target language per transcript"
+        # (when, and in what shape, is the variant's reading: variants.py).
         await self._send(conn, rec, json.dumps({"message": "AudioAdded", "seq_no": seq}))
-        transcript = " ".join(words)
-        metadata = {
-            "transcript": transcript,
-            "start_time": t0,
-            "end_time": t1,
-            "language": config.language,
-            "chunk_index": seq,
-            "word_count": len(words),
-        }
-        await self._send(conn, rec, json.dumps({"message": "AddTranscript", "metadata": metadata}))
-        for target in config.targets:
-            # A labelled placeholder: the emulator does not translate.
-            translation = f"[{target}] {transcript}" if transcript else ""
-            meta = {"translation": translation, "target_language": target, "start_time": t0, "end_time": t1}
-            await self._send(conn, rec, json.dumps({"message": "AddTranslation", "metadata": meta}))
-        rec.reply_seconds.append(time.perf_counter() - taken)
+        rec.taken_at[seq] = taken
+        assert rec.shaper is not None
+        await self._send_results(conn, rec, rec.shaper.chunk(seq, start, end, words))
         await self._chunk_faults(conn, rec)
         return end
+
+    async def _send_results(self, conn: ServerConnection, rec: SessionRecord, messages: list[dict[str, Any]]) -> None:
+        answered = []
+        for msg in messages:
+            await self._send(conn, rec, json.dumps(msg))
+            if msg["message"] == "AddTranscript":
+                answered.append(msg["metadata"]["chunk_index"])
+        for index in answered:  # after the chunk's translations too
+            taken = rec.taken_at.pop(index, None)
+            if taken is not None:
+                rec.reply_seconds.append(time.perf_counter() - taken)
 
     async def _chunk_faults(self, conn: ServerConnection, rec: SessionRecord) -> None:
         n = len(rec.chunks)
