@@ -111,11 +111,22 @@ RELAY_FINISHED = "finished"  # "1" once every task's end-of-stream responses are
 RELAY_OUTCOME = "outcome"  # ready | error
 RELAY_REASON = "reason"  # errDescription when the outcome is error
 RELAY_TASK_PREFIX = "task:"  # task:<id> → JSON {"done": audio id, "builder": state}
+# Epoch seconds of KWIKmotion's first refusal (401/403, 4004 for the source language) since a
+# session last started: the refusal deadline counts from it on any replica.
+RELAY_REFUSED_SINCE = "refused_since"
+# ended:<id> → errDescription: a task the relay ended on its own while the event goes on (4004
+# for its target language); it is left out of later KWIKmotion sessions.
+RELAY_ENDED_PREFIX = "ended:"
 
 
 def relay_task_field(task_id: str | int) -> str:
     """Field of ``relay_state(E)``: one task's emitted position and caption builder state."""
     return f"{RELAY_TASK_PREFIX}{task_id}"
+
+
+def relay_ended_field(task_id: str | int) -> str:
+    """Field of ``relay_state(E)``: a task ended by the relay mid-event (its errDescription)."""
+    return f"{RELAY_ENDED_PREFIX}{task_id}"
 
 
 def captions(event_id: str | int, task_id: str | int) -> str:

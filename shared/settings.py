@@ -164,6 +164,16 @@ class RelaySettings(BaseSettings):
     backoff_max_seconds: PositiveSeconds = 30.0
     auth_retry_seconds: PositiveSeconds = 60.0
     consumer_name: str = ""
+    # A partial chunk is sent once no audio came for this long (the last words before a pause
+    # are captioned without waiting for the media to return).
+    flush_after_seconds: PositiveSeconds = 1.5
+    # During a media pause the KWIKmotion session is closed after this long without audio (every
+    # chunk answered), and reopened when audio returns: KWIKmotion is paid per connected minute,
+    # and half a minute of keepalive covers an encoder restart without a reconnect.
+    idle_close_seconds: PositiveSeconds = 30.0
+    # KWIKmotion refusing the session (401/403, 4004 for the event's language) is retried every
+    # auth_retry_seconds for at most this long from the first refusal, then the tasks go ERROR.
+    refusal_deadline_seconds: PositiveSeconds = 300.0
 
 
 class GatewaySettings(BaseSettings):

@@ -65,12 +65,18 @@ class Chunk:
 class Chunker:
     """Groups audio entries into chunks of at least ``chunk_seconds`` (the last one may be shorter).
 
-    ``add`` returns the chunks completed by an entry; ``flush`` the partial chunk at the end of
-    the stream. Entry ids must arrive in stream order.
+    ``add`` returns the chunks completed by an entry; ``flush`` the partial chunk (at the end of
+    the stream, or during a pause). Entry ids must arrive in stream order.
+
+    ``breaks``: entry ids a chunk must end at. A chunk flushed during a pause ends early; if it
+    was not fully answered before a reconnect, some tasks already have its results (their
+    ``done`` position is its last entry). The replay ends a chunk there again, so each task's
+    results start exactly after what it already has.
     """
 
-    def __init__(self, chunk_seconds: float) -> None:
+    def __init__(self, chunk_seconds: float, breaks: frozenset[str] = frozenset()) -> None:
         self.chunk_bytes = round(chunk_seconds * AudioChunk.SAMPLE_RATE) * 2  # whole s16le samples
+        self.breaks = breaks
         self._parts: list[bytes] = []
         self._size = 0
         self._first: tuple[str, AudioChunk] | None = None
@@ -84,7 +90,7 @@ class Chunker:
         self._parts.append(audio.pcm)
         self._size += len(audio.pcm)
         self._last_id = entry_id
-        if self._size >= self.chunk_bytes:
+        if self._size >= self.chunk_bytes or entry_id in self.breaks:
             return [self._take()]
         return []
 

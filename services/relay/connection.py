@@ -9,8 +9,18 @@
   caption entries, committed atomically with the task positions and the cursor
   (``output.CaptionWriter``), the cursor moved by the ``ledger.ChunkLedger``;
 - ``_timers``: sleeps until the next deadline — the session core's (``next_deadline``: the
-  RecognitionStarted and EndOfTranscript timeouts), a silent peer's, the periodic check of the
-  registry for cancelled tasks — instead of polling.
+  RecognitionStarted and EndOfTranscript timeouts), a silent peer's, the idle close, the periodic
+  check of the registry for cancelled and newly ordered tasks — instead of polling.
+
+Media pauses (DESIGN section 4; the audio stream simply has no entries while no publisher is
+connected): a partial chunk is sent once no audio came for ``flush_after_seconds``; once every
+sent chunk is answered and ``idle_close_seconds`` passed without audio, the connection closes
+(1000 "idle", ``Kind.IDLE``) and the session reopens one from the cursor when audio returns.
+
+Late orders: a task of the event that this connection does not serve (and that is not
+cancelled) found at the heartbeat check stops the sending; once every sent chunk is answered
+the connection closes (``Kind.RETARGET``) and the session reconnects with the new targets from
+the cursor, so nothing is replayed and the new task's captions start at the cursor.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,12 +42,14 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus
 from services.relay import metrics
 from services.relay.audio import Chunker, id_le
 from services.relay.ledger import ChunkLedger
-from services.relay.outcome import Kind, Outcome, close_cause, error_cause
+from services.relay.outcome import Kind, Outcome, close_cause, error_cause, refused_language
 from services.relay.output import CaptionWriter, Fenced, Pending
 from services.relay.outputs import TaskOutput, entry_fields
 from shared import keys, registry
+from shared.aio import check_cancelled
 from shared.captions import AnchoredTimeBase, ChunkTimeBase, InvalidResult, parse_result
 from shared.kwikmotion import (
+    INVALID_MODEL,
     AudioAdded,
     ConnectionClosed,
     EndOfTranscript,
@@ -50,6 +62,7 @@ from shared.kwikmotion import (
     TranscriptResult,
     TranslationResult,
 )
+from shared.registry import TaskRecord
 from shared.settings import KwikmotionSettings, RelaySettings
 from shared.streams import AudioChunk, PayloadError, parse_audio
 
@@ -68,6 +81,8 @@ class Link:
     relay: RelaySettings
     kwik: KwikmotionSettings
     clock: Callable[[], float]
+    started: Callable[[], Awaitable[None]] | None = None  # KWIKmotion accepted the session
+    captioned: Callable[[TaskRecord], None] | None = None  # a task got captions (first or not)
 
 
 class Connection:
@@ -81,6 +96,7 @@ class Connection:
         outs: list[TaskOutput],
         writer: CaptionWriter,
         ledger: ChunkLedger,
+        known: frozenset[str] = frozenset(),
     ) -> None:
         self.link = link
         self.relay = link.relay
@@ -94,7 +110,10 @@ class Connection:
             start_timeout=self.kwik_cfg.start_timeout_seconds,
             end_timeout=self.kwik_cfg.end_timeout_seconds,
         )
-        self.chunker = Chunker(self.relay.chunk_seconds)
+        # Tasks of the event the session knows of (served here, or ended): any other is a late order.
+        self.known = known | {o.id for o in outs}
+        # A replay ends chunks where some task's results stop (see ``Chunker``).
+        self.chunker = Chunker(self.relay.chunk_seconds, frozenset(o.done for o in outs if o.done != ledger.cursor))
         self.time_base = ChunkTimeBase()
         self.media_end = 0.0  # media time of the end of the audio read so far
         self.eos = False
@@ -102,6 +121,9 @@ class Connection:
         self.send_closed = False
         self.progressed = False
         self.last_rx = link.clock()
+        self.last_audio = link.clock()  # when the reader last got an audio entry
+        self.quiet_since = link.clock()  # last chunk sent or answered (the idle close counts from it)
+        self.draining: Outcome | None = None  # end once every sent chunk is answered, send no more
         self.room = asyncio.Event()  # the reader may hold one more chunk
         self.wake = asyncio.Event()  # a deadline may have moved earlier
         self.send_lock = asyncio.Lock()
@@ -151,6 +173,8 @@ class Connection:
                         outcome = await self.result
                         for t in tasks:
                             t.cancel()
+                    if outcome.kind in (Kind.IDLE, Kind.RETARGET):
+                        await ws.close(1000, outcome.cause)
                 except asyncio.CancelledError:
                     # SIGTERM or a lost claim: say goodbye properly (1001 Going Away) instead of
                     # the 1011 websockets sends when its block exits with an exception.
@@ -204,6 +228,9 @@ class Connection:
     async def _on_event(self, ev: Any, now: float) -> None:
         if isinstance(ev, RecognitionStarted):
             log.info("KWIKmotion session started", extra={"kwik_session": ev.session_id})
+            self.quiet_since = now
+            if self.link.started is not None:
+                await self.link.started()
             await self._pump()
         elif isinstance(ev, AudioAdded):
             if ev.lag is not None:
@@ -232,10 +259,14 @@ class Connection:
         if isinstance(ev, KwikError):
             code = str(ev.code) if ev.code is not None else "other"
             metrics.ERRORS.labels(code if code in ("4001", "4004", "1008", "1011", "401", "403") else "other").inc()
+            if ev.code == INVALID_MODEL:
+                self._set(Outcome(Kind.LANGUAGE, "language", code, ev.reason, refused_language(ev.reason)))
             self._set(Outcome(_KIND.get(ev.error_class, Kind.RETRY), error_cause(ev.code), code, ev.reason))
         elif isinstance(ev, ConnectionClosed):
             if ev.code in (1008, 1011, 4001, 4004):
                 metrics.ERRORS.labels(str(ev.code)).inc()
+            if ev.code == INVALID_MODEL:
+                self._set(Outcome(Kind.LANGUAGE, "language", str(ev.code), ev.reason, refused_language(ev.reason)))
             kind = _KIND.get(ev.error_class, Kind.RETRY)
             self._set(Outcome(kind, close_cause(ev.code, ev.reason), str(ev.code), ev.reason))
         elif isinstance(ev, ProtocolViolation):
@@ -259,7 +290,10 @@ class Connection:
         for i, out in enumerate(self.outs):
             if not out.builder.accepts(result) or id_le(chunk.last_id, out.done):
                 continue  # not this task's language, or emitted before a reconnect/takeover
-            pend.extend(Pending(i, entry_fields(b, created)) for b in out.builder.build(result, offset, self.time_base))
+            built = out.builder.build(result, offset, self.time_base)
+            pend.extend(Pending(i, entry_fields(b, created)) for b in built)
+            if built and self.link.captioned is not None:
+                self.link.captioned(out.record)
             out.done = chunk.last_id
             state[keys.relay_task_field(out.id)] = out.dump()
         trim = ""
@@ -275,6 +309,9 @@ class Connection:
         metrics.ADDED_LATENCY.observe(self.link.clock() - received)
         for p in pend:
             metrics.CAPTIONS_WRITTEN.labels(p.fields["kind"]).inc()
+        self.quiet_since = self.link.clock()
+        self._drained()
+        self.wake.set()  # the silent-peer deadline moves to the next unanswered chunk, or idle starts
         self.room.set()
         await self._pump()
 
@@ -287,12 +324,28 @@ class Connection:
         client = self.link.reader
         key = keys.audio(self.link.event_id)
         pos = self.cursor
-        while not self.eos:
+        flush_after = self.relay.flush_after_seconds
+        while not self.eos and not self.result.done():
+            # redis-py may swallow a cancellation that lands as a read completes (shared.aio).
+            check_cancelled()
             while self._held() >= self.max_held:
                 self.room.clear()
                 await self.room.wait()
-            reply = await client.xread({key: pos}, count=64, block=1000)
+            block_ms = 1000
+            if self.chunker.buffered_seconds:
+                # A pause keeps a partial chunk from filling up: send it once no audio came for
+                # flush_after_seconds, so its words are captioned now, not when the media returns.
+                left = self.last_audio + flush_after - self.link.clock()
+                if left <= 0:
+                    metrics.PARTIAL_FLUSHES.inc()
+                    self.ledger.add(self.chunker.flush())
+                    await self._pump()
+                    continue
+                block_ms = max(1, min(block_ms, int(left * 1000) + 1))
+            reply = await client.xread({key: pos}, count=64, block=block_ms)
             for _stream, entries in reply or []:
+                if entries:
+                    self.last_audio = self.link.clock()
                 for raw_id, fields in entries:
                     pos = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
                     try:
@@ -342,8 +395,14 @@ class Connection:
             return
         async with self.send_lock:
             max_unacked = self.relay.max_unacked_chunks
-            while self.ledger.queue and self.kwik.can_send(max_unacked) and not self.result.done():
+            while (
+                self.ledger.queue
+                and self.kwik.can_send(max_unacked)
+                and not self.result.done()
+                and self.draining is None
+            ):
                 now = self.link.clock()
+                self.quiet_since = now
                 chunk = self.ledger.send_next(self.kwik.sent, now)
                 frame = self.kwik.send_audio(chunk.pcm, now)
                 self.wake.set()  # a result is awaited now: the silent-peer deadline starts
@@ -351,6 +410,8 @@ class Connection:
                 metrics.AUDIO_SENT.inc(chunk.duration)
                 if self.ledger.delivered(chunk):
                     metrics.AUDIO_REPLAYED.inc(chunk.duration)
+            if self.draining is not None:
+                return
             if self.eos and not self.ledger.queue and self.kwik.state == "streaming" and not self.eos_sent:
                 if self.kwik.sent == 0:
                     self._set(Outcome(Kind.FINISHED))  # everything was transcribed before
@@ -366,31 +427,73 @@ class Connection:
         clock = self.link.clock
         silent = self.kwik_cfg.ping_timeout_seconds
         check_every = self.relay.heartbeat_seconds
+        idle_close = self.relay.idle_close_seconds
         next_check = clock() + check_every
         while not self.result.done():
+            check_cancelled()
             now = clock()
             for ev in self.kwik.poll(now):
                 self._on_terminal(ev)
             waiting = self.kwik.state == "streaming" and self.kwik.completed < self.kwik.sent
-            if waiting and now - self.last_rx >= silent:
+            # A silent peer: nothing received since the oldest unanswered chunk went out (a long
+            # pause with no message before it is not silence).
+            silent_at = max(self.last_rx, self._oldest_unanswered()) + silent
+            if waiting and now >= silent_at:
                 self._set(Outcome(Kind.RETRY, "silent", "", f"no message from KWIKmotion for {silent:.0f}s"))
+            idle = self._idle()
+            if idle and now >= self.quiet_since + idle_close:
+                self._set(Outcome(Kind.IDLE, "idle"))
             if now >= next_check:
                 next_check = now + check_every
-                await self._check_cancelled()
+                await self._check_tasks()
+                self._drained()
             if self.result.done():
                 return
             deadlines = [next_check]
             if (core := self.kwik.next_deadline()) is not None:
                 deadlines.append(core)
             if waiting:
-                deadlines.append(self.last_rx + silent)
+                deadlines.append(silent_at)
+            if idle:
+                deadlines.append(self.quiet_since + idle_close)
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, min(deadlines) - clock())):
                     await self.wake.wait()
 
-    async def _check_cancelled(self) -> None:
-        event, flags = await registry.read_cancellation(self.link.client, self.link.event_id, [o.id for o in self.outs])
+    def _oldest_unanswered(self) -> float:
+        chunk = self.ledger.chunk(self.kwik.completed)
+        return chunk.sent_at if chunk is not None else 0.0
+
+    def _idle(self) -> bool:
+        """Nothing to send and nothing awaited: every chunk read was sent and answered."""
+        return (
+            self.kwik.state == "streaming"
+            and not self.eos
+            and self.draining is None
+            and not self.ledger.queue
+            and not self.chunker.buffered_seconds
+            and self.kwik.completed == self.kwik.sent
+        )
+
+    def _drained(self) -> None:
+        """While draining (sending stopped): end once every sent chunk is answered."""
+        if self.draining is not None and self.kwik.completed == self.kwik.sent:
+            self._set(self.draining)
+
+    async def _check_tasks(self) -> None:
+        """Cancelled tasks (no more captions; none left ends the connection) and tasks ordered
+        since the connection started (drain, then reconnect with their languages)."""
+        client, event_id = self.link.client, self.link.event_id
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.event(event_id))
+            pipe.smembers(keys.event_tasks(event_id))
+            for out in self.outs:
+                pipe.hget(keys.task(event_id, out.id), "cancelled")
+            raw, members, *raw_flags = await pipe.execute()
+        event = registry.EventRecord.parse(raw)
+        flags = [flag in (b"1", "1") for flag in raw_flags]
+        await self._check_joined({m.decode() if isinstance(m, bytes) else m for m in members} - self.known)
         live = 0
         for out, cancelled in zip(self.outs, flags, strict=True):
             if cancelled:
@@ -401,3 +504,17 @@ class Connection:
                 live += 1
         if live == 0 or (event is not None and event.status == "cancelled"):
             self._set(Outcome(Kind.CANCELLED))
+
+    async def _check_joined(self, unknown: set[str]) -> None:
+        if not unknown or self.draining is not None or self.eos_sent:
+            return  # nothing new, already reconnecting, or the event's audio is over
+        client, event_id = self.link.client, self.link.event_id
+        async with client.pipeline(transaction=False) as pipe:
+            for task_id in sorted(unknown):
+                pipe.hmget(keys.task(event_id, task_id), ["id", "cancelled"])
+            rows = await pipe.execute()
+        # A record not written yet, or cancelled already, is not served (yet).
+        joined = [t for t, (tid, flag) in zip(sorted(unknown), rows, strict=True) if tid and flag not in (b"1", "1")]
+        if joined:
+            log.info("task ordered mid-event: reconnecting with its language", extra={"tasks": joined})
+            self.draining = Outcome(Kind.RETARGET, "late_order", "", ",".join(joined))

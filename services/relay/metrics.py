@@ -64,3 +64,22 @@ CAPTIONS_WRITTEN = Counter(
 FENCED = Counter(
     "reachlive_relay_fenced_writes_total", "Caption writes refused because another replica owns the session"
 )
+IDLE_CLOSES = Counter(
+    "reachlive_relay_idle_closes_total",
+    "KWIKmotion sessions closed during a media pause (REACHLIVE_RELAY_IDLE_CLOSE_SECONDS without audio)",
+)
+IDLE_REOPENS = Counter(
+    "reachlive_relay_idle_reopens_total", "KWIKmotion sessions reopened when the audio came back after an idle close"
+)
+PARTIAL_FLUSHES = Counter(
+    "reachlive_relay_partial_chunks_flushed_total",
+    "Partial chunks sent because no audio came for REACHLIVE_RELAY_FLUSH_AFTER_SECONDS (a pause)",
+)
+LATE_ORDERS = Counter("reachlive_relay_late_orders_total", "Reconnects to serve tasks ordered while the event was live")
+SESSIONS_REFUSED = Gauge(
+    "reachlive_relay_sessions_refused",
+    "Sessions KWIKmotion currently refuses (401/403 or 4004 for the source language): alert at once",
+)
+TARGETS_REFUSED = Counter(
+    "reachlive_relay_targets_refused_total", "Translation targets KWIKmotion refused (4004): their tasks went ERROR"
+)

@@ -8,7 +8,11 @@ tasks, or re-read the registry. ``cause`` is the reconnect cause used as a metri
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
+
+# Seed, "Error Codes": 4004 invalid_model, reason "Unsupported language: <code>".
+_LANGUAGE = re.compile(r"language:\s*([A-Za-z]{2,3}(?:[-_][A-Za-z0-9]+)*)")
 
 
 class Kind(enum.StrEnum):
@@ -18,6 +22,9 @@ class Kind(enum.StrEnum):
     PERMANENT = "permanent"  # the same request would fail again: tasks → ERROR
     CANCELLED = "cancelled"  # every task (or the event) was cancelled
     FENCED = "fenced"  # another relay owns the session now
+    IDLE = "idle"  # closed during a media pause; reopened when audio returns
+    RETARGET = "retarget"  # a task joined the event: reconnect with its language
+    LANGUAGE = "language"  # 4004 invalid_model: ``language`` says which (source or a target)
 
 
 @dataclass(slots=True)
@@ -26,6 +33,7 @@ class Outcome:
     cause: str = ""  # reconnect cause (metrics label)
     code: str = ""
     reason: str = ""
+    language: str = ""  # the language a 4004 names ("" when the reason does not say)
 
 
 def close_cause(code: int, reason: str) -> str:
@@ -38,3 +46,10 @@ def close_cause(code: int, reason: str) -> str:
 def error_cause(code: int | None) -> str:
     """The reconnect cause of a KWIKmotion Error message (metrics label)."""
     return {1011: "internal_error", 1008: "capacity"}.get(code or 0, "error")
+
+
+def refused_language(reason: str) -> str:
+    """The language code a 4004 reason names ("" if none): the session's source language means
+    the event cannot be served at all; a target language ends only that language's tasks."""
+    m = _LANGUAGE.search(reason or "")
+    return m.group(1) if m else ""

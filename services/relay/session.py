@@ -3,15 +3,24 @@
 ``EventSession.run`` owns the event while this replica holds its claim. It loops over KWIKmotion
 connections (``connection.Connection``, each from the persisted cursor, its chunks kept by a
 ``ledger.ChunkLedger``) and acts on how each ended (``outcome.Kind``) until the audio's
-end-of-stream has been transcribed, a permanent error fails the tasks, or every task is cancelled:
+end-of-stream has been transcribed, the tasks fail, or every task is cancelled:
 
 - retryable failures (a drop, 1011, 1008 at capacity, a silent peer, a timeout) reconnect with
   capped exponential backoff + jitter; the new connection replays the audio after the persisted
   cursor (audio not yet transcribed), and maps the new KWIKmotion session's times back to media
   time chunk by chunk, so captions continue the event's timeline;
-- authentication errors are a configuration fault: an alert-level log, a metric, a retry every
-  ``auth_retry_seconds`` (never a spin);
-- 4004 / 4001 invalid_message are permanent: end-of-stream responses, tasks → ERROR with the reason.
+- a media pause (``Kind.IDLE``): no KWIKmotion session until audio appears after the cursor, then
+  a new one from there (not a failure: no backoff, no reconnect counted);
+- a task ordered mid-event (``Kind.RETARGET``): reconnect at once with the new targets; the first
+  captions of a task the registry has SCHEDULED ask the poller for PROCESSING, once;
+- refusals (``Kind.CONFIG``: 401/403/authentication_error; ``Kind.LANGUAGE`` naming the source
+  language): an alert-level log and the ``SESSIONS_REFUSED`` gauge at once, a retry every
+  ``auth_retry_seconds``, and past ``refusal_deadline_seconds`` from the first refusal (persisted
+  in the relay state, field ``keys.RELAY_REFUSED_SINCE``, cleared when a session starts) the
+  end-of-stream responses and tasks → ERROR naming KWIKmotion's reason;
+- 4004 naming a translation target ends only that language's tasks (marked
+  ``keys.relay_ended_field``), then reconnects without it;
+- 4001 invalid_message is permanent: end-of-stream responses, tasks → ERROR with the reason.
 
 Nothing is kept only in memory: every caption write persists, atomically, what was emitted
 (``output.CaptionWriter``), so after a failure the state is simply re-read from Redis.
@@ -32,11 +41,14 @@ from services.relay.backoff import Backoff, slow
 from services.relay.claim import Claimed, Claimer
 from services.relay.connection import Connection, Link
 from services.relay.ledger import ChunkLedger
-from services.relay.outcome import Kind
+from services.relay.outcome import Kind, Outcome
 from services.relay.output import CaptionWriter, Fenced, Pending, caption_maxlen, claim_epoch
-from services.relay.outputs import entry_fields, make_output, targets_of
+from services.relay.outputs import entry_fields, is_translation, make_output, targets_of
 from shared import commands, keys, registry
+from shared.aio import TaskSet
+from shared.kaltura.models import SCHEDULED
 from shared.logs import log_context
+from shared.registry import TaskRecord
 from shared.settings import KwikmotionSettings, RelaySettings
 
 log = logging.getLogger(__name__)
@@ -77,26 +89,42 @@ class EventSession:
         self.state_key = keys.relay_state(self.event_id)
         self.epoch = 0
         self.sent_high = "0-0"  # highest audio id sent by this replica (replay accounting)
-        self.link = Link(client, self.reader, self.event_id, config.relay, config.kwik, clock)
+        self.refused = False  # counted in the SESSIONS_REFUSED gauge
+        self.processing_asked: set[str] = set()  # tasks whose PROCESSING command was sent
+        self.tasks = TaskSet(f"session:{self.event_id}")
+        self.link = Link(
+            client,
+            self.reader,
+            self.event_id,
+            config.relay,
+            config.kwik,
+            clock,
+            started=self._started,
+            captioned=self._captioned,
+        )
 
     # --- the session -------------------------------------------------------------------------
     async def run(self) -> None:
         with log_context(event_id=self.event_id):
             backoff = Backoff(self.config.relay.backoff_initial_seconds, self.config.relay.backoff_max_seconds)
-            while True:
-                try:
-                    await self._run()
-                    return
-                except Fenced:
-                    metrics.FENCED.inc()
-                    log.warning("another relay owns the session now: stopped")
-                    return
-                except Exception:
-                    # Redis unreachable, a bug: keep the claim (heartbeats go on) and retry; all
-                    # progress is in Redis, so the retry resumes where the last commit left off.
-                    delay = backoff.next()
-                    log.exception("session failed: retrying in %.1fs", delay)
-                    await asyncio.sleep(delay)
+            try:
+                while True:
+                    try:
+                        await self._run()
+                        return
+                    except Fenced:
+                        metrics.FENCED.inc()
+                        log.warning("another relay owns the session now: stopped")
+                        return
+                    except Exception:
+                        # Redis unreachable, a bug: keep the claim (heartbeats go on) and retry; all
+                        # progress is in Redis, so the retry resumes where the last commit left off.
+                        delay = backoff.next()
+                        log.exception("session failed: retrying in %.1fs", delay)
+                        await asyncio.sleep(delay)
+            finally:
+                self._set_refused(False)
+                await self.tasks.close(timeout=5)
 
     async def _run(self) -> None:
         if not self.epoch:
@@ -113,7 +141,9 @@ class EventSession:
             if state.get(keys.RELAY_FINISHED) == "1":
                 await self._finalize(state.get(keys.RELAY_OUTCOME, "ready"), state.get(keys.RELAY_REASON, ""))
                 return
-            tasks = [t for t in await registry.event_task_records(self.client, self.event_id) if not t.cancelled]
+            records = await registry.event_task_records(self.client, self.event_id)
+            ended = {t.id for t in records if keys.relay_ended_field(t.id) in state}
+            tasks = [t for t in records if not t.cancelled and t.id not in ended]
             if not tasks or event.status == "cancelled":
                 log.info("every task of the event is cancelled: session closed")
                 metrics.SESSIONS_FINISHED.labels("cancelled").inc()
@@ -134,7 +164,9 @@ class EventSession:
                 expire_at,
             )
             ledger = ChunkLedger(cursor, self.sent_high)
-            conn = Connection(self.link, event.source_language, targets_of(tasks), outs, writer, ledger)
+            targets = targets_of(tasks)
+            known = frozenset(ended | {t.id for t in records if t.cancelled})
+            conn = Connection(self.link, event.source_language, targets, outs, writer, ledger, known)
             try:
                 outcome = await conn.run()
             finally:
@@ -150,15 +182,23 @@ class EventSession:
                 return
             if outcome.kind is Kind.CANCELLED:
                 continue  # re-read the registry at the top of the loop
-            if outcome.kind is Kind.CONFIG:
-                metrics.AUTH_FAILURES.inc()
-                metrics.RECONNECTS.labels("auth").inc()
-                # An alert, not a retry storm: the credentials need an operator.
-                log.critical(
-                    "KWIKmotion authentication failed (check REACHLIVE_KWIKMOTION_TOKEN): %s",
-                    outcome.reason,
-                    extra={"code": outcome.code, "alert": "kwikmotion_auth"},
-                )
+            if outcome.kind is Kind.IDLE:
+                metrics.IDLE_CLOSES.inc()
+                log.info("media paused: KWIKmotion session closed until the audio returns")
+                if await self._await_audio(conn.cursor, [o.id for o in outs]):
+                    metrics.IDLE_REOPENS.inc()
+                    log.info("audio is back: reopening the KWIKmotion session")
+                continue
+            if outcome.kind is Kind.RETARGET:
+                metrics.LATE_ORDERS.inc()
+                continue  # the new task is read at the top of the loop; resume from the cursor
+            refused = outcome.language
+            if outcome.kind is Kind.LANGUAGE and refused in targets and refused != event.source_language:
+                await self._end_target(conn, outcome)
+                continue
+            if outcome.kind in (Kind.CONFIG, Kind.LANGUAGE):
+                if await self._refused(conn, outcome):
+                    return
                 delay = slow(cfg.auth_retry_seconds)
             else:
                 metrics.RECONNECTS.labels(outcome.cause or "other").inc()
@@ -172,6 +212,102 @@ class EventSession:
                 )
             await asyncio.sleep(delay)
 
+    # --- pauses, late orders, refusals --------------------------------------------------------
+    async def _await_audio(self, cursor: str, task_ids: list[str]) -> bool:
+        """With the KWIKmotion session closed for a pause: wait for audio after the cursor (True),
+        checking at each heartbeat that some task is still live (False: re-read the registry)."""
+        key = keys.audio(self.event_id)
+        block_ms = max(1, int(self.config.relay.heartbeat_seconds * 1000))
+        while True:
+            reply = await self.reader.xread({key: cursor}, count=1, block=block_ms)
+            if any(entries for _stream, entries in reply or []):
+                return True
+            event, flags = await registry.read_cancellation(self.client, self.event_id, task_ids)
+            if event is None or event.status == "cancelled" or all(flags):
+                return False
+
+    async def _started(self) -> None:
+        """KWIKmotion accepted a session: the refusal clock (if any) stops."""
+        await self.client.hdel(self.state_key, keys.RELAY_REFUSED_SINCE)
+        self._set_refused(False)
+
+    def _set_refused(self, refused: bool) -> None:
+        if refused != self.refused:
+            self.refused = refused
+            metrics.SESSIONS_REFUSED.inc() if refused else metrics.SESSIONS_REFUSED.dec()
+
+    async def _refused(self, conn: Connection, outcome: Outcome) -> bool:
+        """KWIKmotion refuses the session (401/403, authentication_error, 4004 for the source
+        language): alert now, retry slowly; past the deadline (counted from the first refusal,
+        kept in Redis for any replica) end the event's tasks with KWIKmotion's reason. True when
+        the session ended."""
+        auth = outcome.kind is Kind.CONFIG
+        if auth:
+            metrics.AUTH_FAILURES.inc()
+        metrics.RECONNECTS.labels("auth" if auth else "language").inc()
+        self._set_refused(True)
+        now = time.time()
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hsetnx(self.state_key, keys.RELAY_REFUSED_SINCE, repr(now))
+            pipe.hget(self.state_key, keys.RELAY_REFUSED_SINCE)
+            _new, since_raw = await pipe.execute()
+        since = float(since_raw) if since_raw else now
+        deadline = self.config.relay.refusal_deadline_seconds
+        what = f"{outcome.code} {outcome.reason}".strip()
+        # An alert, not a retry storm: the credentials or the language need an operator.
+        log.critical(
+            "KWIKmotion refused the session (%s): %s; retrying for %.0fs more",
+            "authentication failed, check REACHLIVE_KWIKMOTION_TOKEN" if auth else "unsupported source language",
+            what,
+            max(0.0, since + deadline - now),
+            extra={"code": outcome.code, "alert": "kwikmotion_auth" if auth else "kwikmotion_language"},
+        )
+        if now - since < deadline:
+            return False
+        log.error("KWIKmotion refused the session past the deadline: tasks fail", extra={"code": outcome.code})
+        reason = f"the speech service (KWIKmotion) refused the session for {now - since:.0f} s: {what}"
+        await self._end(conn, "error", reason)
+        return True
+
+    async def _end_target(self, conn: Connection, outcome: Outcome) -> None:
+        """4004 for a translation target: end only that language's tasks (end-of-stream
+        responses, ERROR with KWIKmotion's reason); the session reconnects without it."""
+        metrics.TARGETS_REFUSED.inc()
+        what = f"{outcome.code} {outcome.reason}".strip()
+        reason = f"the speech service (KWIKmotion) cannot translate into {outcome.language}: {what}"
+        now = time.time()
+        pend: list[Pending] = []
+        state: dict[str, str] = {}
+        gone = []
+        for i, out in enumerate(conn.outs):
+            if is_translation(out.record) and out.record.language == outcome.language:
+                for built in out.builder.end_of_stream(conn.media_end, conn.time_base):
+                    pend.append(Pending(i, entry_fields(built, now)))
+                state[keys.relay_task_field(out.id)] = out.dump()
+                state[keys.relay_ended_field(out.id)] = reason
+                gone.append(out.id)
+        log.error("KWIKmotion refused a translation target: its tasks fail", extra={"tasks": gone, "code": what})
+        await conn.writer.commit(pend, state)
+        for task_id in gone:
+            await commands.send_async(self.config.redis_url, commands.FINALIZE, task_id, "error", reason)
+
+    def _captioned(self, task: TaskRecord) -> None:
+        """A task got captions: if the registry had it SCHEDULED (ordered after the media
+        started), ask the poller for PROCESSING, once per task."""
+        if task.status != SCHEDULED or task.id in self.processing_asked:
+            return
+        self.processing_asked.add(task.id)
+        self.tasks.spawn(self._ask_processing(task.id), f"processing:{task.id}")
+
+    async def _ask_processing(self, task_id: str) -> None:
+        current = await registry.read_task(self.client, self.event_id, task_id)
+        if current is None or current.status != SCHEDULED:
+            return  # the ingest's command at the media start already moved it
+        with log_context(task_id=task_id):
+            await commands.send_async(self.config.redis_url, commands.PROCESSING, self.event_id)
+            log.info("first captions of a task ordered mid-event: PROCESSING asked")
+
+    # --- the end -------------------------------------------------------------------------------
     async def _end(self, conn: Connection, outcome: str, reason: str) -> None:
         """Write every task's end-of-stream responses with the ``finished`` mark, then finalize."""
         now = time.time()
@@ -187,9 +323,11 @@ class EventSession:
         await self._finalize(outcome, reason)
 
     async def _finalize(self, outcome: str, reason: str) -> None:
-        """Ask the poller to close each (not cancelled) task, then ack the session."""
+        """Ask the poller to close each (not cancelled, not already ended) task, then ack."""
+        state = _str(await self.client.hgetall(self.state_key))
+        ended = {k.removeprefix(keys.RELAY_ENDED_PREFIX) for k in state if k.startswith(keys.RELAY_ENDED_PREFIX)}
         for task in await registry.event_task_records(self.client, self.event_id):
-            if not task.cancelled:
+            if not task.cancelled and task.id not in ended:
                 with log_context(task_id=task.id):
                     await commands.send_async(self.config.redis_url, commands.FINALIZE, task.id, outcome, reason)
                     log.info("task finalized: %s", outcome)

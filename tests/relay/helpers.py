@@ -249,15 +249,51 @@ def check_audio(sessions: list, pcm: bytes, chunk_bytes: int = CHUNK_BYTES) -> l
     return starts
 
 
-def finalize_commands(client: redis.Redis) -> list[list]:
-    """FINALIZE commands the relay enqueued for the poller (kombu's Redis list, JSON bodies)."""
+def sent_commands(client: redis.Redis, name: str) -> list[list]:
+    """Commands ``name`` the relay enqueued for the poller (kombu's Redis list, JSON bodies)."""
     out = []
     for raw in client.lrange(f"{keys.BROKER_PREFIX}{commands.QUEUE}", 0, -1):
         msg = json.loads(raw)
-        if msg["headers"]["task"] == commands.FINALIZE:
+        if msg["headers"]["task"] == name:
             body = json.loads(base64.b64decode(msg["body"]))
             out.append(body[0])
     return out
+
+
+def finalize_commands(client: redis.Redis) -> list[list]:
+    """FINALIZE commands the relay enqueued for the poller."""
+    return sent_commands(client, commands.FINALIZE)
+
+
+def feed_part(client: redis.Redis, event_id: str, pcm: bytes, start: int, end: int, eos: bool = False) -> None:
+    """Bytes ``[start, end)`` of ``pcm`` as audio entries continuing the media timeline (a
+    publisher that pauses between parts: the stream simply has no entries meanwhile)."""
+    for fields in audio_entries(pcm[start:end], t0=start / 32000):
+        client.xadd(keys.audio(event_id), fields)
+    if eos:
+        client.xadd(keys.audio(event_id), EndOfStream(end / 32000, "ended").fields())
+
+
+def add_task(
+    client: redis.Redis, event_id: str, task_id: str, language: str, status: int = 3, kind: str = "translation"
+) -> None:
+    """A task of the event written with the poller's writer (e.g. ordered mid-event, SCHEDULED = 9)."""
+    now = time.time()
+    write_task(
+        client,
+        TaskRecord(
+            id=task_id,
+            event=event_id,
+            feature=LIVE_TRANSLATION if kind == "translation" else LIVE_CAPTION,
+            kind=kind,
+            language=language,
+            language_code=language,
+            max_chars=32,
+            status=status,
+            start=now - 60,
+            end=now + 3600,
+        ),
+    )
 
 
 async def wait_for(cond: Callable[[], object], timeout: float = 20.0, interval: float = 0.05) -> None:

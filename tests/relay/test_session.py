@@ -145,20 +145,6 @@ async def test_silent_server(redis_client, emu, relays, redis_url) -> None:
     assert starts[1] == 2 * CHUNK_BYTES
 
 
-async def test_unsupported_language_fails_tasks(redis_client, emu, relays, redis_url) -> None:
-    ev = make_event(redis_client, "200", source="xx", targets=())
-    feed(redis_client, ev.id, jfk_pcm()[:64000])
-    relays.start(config(redis_url, emu.url))
-    open_session(redis_client, ev.id)
-    await wait_for(lambda: session_acked(redis_client) and finalize_commands(redis_client))
-    [cmd] = finalize_commands(redis_client)
-    assert cmd[0] == ev.caption_task and cmd[1] == "error"
-    assert "4004" in cmd[2] and "Unsupported language: xx" in cmd[2]
-    assert emu.sessions[0].closed_code == 4004
-    resp = responses(redis_client, ev.id, ev.caption_task)
-    assert [r["is_end_of_stream"] for r in resp] == [True, True]
-
-
 async def test_auth_error_retries_slowly(redis_client, emu, relays, redis_url, caplog) -> None:
     caplog.set_level(logging.WARNING)
     before = _metric("reachlive_relay_kwikmotion_auth_failures_total")
