@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("services.demo.main", "end-to-end demo on the emulators with the speech sample"),
     "emulate": ("emulators.main", "run an emulator: kaltura | kwikmotion"),
     "redis": ("shared.redis_cmd", "run the embedded Redis in the foreground and print its URL"),
+    "check": ("services.check.main", "pre-flight checks against the real services: kwikmotion | kaltura"),
 }
 
 
