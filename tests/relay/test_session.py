@@ -217,7 +217,10 @@ async def test_claim_lost_while_alive_stops_at_once(redis_client, emu, relays, r
     relays.start(config(redis_url, emu.url), name="relay-a")
     open_session(redis_client, ev.id)
     feeder = asyncio.create_task(feed_paced(redis_client, ev.id, pcm, interval=0.2))
-    await wait_for(lambda: any(len(s.chunks) >= 1 for s in emu.started_sessions()))
+    # The intruder comes once the first chunk's results are written (the next chunk is 0.8 s
+    # of audio away): a result committed just after the takeover is fenced instead (correct, but
+    # then the connection ends on the fenced write, not on the heartbeat this test is about).
+    await wait_for(lambda: all(redis_client.xlen(keys.captions(ev.id, t)) > 0 for t in ev.task_ids))
     [entry] = redis_client.xpending_range(keys.SESSIONS_STREAM, keys.RELAY_GROUP, "-", "+", 10)
     redis_client.xclaim(keys.SESSIONS_STREAM, keys.RELAY_GROUP, "intruder", 0, [entry["message_id"]], justid=True)
     import redis.asyncio as aioredis
