@@ -68,6 +68,9 @@ from shared.streams import AudioChunk, PayloadError, parse_audio
 
 log = logging.getLogger(__name__)
 
+# The shortest partial chunk sent during a pause (see _read_audio).
+MIN_FLUSH_SECONDS = 1.0
+
 _KIND = {ErrorClass.PERMANENT: Kind.PERMANENT, ErrorClass.CONFIG: Kind.CONFIG}
 
 
@@ -332,9 +335,13 @@ class Connection:
                 self.room.clear()
                 await self.room.wait()
             block_ms = 1000
-            if self.chunker.buffered_seconds:
+            if self.chunker.buffered_seconds >= MIN_FLUSH_SECONDS:
                 # A pause keeps a partial chunk from filling up: send it once no audio came for
                 # flush_after_seconds, so its words are captioned now, not when the media returns.
+                # A shorter tail stays for the audio that follows it (or the end of stream): an
+                # encoder restart cuts a word in two, and a chunk of a fraction of a second carries
+                # too little of it for the speech engine, whose word-boundary handling buffers 1 s
+                # (KWIKmotion seed, FAQ); sent whole with what follows, the word is recognised.
                 left = self.last_audio + flush_after - self.link.clock()
                 if left <= 0:
                     metrics.PARTIAL_FLUSHES.inc()
