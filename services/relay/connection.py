@@ -135,6 +135,7 @@ class Connection:
         # Chunks held in memory (queued + sent, not complete): bounded so a slow KWIKmotion
         # does not make us read the whole stream ahead.
         self.max_held = self.relay.max_unacked_chunks * 2 + 1
+        self.read_pos = ledger.cursor  # the last audio entry read (a held tail may lie before it)
 
     @property
     def cursor(self) -> str:
@@ -354,7 +355,7 @@ class Connection:
                 if entries:
                     self.last_audio = self.link.clock()
                 for raw_id, fields in entries:
-                    pos = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+                    pos = self.read_pos = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
                     try:
                         item = parse_audio(fields)
                     except PayloadError as exc:
@@ -479,7 +480,7 @@ class Connection:
             and not self.eos
             and self.draining is None
             and not self.ledger.queue
-            and not self.chunker.buffered_seconds
+            and self.chunker.buffered_seconds < MIN_FLUSH_SECONDS  # a shorter tail waits for audio
             and self.kwik.completed == self.kwik.sent
         )
 

@@ -185,7 +185,9 @@ class EventSession:
             if outcome.kind is Kind.IDLE:
                 metrics.IDLE_CLOSES.inc()
                 log.info("media paused: KWIKmotion session closed until the audio returns")
-                if await self._await_audio(conn.cursor, [o.id for o in outs]):
+                # After what was read, not the cursor: a sub-second tail read but held back
+                # (MIN_FLUSH_SECONDS) is no new audio; the next connection re-reads it.
+                if await self._await_audio(conn.read_pos, [o.id for o in outs]):
                     metrics.IDLE_REOPENS.inc()
                     log.info("audio is back: reopening the KWIKmotion session")
                 continue
@@ -213,13 +215,13 @@ class EventSession:
             await asyncio.sleep(delay)
 
     # --- pauses, late orders, refusals --------------------------------------------------------
-    async def _await_audio(self, cursor: str, task_ids: list[str]) -> bool:
-        """With the KWIKmotion session closed for a pause: wait for audio after the cursor (True),
+    async def _await_audio(self, after: str, task_ids: list[str]) -> bool:
+        """With the KWIKmotion session closed for a pause: wait for audio after ``after`` (True),
         checking at each heartbeat that some task is still live (False: re-read the registry)."""
         key = keys.audio(self.event_id)
         block_ms = max(1, int(self.config.relay.heartbeat_seconds * 1000))
         while True:
-            reply = await self.reader.xread({key: cursor}, count=1, block=block_ms)
+            reply = await self.reader.xread({key: after}, count=1, block=block_ms)
             if any(entries for _stream, entries in reply or []):
                 return True
             event, flags = await registry.read_cancellation(self.client, self.event_id, task_ids)
