@@ -79,6 +79,8 @@ def test_on_call_needs_are_covered() -> None:
     assert watching("reachlive_poller_kaltura_errors_total")
     assert watching("reachlive_poller_polls_total")
     assert watching("reachlive_poller_tasks_overdue")  # tasks stuck in SCHEDULED past their start
+    assert watching("reachlive_poller_no_shows_total")  # windows that closed with no media
+    assert watching("reachlive_relay_sessions_refused")  # KWIKmotion refusing us: at once, not at the deadline
     critical = {r["alert"] for r in rules if r["labels"]["severity"] == "critical"}
     assert set(watching("reachlive_relay_kwikmotion_auth_failures_total")) <= critical
 
