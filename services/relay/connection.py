@@ -30,7 +30,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -49,6 +49,7 @@ from shared import keys, registry
 from shared.aio import check_cancelled
 from shared.captions import AnchoredTimeBase, ChunkTimeBase, InvalidResult, parse_result
 from shared.kwikmotion import (
+    DROP_REASONS,
     INVALID_MODEL,
     AudioAdded,
     ConnectionClosed,
@@ -58,10 +59,13 @@ from shared.kwikmotion import (
     KwikSession,
     ProtocolViolation,
     RecognitionStarted,
+    ResultsMissing,
+    TimeBaseDetected,
     Timeout,
     TranscriptResult,
     TranslationResult,
 )
+from shared.kwikmotion.results import SOURCE
 from shared.registry import TaskRecord
 from shared.settings import KwikmotionSettings, RelaySettings
 from shared.streams import AudioChunk, PayloadError, parse_audio
@@ -71,7 +75,24 @@ log = logging.getLogger(__name__)
 # The shortest partial chunk sent during a pause (see _read_audio).
 MIN_FLUSH_SECONDS = 1.0
 
+# How long a chunk waits for a result that may never come (a translation, or a transcript while
+# later ones arrived) before it is released without it: far beyond the seed's latencies
+# ("Transcription < 1.5 seconds", "Translation (per language) < 0.5 seconds"), and shorter than
+# the seed's 30 s keepalive timeout, so a server that answers is never taken for a silent one.
+RESULT_WAIT_SECONDS = 10.0
+
 _KIND = {ErrorClass.PERMANENT: Kind.PERMANENT, ErrorClass.CONFIG: Kind.CONFIG}
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Results released together (one message, or one timer), committed in one write."""
+
+    received: float
+    pend: list[Pending] = field(default_factory=list)
+    state: dict[str, str] = field(default_factory=dict)
+    progress: bool = False  # something was released: the cursor may move
+    created: float = field(default_factory=time.time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +133,7 @@ class Connection:
             targets,
             start_timeout=self.kwik_cfg.start_timeout_seconds,
             end_timeout=self.kwik_cfg.end_timeout_seconds,
+            result_wait=RESULT_WAIT_SECONDS,
         )
         # Tasks of the event the session knows of (served here, or ended): any other is a late order.
         self.known = known | {o.id for o in outs}
@@ -130,6 +152,8 @@ class Connection:
         self.room = asyncio.Event()  # the reader may hold one more chunk
         self.wake = asyncio.Event()  # a deadline may have moved earlier
         self.send_lock = asyncio.Lock()
+        self.commit_lock = asyncio.Lock()
+        self.logged: set[str] = set()  # what was logged once already (see _once)
         self.ws: Any = None
         self.result: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         # Chunks held in memory (queued + sent, not complete): bounded so a slow KWIKmotion
@@ -223,11 +247,37 @@ class Connection:
             if isinstance(message, bytes):
                 log.warning("KWIKmotion sent a binary message: ignored")
                 continue
-            for ev in self.kwik.receive(message, now):
-                await self._on_event(ev, now)
+            await self._handle(self.kwik.receive(message, now), now)
             if self.result.done():
                 return
         self._closed()
+
+    async def _handle(self, events: list[Any], now: float) -> None:
+        """The session core's events, from a message or a timer, in order: consecutive results
+        are built and committed together (with the cursor they move), anything else after them.
+        One at a time (``commit_lock``): captions of a stream are written in chunk order."""
+        async with self.commit_lock:
+            batch = _Batch(now)
+            for ev in events:
+                if isinstance(ev, TranscriptResult | TranslationResult):
+                    self._build(ev, batch)
+                elif isinstance(ev, ResultsMissing):
+                    self._missing(ev)
+                    batch.progress = True
+                elif isinstance(ev, TimeBaseDetected):
+                    metrics.TIME_BASE.labels(ev.base).inc()
+                    log.info(
+                        "KWIKmotion times count from the %s's start (told by chunk %d's transcript)",
+                        ev.base,
+                        ev.chunk_index,
+                    )
+                elif isinstance(ev, ProtocolViolation) and not ev.fatal:
+                    self._dropped(ev)
+                else:
+                    await self._commit(batch)
+                    batch = _Batch(now)
+                    await self._on_event(ev, now)
+            await self._commit(batch)
 
     async def _on_event(self, ev: Any, now: float) -> None:
         if isinstance(ev, RecognitionStarted):
@@ -240,23 +290,105 @@ class Connection:
             if ev.lag is not None:
                 metrics.AUDIO_ADDED_LAG.observe(ev.lag)
             await self._pump()
-        elif isinstance(ev, TranscriptResult):
-            if ev.rtt is not None:
-                metrics.ROUND_TRIP.observe(ev.rtt)
-            await self._on_result(ev.raw, ev.chunk_index, now)
-        elif isinstance(ev, TranslationResult):
-            if ev.chunk_index is None:
-                log.warning("AddTranslation owed to no transcript: ignored")
-            else:
-                await self._on_result(ev.raw, ev.chunk_index, now)
         elif isinstance(ev, EndOfTranscript):
-            if self.kwik.completed < self.kwik.sent:
-                log.warning("EndOfTranscript with %d chunk(s) without results", self.kwik.sent - self.kwik.completed)
             self._set(Outcome(Kind.FINISHED))
-        elif isinstance(ev, ProtocolViolation) and not ev.fatal:
-            log.warning("KWIKmotion protocol: %s", ev.reason)
         else:
             self._on_terminal(ev)
+
+    def _once(self, key: str, level: int, msg: str, *args: Any) -> None:
+        """Log ``msg`` once per KWIKmotion session for ``key`` (the metrics count every one)."""
+        if key not in self.logged:
+            self.logged.add(key)
+            log.log(level, msg + " (logged once per KWIKmotion session; see the metric)", *args)
+
+    def _dropped(self, ev: ProtocolViolation) -> None:
+        if ev.label == "unknown_message":
+            metrics.UNKNOWN_MESSAGES.inc()
+            self._once("unknown_message", logging.INFO, "KWIKmotion: %s", ev.reason)
+            return
+        label = ev.label if ev.label in DROP_REASONS else "malformed"
+        metrics.RESULTS_DROPPED.labels(label).inc()
+        self._once(f"dropped:{label}", logging.WARNING, "KWIKmotion result dropped (%s): %s", label, ev.reason)
+
+    def _missing(self, ev: ResultsMissing) -> None:
+        for stream in ev.streams:
+            result = "transcript" if stream == SOURCE else "translation"
+            metrics.RESULTS_MISSING.labels(result, ev.reason).inc()
+        if ev.empty or ev.reason == "omitted_empty":
+            # An empty transcript's translations: released as empty ones, nothing is lost.
+            self._once(
+                f"missing_empty:{ev.reason}",
+                logging.INFO,
+                "KWIKmotion sent no translation for an empty transcript (chunk %d, %s): released as empty",
+                ev.chunk_index,
+                ev.reason,
+            )
+            return
+        self._once(
+            f"missing:{ev.reason}",
+            logging.WARNING,
+            "KWIKmotion results never came for chunk %d (%s, %s): released without them, their words are lost",
+            ev.chunk_index,
+            ", ".join(ev.streams),
+            ev.reason,
+        )
+
+    def _build(self, ev: TranscriptResult | TranslationResult, batch: _Batch) -> None:
+        """One released result → caption entries for the tasks that want it (not yet written)."""
+        if isinstance(ev, TranscriptResult):
+            if ev.rtt is not None:
+                metrics.ROUND_TRIP.observe(ev.rtt)
+            for name in ev.derived:
+                metrics.FIELDS_DERIVED.labels(name).inc()
+            if ev.derived:
+                self._once("derived", logging.INFO, "KWIKmotion transcript without %s: derived", ", ".join(ev.derived))
+            if ev.clamped:
+                metrics.TIMES_CLAMPED.inc()
+        batch.progress = True
+        try:
+            result = parse_result(ev.raw)
+        except InvalidResult as exc:  # the core normalizes every result: a bug if it happens
+            metrics.RESULTS_DROPPED.labels("malformed").inc()
+            self._once("dropped:malformed", logging.WARNING, "invalid KWIKmotion result dropped: %s", exc.reason)
+            return
+        chunk = self.ledger.chunk(ev.chunk_index)
+        if chunk is None:
+            metrics.RESULTS_DROPPED.labels("unknown_chunk").inc()
+            self._once("dropped:forgotten", logging.ERROR, "result for chunk %d, no longer held", ev.chunk_index)
+            return
+        offset = chunk.media_t0 - chunk.kwik_t0
+        for i, out in enumerate(self.outs):
+            if not out.builder.accepts(result) or id_le(chunk.last_id, out.done):
+                continue  # not this task's language, or emitted before a reconnect/takeover
+            built = out.builder.build(result, offset, self.time_base)
+            batch.pend.extend(Pending(i, entry_fields(b, batch.created)) for b in built)
+            if built and self.link.captioned is not None:
+                self.link.captioned(out.record)
+            out.done = chunk.last_id
+            batch.state[keys.relay_task_field(out.id)] = out.dump()
+
+    async def _commit(self, batch: _Batch) -> None:
+        """Write a batch's captions with the task positions and, if chunks [0, completed) now have
+        every result, the cursor past their audio: one atomic step."""
+        if not batch.progress:
+            return
+        trim = ""
+        last = self.ledger.complete(self.kwik.completed)
+        if last is not None:
+            trim = batch.state[keys.RELAY_CURSOR] = last.last_id
+            self.progressed = True
+            self.time_base.prune(last.media_t0)
+        if batch.pend or batch.state:
+            log.debug("commit completed %s cursor %s", self.kwik.completed, trim)
+            await self.writer.commit(batch.pend, batch.state, trim)
+        metrics.ADDED_LATENCY.observe(self.link.clock() - batch.received)
+        for p in batch.pend:
+            metrics.CAPTIONS_WRITTEN.labels(p.fields["kind"]).inc()
+        self.quiet_since = self.link.clock()
+        self._drained()
+        self.wake.set()  # the silent-peer deadline moves to the next unanswered chunk, or idle starts
+        self.room.set()
+        await self._pump()
 
     def _on_terminal(self, ev: Any) -> None:
         """An event that ends the connection: decide what the session does next."""
@@ -277,47 +409,6 @@ class Connection:
             self._set(Outcome(Kind.RETRY, "protocol", "", ev.reason))
         elif isinstance(ev, Timeout):
             self._set(Outcome(Kind.RETRY, "timeout", "", f"no answer in time ({ev.what})"))
-
-    async def _on_result(self, raw: dict[str, Any], index: int, received: float) -> None:
-        try:
-            result = parse_result(raw)
-        except InvalidResult as exc:
-            log.warning("invalid KWIKmotion result dropped: %s", exc.reason)
-            return
-        chunk = self.ledger.chunk(index)
-        if chunk is None:
-            return
-        offset = chunk.media_t0 - chunk.kwik_t0
-        created = time.time()
-        pend: list[Pending] = []
-        state: dict[str, str] = {}
-        for i, out in enumerate(self.outs):
-            if not out.builder.accepts(result) or id_le(chunk.last_id, out.done):
-                continue  # not this task's language, or emitted before a reconnect/takeover
-            built = out.builder.build(result, offset, self.time_base)
-            pend.extend(Pending(i, entry_fields(b, created)) for b in built)
-            if built and self.link.captioned is not None:
-                self.link.captioned(out.record)
-            out.done = chunk.last_id
-            state[keys.relay_task_field(out.id)] = out.dump()
-        trim = ""
-        last = self.ledger.complete(self.kwik.completed)
-        if last is not None:
-            # Chunks [0, completed) have every result: the cursor moves past their audio.
-            trim = state[keys.RELAY_CURSOR] = last.last_id
-            self.progressed = True
-            self.time_base.prune(last.media_t0)
-        if pend or state:
-            log.debug("commit chunk %s completed %s cursor %s", index, self.kwik.completed, trim)
-            await self.writer.commit(pend, state, trim)
-        metrics.ADDED_LATENCY.observe(self.link.clock() - received)
-        for p in pend:
-            metrics.CAPTIONS_WRITTEN.labels(p.fields["kind"]).inc()
-        self.quiet_since = self.link.clock()
-        self._drained()
-        self.wake.set()  # the silent-peer deadline moves to the next unanswered chunk, or idle starts
-        self.room.set()
-        await self._pump()
 
     # --- sending -------------------------------------------------------------------------------
     def _held(self) -> int:
@@ -440,8 +531,8 @@ class Connection:
         while not self.result.done():
             check_cancelled()
             now = clock()
-            for ev in self.kwik.poll(now):
-                self._on_terminal(ev)
+            # Timeouts end the connection; results waited for too long are released without them.
+            await self._handle(self.kwik.poll(now), now)
             waiting = self.kwik.state == "streaming" and self.kwik.completed < self.kwik.sent
             # A silent peer: nothing received since the oldest unanswered chunk went out (a long
             # pause with no message before it is not silence).

@@ -83,3 +83,33 @@ SESSIONS_REFUSED = Gauge(
 TARGETS_REFUSED = Counter(
     "reachlive_relay_targets_refused_total", "Translation targets KWIKmotion refused (4004): their tasks went ERROR"
 )
+# Issue 17: KWIKmotion servers reading the seed differently. Fixed label sets, from
+# shared.kwikmotion.results (DROP_REASONS, MISSING_REASONS, TIME_BASES).
+RESULTS_DROPPED = Counter(
+    "reachlive_relay_kwikmotion_results_dropped_total",
+    "KWIKmotion results that could not be placed or parsed, by reason",
+    ["reason"],  # malformed | no_chunk_index | unknown_chunk | duplicate | not_a_target | unpaired | late
+)
+UNKNOWN_MESSAGES = Counter(
+    "reachlive_relay_kwikmotion_unknown_messages_total",
+    "KWIKmotion messages of a type the seed does not list (ignored)",
+)
+RESULTS_MISSING = Counter(
+    "reachlive_relay_kwikmotion_results_missing_total",
+    "KWIKmotion results that never came: their chunk was released without them",
+    ["result", "reason"],  # transcript|translation; omitted_empty | wait | end_of_transcript
+)
+FIELDS_DERIVED = Counter(
+    "reachlive_relay_kwikmotion_fields_derived_total",
+    "AddTranscript fields missing or unusable, derived (word count from the text, language from the session)",
+    ["field"],  # word_count | language | times
+)
+TIMES_CLAMPED = Counter(
+    "reachlive_relay_kwikmotion_times_clamped_total",
+    "Transcripts whose times were moved into their chunk or after the previous one (word-boundary buffering)",
+)
+TIME_BASE = Counter(
+    "reachlive_relay_kwikmotion_time_base_total",
+    "KWIKmotion sessions by the time base their results showed",
+    ["base"],  # session | chunk
+)

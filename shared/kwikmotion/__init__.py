@@ -23,24 +23,31 @@ from shared.kwikmotion.events import (
     KwikProtocolError,
     ProtocolViolation,
     RecognitionStarted,
+    ResultsMissing,
+    TimeBaseDetected,
     Timeout,
     TranscriptResult,
     TranslationResult,
 )
 from shared.kwikmotion.languages import SUPPORTED_LANGUAGES, is_supported_language
 from shared.kwikmotion.messages import BYTES_PER_SAMPLE, ENCODINGS
+from shared.kwikmotion.results import DROP_REASONS, MISSING_REASONS, TIME_BASES, ChunkResults
 from shared.kwikmotion.session import KwikSession, State
 
 __all__ = [
     "AUTHENTICATION_ERROR",
     "BYTES_PER_SAMPLE",
+    "DROP_REASONS",
     "ENCODINGS",
     "INTERNAL_ERROR",
     "INVALID_MESSAGE",
     "INVALID_MODEL",
+    "MISSING_REASONS",
     "POLICY_VIOLATION",
     "SUPPORTED_LANGUAGES",
+    "TIME_BASES",
     "AudioAdded",
+    "ChunkResults",
     "ConnectionClosed",
     "EndOfTranscript",
     "ErrorClass",
@@ -50,7 +57,9 @@ __all__ = [
     "KwikSession",
     "ProtocolViolation",
     "RecognitionStarted",
+    "ResultsMissing",
     "State",
+    "TimeBaseDetected",
     "Timeout",
     "TranscriptResult",
     "TranslationResult",

@@ -28,11 +28,16 @@ class AudioAdded:
 
 @dataclass(frozen=True, slots=True)
 class TranscriptResult:
-    """AddTranscript; ``raw`` is the whole message for ``shared.captions.parse_result``."""
+    """AddTranscript, released in chunk order (``shared.kwikmotion.results``). ``raw`` is the
+    message for ``shared.captions.parse_result``, normalized: every seed field present
+    (``derived`` names those we had to derive), times on the session clock (whatever time base
+    the server uses) and clamped into the chunk (``clamped``)."""
 
     raw: dict[str, Any] = field(repr=False)
     chunk_index: int
     rtt: float | None = None  # seconds from sending chunk ``chunk_index`` to this transcript
+    derived: tuple[str, ...] = ()  # among "word_count", "language", "times"
+    clamped: bool = False
 
     @property
     def transcript(self) -> str:
@@ -41,16 +46,40 @@ class TranscriptResult:
 
 @dataclass(frozen=True, slots=True)
 class TranslationResult:
-    """AddTranslation. The seed gives it no chunk index, so ``chunk_index`` is that of the
-    earliest transcript still owed a translation in this language (None if none is)."""
+    """AddTranslation, released in chunk order. The seed gives it no chunk index: it is the
+    translation of the transcript with the same times and a translation owed in its language.
+    ``raw`` is normalized: the transcript's times (session clock, clamped). An empty
+    transcript's translation that never came is released as an empty one."""
 
     raw: dict[str, Any] = field(repr=False)
     target_language: str
-    chunk_index: int | None
+    chunk_index: int
 
     @property
     def translation(self) -> str:
         return self.raw["metadata"]["translation"]
+
+
+@dataclass(frozen=True, slots=True)
+class ResultsMissing:
+    """Chunk ``chunk_index`` was released without some of its results (``streams``: "transcript"
+    or target codes): they never came within the wait (``reason`` "wait"), the session ended
+    ("end_of_transcript"), or the server sends none for an empty transcript ("omitted_empty").
+    ``empty``: the chunk's transcript is empty (its translations were released as empty ones)."""
+
+    chunk_index: int
+    streams: tuple[str, ...]
+    reason: str
+    empty: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TimeBaseDetected:
+    """The first result that tells what ``start_time``/``end_time`` count from: "session" (the
+    session's first audio) or "chunk" (each chunk's own start)."""
+
+    base: str
+    chunk_index: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +111,9 @@ class ProtocolViolation:
     reason: str
     fatal: bool
     error_class: ErrorClass = ErrorClass.RETRYABLE
+    # Not fatal: why the message was dropped, a fixed set (metric label): "unknown_message", or
+    # one of ``shared.kwikmotion.results.DROP_REASONS``.
+    label: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +138,8 @@ Event = (
     | AudioAdded
     | TranscriptResult
     | TranslationResult
+    | ResultsMissing
+    | TimeBaseDetected
     | EndOfTranscript
     | KwikError
     | ProtocolViolation

@@ -35,9 +35,8 @@ from shared.kwikmotion.events import (
     ProtocolViolation,
     RecognitionStarted,
     Timeout,
-    TranscriptResult,
-    TranslationResult,
 )
+from shared.kwikmotion.results import DEFAULT_WAIT, ChunkResults
 
 State = Literal["connecting", "starting", "streaming", "ending", "done", "failed"]
 
@@ -55,10 +54,13 @@ class KwikSession:
 
     Counters: ``sent`` chunks sent (the next chunk's seq_no; EndOfStream's ``last_seq_no``),
     ``acked`` AudioAdded received (in order: the seed numbers chunks from 0), ``unacked`` their
-    difference, ``transcribed`` one past the highest chunk_index transcribed (transcripts come
-    in chunk order; an index the server skipped needs nothing more), ``completed`` the length of
-    the prefix of chunks whose transcript and every translation have arrived (what a reconnect
-    need not replay).
+    difference, ``completed`` the length of the prefix of chunks whose results are all released
+    (what a reconnect need not replay).
+
+    Results (AddTranscript, AddTranslation) go through ``results`` (:class:`ChunkResults`): placed
+    by chunk index and time range, in any order, under either time base, and released per stream
+    in chunk order; a result that never comes is given up after ``result_wait`` seconds (then
+    :meth:`poll` returns the events it releases).
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class KwikSession:
         start_timeout: float = 10.0,
         end_timeout: float = 30.0,
         ack_timeout: float | None = None,
+        result_wait: float = DEFAULT_WAIT,
     ) -> None:
         if encoding not in messages.ENCODINGS:
             raise ValueError(f"unsupported encoding {encoding!r}; the seed allows {messages.ENCODINGS}")
@@ -90,15 +93,15 @@ class KwikSession:
         self.end_reason: str | None = None
         self.sent = 0
         self.acked = 0
-        self.transcribed = 0
-        self.completed = 0
         self.bytes_sent = 0
+        self.results = ChunkResults(language, self.targets, result_wait)
         self._started_at: float | None = None
         self._ended_at: float | None = None
-        self._sent_at: dict[int, float] = {}  # seq_no → send time, until its transcript (rtt)
         self._unacked_at: dict[int, float] = {}  # seq_no → send time, until its AudioAdded
-        self._owed: dict[int, set[str]] = {}  # chunk_index → targets still owed a translation
-        self._done_chunks: set[int] = set()  # complete chunks at or past ``completed``
+
+    @property
+    def completed(self) -> int:
+        return self.results.completed
 
     # -- what we send ---------------------------------------------------------------------
 
@@ -128,8 +131,8 @@ class KwikSession:
             raise KwikProtocolError("empty audio chunk")
         if len(pcm) % width:
             raise KwikProtocolError(f"{self.encoding} chunk of {len(pcm)} bytes is not whole samples")
-        self._sent_at[self.sent] = now
         self._unacked_at[self.sent] = now
+        self.results.sent(self.seconds(len(pcm)), now)
         self.sent += 1
         self.bytes_sent += len(pcm)
         return bytes(pcm)
@@ -160,10 +163,14 @@ class KwikSession:
             deadlines.append(self._ended_at + self.end_timeout)
         if self.ack_timeout is not None and self.state in ("streaming", "ending") and self.unacked:
             deadlines.append(self._unacked_at[self.acked] + self.ack_timeout)
+        if self.state in ("streaming", "ending") and (due := self.results.next_deadline()) is not None:
+            deadlines.append(due)
         return min(deadlines) if deadlines else None
 
     def poll(self, now: float) -> list[Event]:
-        """Timeouts: RecognitionStarted, EndOfTranscript and (if ``ack_timeout``) AudioAdded."""
+        """Timeouts: RecognitionStarted, EndOfTranscript and (if ``ack_timeout``) AudioAdded, which
+        end the session; results waited for too long, released without them (not an end)."""
+        released = self.results.poll(now) if self.state in ("streaming", "ending") else []
         what = None
         if self.state == "starting" and self._started_at is not None and now - self._started_at >= self.start_timeout:
             what = "start"
@@ -177,9 +184,9 @@ class KwikSession:
         ):
             what = "ack"
         if what is None:
-            return []
+            return released
         self.state = "failed"
-        return [Timeout(what)]
+        return [*released, Timeout(what)]
 
     def connection_closed(self, code: int, reason: str = "") -> list[Event]:
         """The driver saw the WebSocket close (1006 for a drop). Nothing after ``done``, or after
@@ -213,8 +220,9 @@ class KwikSession:
             return []  # late messages of a finished session change nothing
         handler = _HANDLERS.get(name)
         if handler is None:
-            # A newer server may add messages: drop, do not break the session.
-            return self._violation(f"unknown message {name[:40]!r} ignored", fatal=False)
+            # A newer server may add messages (an informational one, partial transcripts): count
+            # and drop, do not break the session.
+            return [ProtocolViolation(f"unknown message {name[:40]!r} ignored", False, label="unknown_message")]
         return handler(self, msg, now)
 
     def _violation(self, reason: str, *, fatal: bool) -> list[Event]:
@@ -260,55 +268,12 @@ class KwikSession:
     def _add_transcript(self, msg: dict[str, Any], now: float) -> list[Event]:
         if self.state not in ("streaming", "ending"):
             return self._violation(f"AddTranscript in state {self.state}", fatal=True)
-        meta = msg.get("metadata")
-        if not isinstance(meta, dict) or not isinstance(meta.get("transcript"), str):
-            return self._violation("AddTranscript without metadata.transcript", fatal=False)
-        index = meta.get("chunk_index")
-        if not _is_int(index) or index < 0 or index >= self.sent:
-            return self._violation("AddTranscript without a valid metadata.chunk_index", fatal=False)
-        if index < self.transcribed:
-            # The server works through chunks in order; an older index is a repeat, and
-            # passing it on would caption the same audio twice.
-            return self._violation(f"AddTranscript for chunk {index} after chunk {self.transcribed - 1}", fatal=False)
-        sent_at = self._sent_at.pop(index, None)
-        for skipped in range(self.transcribed, index):
-            # Chunks the server merged into this one or found nothing in: no transcript is
-            # coming for them, so they need no replay either.
-            self._sent_at.pop(skipped, None)
-            self._complete(skipped)
-        self.transcribed = index + 1
-        if self.targets:
-            self._owed[index] = set(self.targets)
-        else:
-            self._complete(index)
-        return [TranscriptResult(msg, index, None if sent_at is None else max(0.0, now - sent_at))]
+        return self.results.transcript(msg, now)
 
     def _add_translation(self, msg: dict[str, Any], now: float) -> list[Event]:
         if self.state not in ("streaming", "ending"):
             return self._violation(f"AddTranslation in state {self.state}", fatal=True)
-        meta = msg.get("metadata")
-        if (
-            not isinstance(meta, dict)
-            or not isinstance(meta.get("translation"), str)
-            or not isinstance(meta.get("target_language"), str)
-        ):
-            return self._violation("AddTranslation without metadata.translation/target_language", fatal=False)
-        target = meta["target_language"]
-        if target not in self.targets:
-            return self._violation(f"AddTranslation for {target[:16]!r}, not a requested target", fatal=False)
-        index = next((k for k in sorted(self._owed) if target in self._owed[k]), None)
-        if index is not None:
-            self._owed[index].discard(target)
-            if not self._owed[index]:
-                del self._owed[index]
-                self._complete(index)
-        return [TranslationResult(msg, target, index)]
-
-    def _complete(self, index: int) -> None:
-        self._done_chunks.add(index)
-        while self.completed in self._done_chunks:
-            self._done_chunks.discard(self.completed)
-            self.completed += 1
+        return self.results.translation(msg, now)
 
     def _end_of_transcript(self, msg: dict[str, Any], now: float) -> list[Event]:
         if self.state != "ending":
@@ -316,7 +281,8 @@ class KwikSession:
         reason = msg.get("reason") if isinstance(msg.get("reason"), str) else ""
         self.state = "done"
         self.end_reason = reason
-        return [EndOfTranscript(reason)]
+        # Nothing more comes: every chunk is released, with what it got.
+        return [*self.results.finish(), EndOfTranscript(reason)]
 
 
 _HANDLERS = {

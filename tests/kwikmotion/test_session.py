@@ -16,6 +16,7 @@ from shared.kwikmotion import (
     KwikSession,
     ProtocolViolation,
     RecognitionStarted,
+    ResultsMissing,
     Timeout,
     TranscriptResult,
     TranslationResult,
@@ -140,7 +141,7 @@ def test_full_flow_with_seq_accounting_and_translations() -> None:
     [t0] = s.receive(transcript(0), 2.5)
     assert isinstance(t0, TranscriptResult) and t0.chunk_index == 0 and t0.rtt == 1.5
     assert t0.raw["metadata"]["word_count"] == 5 and t0.transcript == "This is the transcribed text"
-    assert s.transcribed == 1 and s.completed == 0  # translations still owed
+    assert s.completed == 0  # translations still owed
     [fr] = s.receive(translation("fr"), 2.6)
     assert isinstance(fr, TranslationResult) and (fr.target_language, fr.chunk_index) == ("fr", 0)
     assert fr.translation == "C'est le texte traduit"
@@ -167,8 +168,11 @@ def test_translations_interleaved_across_chunks_go_to_the_earliest_owed() -> Non
     s.receive(transcript(1), 1)
     assert [s.receive(translation("fr"), 1)[0].chunk_index for _ in range(2)] == [0, 1]
     assert s.completed == 2
-    # A translation no transcript is owed: passed on, without a chunk.
-    assert s.receive(translation("fr"), 1)[0].chunk_index is None
+    # A translation no transcript is owed: held in case its transcript comes, then dropped, and
+    # said why.
+    assert s.receive(translation("fr"), 1) == []
+    [v] = s.poll(1 + s.results.wait)
+    assert isinstance(v, ProtocolViolation) and not v.fatal and v.label == "unpaired"
 
 
 def test_without_targets_a_transcript_completes_its_chunk() -> None:
@@ -178,16 +182,20 @@ def test_without_targets_a_transcript_completes_its_chunk() -> None:
     assert s.completed == 1
 
 
-def test_skipped_chunks_count_as_done_and_repeats_are_dropped() -> None:
-    s = started(())
+def test_skipped_chunks_are_released_after_the_wait_and_repeats_are_dropped() -> None:
+    s = started((), result_wait=5.0)
     for _ in range(4):
         s.send_audio(CHUNK, 0)
-    s.receive(transcript(2), 0)  # the server merged chunks 0-2
-    assert (s.transcribed, s.completed) == (3, 3)
-    [v] = s.receive(transcript(1), 0)
-    assert isinstance(v, ProtocolViolation) and not v.fatal  # would caption audio twice
-    [v] = s.receive(transcript(2), 0)
-    assert isinstance(v, ProtocolViolation) and not v.fatal
+    assert s.receive(transcript(2), 0) == []  # held: chunks 0 and 1 may still come (in any order)
+    assert s.completed == 0 and s.next_deadline() == 5.0
+    events = s.poll(5.0)  # the server merged chunks 0-2, or lost 0 and 1: released without them
+    assert [e.chunk_index for e in events if isinstance(e, ResultsMissing)] == [0, 1]
+    assert [e.chunk_index for e in events if isinstance(e, TranscriptResult)] == [2]
+    assert s.completed == 3
+    [v] = s.receive(transcript(1), 6)
+    assert isinstance(v, ProtocolViolation) and not v.fatal and v.label == "late"
+    [v] = s.receive(transcript(2), 6)
+    assert isinstance(v, ProtocolViolation) and not v.fatal and v.label == "duplicate"
     assert s.state == "streaming"
 
 
