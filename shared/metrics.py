@@ -9,6 +9,8 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
+    Counter,
+    Gauge,
     Histogram,
     generate_latest,
     start_http_server,
@@ -26,6 +28,20 @@ EVENT_LOOP_LAG = Histogram(
     "reachlive_event_loop_lag_seconds",
     "how late a timer due every 100 ms fired (the loop's longest stall)",
     buckets=LATENCY_BUCKETS,
+)
+
+# Redis reachability (shared.redis_health), the same three series in every service: defined once
+# here, as the loop lag above, because every service reports them alike (one definition, one help
+# text). The ``service`` label is the issue's; a scrape that sets its own ``service`` target label
+# (compose, the PodMonitor) keeps that one, equal in value, and stores this as ``exported_service``.
+REDIS_UP = Gauge("reachlive_redis_up", "1 while Redis answers this process, 0 during an outage", ["service"])
+REDIS_OUTAGE_SECONDS = Gauge(
+    "reachlive_redis_outage_seconds",
+    "seconds the current Redis outage has lasted for this process (0 while Redis answers)",
+    ["service"],
+)
+REDIS_OUTAGES = Counter(
+    "reachlive_redis_outages_total", "Redis outages this process saw (one per loss, however long)", ["service"]
 )
 
 
