@@ -107,6 +107,11 @@ def relay_state(event_id: str | int) -> str:
 # task its position and caption builder state, and once the session is over its outcome.
 RELAY_EPOCH = "epoch"
 RELAY_CURSOR = "cursor"
+# The last audio id of the chunk before the cursor's, when KWIKmotion reports words across chunk
+# boundaries (a transcript starting before its chunk): a session that did not end cleanly is
+# replayed from here, so the server hears the word cut at the cursor again (issue 17). Else the
+# cursor itself.
+RELAY_PRIME = "prime"
 RELAY_FINISHED = "finished"  # "1" once every task's end-of-stream responses are written
 RELAY_OUTCOME = "outcome"  # ready | error
 RELAY_REASON = "reason"  # errDescription when the outcome is error

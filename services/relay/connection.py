@@ -121,7 +121,11 @@ class Connection:
         writer: CaptionWriter,
         ledger: ChunkLedger,
         known: frozenset[str] = frozenset(),
+        prime: str | None = None,
+        primed: bool = False,
     ) -> None:
+        """``prime``: the persisted ``keys.RELAY_PRIME`` (see ``ledger``); ``primed``: read the
+        audio from it rather than from the cursor (the last session did not end cleanly)."""
         self.link = link
         self.relay = link.relay
         self.kwik_cfg = link.kwik
@@ -137,8 +141,15 @@ class Connection:
         )
         # Tasks of the event the session knows of (served here, or ended): any other is a late order.
         self.known = known | {o.id for o in outs}
-        # A replay ends chunks where some task's results stop (see ``Chunker``).
-        self.chunker = Chunker(self.relay.chunk_seconds, frozenset(o.done for o in outs if o.done != ledger.cursor))
+        # Words reported across chunk boundaries were seen before (the prime lags the cursor).
+        self.boundary_words = prime is not None and prime != ledger.cursor and id_le(prime, ledger.cursor)
+        self.start = prime if primed and self.boundary_words and prime is not None else ledger.cursor
+        # A replay ends chunks where some task's results stop (see ``Chunker``), and a primed one
+        # at the cursor (the chunks after it are those the last session built).
+        breaks = {o.done for o in outs if o.done != ledger.cursor} | (
+            {ledger.cursor} if self.start != ledger.cursor else set()
+        )
+        self.chunker = Chunker(self.relay.chunk_seconds, frozenset(breaks))
         self.time_base = ChunkTimeBase()
         self.media_end = 0.0  # media time of the end of the audio read so far
         self.eos = False
@@ -375,7 +386,11 @@ class Connection:
         trim = ""
         last = self.ledger.complete(self.kwik.completed)
         if last is not None:
-            trim = batch.state[keys.RELAY_CURSOR] = last.last_id
+            batch.state[keys.RELAY_CURSOR] = last.last_id
+            # A server that moves words across chunk boundaries: keep (and replay after a failure)
+            # the chunk before the cursor's too; see ``ledger``.
+            self.boundary_words = self.boundary_words or self.kwik.results.lead > 0
+            trim = batch.state[keys.RELAY_PRIME] = self.ledger.prime if self.boundary_words else last.last_id
             self.progressed = True
             self.time_base.prune(last.media_t0)
         if batch.pend or batch.state:
@@ -415,10 +430,11 @@ class Connection:
         return self.ledger.held(self.kwik.sent - self.kwik.completed)
 
     async def _read_audio(self) -> None:
-        """Audio entries after the cursor → chunks; never skips, stops at the end-of-stream."""
+        """Audio entries after the cursor (or the prime) → chunks; never skips, stops at the
+        end-of-stream."""
         client = self.link.reader
         key = keys.audio(self.link.event_id)
-        pos = self.cursor
+        pos = self.start
         flush_after = self.relay.flush_after_seconds
         while not self.eos and not self.result.done():
             # redis-py may swallow a cancellation that lands as a read completes (shared.aio).

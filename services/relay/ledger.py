@@ -7,6 +7,12 @@ turns that prefix into the persisted cursor (the last audio entry of the last co
 nothing at or before it is ever sent again, and the audio stream is trimmed behind it) and
 forgets the chunks before it.
 
+Priming (issue 17): a server that reports a chunk's last word with the next chunk ("1-second audio
+buffering") has not finished with the last complete chunk until the next one is transcribed. A
+session that ends abnormally is therefore replayed from ``prime``, the end of the chunk before
+the last complete one: the new session hears the cut word whole again, and the replayed chunk's
+own results are skipped by each task's ``done`` position.
+
 Replay accounting: ``sent_high`` is the highest audio entry this replica ever sent for the
 event (carried from one connection's ledger to the next); a chunk ending at or before it is a
 replay (audio sent again after a reconnect).
@@ -23,6 +29,7 @@ from services.relay.audio import Chunk, id_le
 class ChunkLedger:
     def __init__(self, cursor: str, sent_high: str = "0-0") -> None:
         self.cursor = cursor  # last audio entry whose chunk (and all before it) is complete
+        self.prime = cursor  # last audio entry of the chunk before the cursor's (see module doc)
         self.sent_high = sent_high
         self.queue: deque[Chunk] = deque()  # built, not sent yet
         self.sent: dict[int, Chunk] = {}  # by KWIKmotion seq_no, until a later chunk completes
@@ -60,12 +67,14 @@ class ChunkLedger:
 
     def complete(self, completed: int) -> Chunk | None:
         """Chunks ``[0, completed)`` have every result. If that moves the cursor, return the
-        last complete chunk (the cursor is now its ``last_id``, the trim point of the stream)
-        and forget the chunks before it; else None."""
+        last complete chunk (the cursor is now its ``last_id``), set ``prime`` to the end of the
+        chunk before it, and forget the chunks before that; else None."""
         last = self.sent.get(completed - 1)
         if last is None or last.last_id == self.cursor or not id_le(self.cursor, last.last_id):
             return None
+        before = self.sent.get(completed - 2)
+        self.prime = before.last_id if before is not None else self.cursor
         self.cursor = last.last_id
-        for seq in [s for s in self.sent if s < completed - 1]:
+        for seq in [s for s in self.sent if s < completed - 2]:
             del self.sent[seq]
         return last

@@ -131,6 +131,7 @@ class EventSession:
             self.epoch = await claim_epoch(self.client, self.event_id)
         cfg = self.config.relay
         backoff = Backoff(cfg.backoff_initial_seconds, cfg.backoff_max_seconds)
+        clean = False  # the last KWIKmotion session ended with every result in (idle, late order)
         while True:
             state = _str(await self.client.hgetall(self.state_key))
             event = await registry.read_event(self.client, self.event_id)
@@ -166,13 +167,17 @@ class EventSession:
             ledger = ChunkLedger(cursor, self.sent_high)
             targets = targets_of(tasks)
             known = frozenset(ended | {t.id for t in records if t.cancelled})
-            conn = Connection(self.link, event.source_language, targets, outs, writer, ledger, known)
+            prime = state.get(keys.RELAY_PRIME)
+            conn = Connection(
+                self.link, event.source_language, targets, outs, writer, ledger, known, prime, primed=not clean
+            )
             try:
                 outcome = await conn.run()
             finally:
                 self.sent_high = ledger.sent_high
             if conn.progressed:
                 backoff.reset()
+            clean = outcome.kind in (Kind.IDLE, Kind.RETARGET)
             if outcome.kind is Kind.FINISHED:
                 await self._end(conn, "ready", "")
                 return

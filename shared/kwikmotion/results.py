@@ -100,6 +100,7 @@ class ChunkResults:
         self.wait = wait
         self.time_base: str | None = None  # "session" | "chunk" once told by a result
         self.empty_translations: str | None = None  # "send" | "omit" once the session showed it
+        self.lead = 0.0  # the most a transcript started before its chunk (word-boundary buffering)
         self._chunks: dict[int, _Chunk] = {}
         self._sent = 0
         self._clock = 0.0  # session clock: seconds of audio sent
@@ -191,6 +192,8 @@ class ChunkResults:
         else:
             c.raw_times = (start, end)
             start, end, base = self._place(c, start, end)
+            if start < c.t0 - SAME_TIMES:
+                self.lead = max(self.lead, round(c.t0 - start, 3))
             if base is not None:
                 out.append(TimeBaseDetected(base, index))
         c.transcript = {

@@ -36,13 +36,23 @@ def test_complete_prefix_moves_cursor_and_forgets() -> None:
     last = ledger.complete(2)
     assert last is not None and last.seq == 1
     assert ledger.cursor == "8-0"
-    assert ledger.chunk(0) is None  # forgotten
+    # The chunk before the last complete one is kept too: its end is the prime (a replay after a
+    # failure starts there when the server moves words across chunk boundaries).
+    assert ledger.prime == "4-0" and ledger.chunk(0) is not None
     assert ledger.chunk(1) is last  # the last complete chunk is kept (the prefix may not grow)
     assert ledger.complete(2) is None  # same prefix: the cursor does not move again
     assert ledger.complete(3).last_id == "12-0"
-    assert ledger.cursor == "12-0"
+    assert (ledger.cursor, ledger.prime) == ("12-0", "8-0")
     # Stream ids compare as pairs, not text: "12-0" is after "8-0".
-    assert ledger.chunk(1) is None
+    assert ledger.chunk(0) is None  # forgotten
+
+
+def test_prime_of_a_connections_first_chunk_is_the_cursor_it_started_at() -> None:
+    ledger = ChunkLedger("7-0")
+    ledger.add([_chunk("8-0", "11-0")])
+    ledger.send_next(0, now=0.0)
+    assert ledger.complete(1).last_id == "11-0"
+    assert (ledger.cursor, ledger.prime) == ("11-0", "7-0")
 
 
 def test_cursor_never_moves_back() -> None:
