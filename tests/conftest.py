@@ -1,14 +1,25 @@
-"""The test harness: one embedded Redis per session on a free port, flushed before each test."""
+"""The test harness: one embedded Redis per session on a free port, flushed before each test;
+the Hypothesis profiles."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
 import redis.asyncio as aioredis
+from hypothesis import settings
 
 from shared.embedded_redis import EmbeddedRedis
+
+# `make test` (and CI) is repeatable: the property tests run the same examples on every clone
+# (derandomize: the seed comes from each test's source) and no local database of failures
+# changes them. `make fuzz` explores with fresh random examples and keeps what it finds in
+# .hypothesis/ (not committed): turn a find into an explicit @example or a regular test.
+settings.register_profile("repeatable", derandomize=True, database=None, print_blob=True)
+settings.register_profile("fuzz", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(scope="session")
