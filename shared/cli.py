@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import importlib.util
 import sys
 
@@ -40,6 +41,14 @@ def available() -> dict[str, tuple[str, str]]:
     return out
 
 
+def version() -> str:
+    """The installed distribution's version (pyproject.toml), or "unknown" from a bare checkout."""
+    try:
+        return importlib.metadata.version("reachlive")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     commands = available()
@@ -48,10 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         description="Live captions and live translations for Kaltura REACH. "
         "Settings come from REACHLIVE_* environment variables (see README).",
     )
+    parser.add_argument("-V", "--version", action="version", version=f"reachlive {version()}")
     sub = parser.add_subparsers(dest="command", metavar="command", required=True)
     for name, (_module, text) in commands.items():
         sub.add_parser(name, help=text, add_help=False)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+    if not argv or argv[0] in ("-h", "--help", "-V", "--version") or argv[0] not in commands:
         parser.parse_args(argv[:1] or ["--help"])
         return 2
     module = importlib.import_module(commands[argv[0]][0])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import subprocess
 import sys
 
@@ -15,3 +16,9 @@ def test_help_lists_only_subcommands_that_import() -> None:
         assert listed == (name in available()), name
         if listed:
             assert callable(importlib.import_module(module).main)
+
+
+def test_version() -> None:
+    proc = subprocess.run([sys.executable, "-m", "shared.cli", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"reachlive {importlib.metadata.version('reachlive')}"
