@@ -82,7 +82,8 @@ def audio(event_id: str | int) -> str:
 
 
 def ingest_state(event_id: str | int) -> str:
-    """Hash: media time written so far, so a reconnecting publisher continues the timeline."""
+    """Hash: media time written so far, so a reconnecting publisher continues the timeline
+    (fields: samples, pts_end, epoch_end, alive = last publisher activity, eos = "1")."""
     return f"{_tag(event_id)}:ingest"
 
 
@@ -92,7 +93,8 @@ def ingest_primary(event_id: str | int) -> str:
 
 
 # Set: event ids whose media session is open and has no end-of-stream yet; every ingest
-# replica sweeps it to write the end-of-stream entry (grace period over, window over).
+# replica sweeps it to write the end-of-stream entry (window closed, every task cancelled, or
+# the event gone: a pause never ends the media).
 INGEST_ACTIVE = f"{PREFIX}:ingest:active"
 
 
