@@ -26,7 +26,9 @@ Nothing is dropped silently: every result that cannot be placed or parsed become
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +45,7 @@ BUFFER_SECONDS = 1.0  # seed FAQ: "1-second audio buffering"
 TOLERANCE = 0.25  # slack when placing a result's times (rounding, a last word's end)
 SAME_TIMES = 0.01  # an AddTranslation "has its transcript's times" within this
 DEFAULT_WAIT = 10.0  # seconds a chunk waits for a result that may never come
+RECENT = 8  # chunks remembered after their release (to tell a repeated translation)
 SOURCE = "transcript"  # the stream of transcripts; the other streams are the target codes
 
 # Why a result was dropped (a fixed set: metric labels).
@@ -109,6 +112,8 @@ class ChunkResults:
         self._arrivals = 0
         self._gave_up: set[int] = set()  # chunks whose transcript was given up
         self._orphans: list[_Orphan] = []  # translations that came before their transcript
+        # The last chunks released and forgotten: a repeat of their translation is told apart.
+        self._recent: deque[_Chunk] = deque(maxlen=RECENT)
 
     @property
     def completed(self) -> int:
@@ -249,7 +254,11 @@ class ChunkResults:
             )
             same = same or [c for c in owing if c.raw_times is None]
             if not same:
-                settled = [c for c in self._chunks.values() if c.raw_times is not None and _same(c.raw_times, times)]
+                settled = [
+                    c
+                    for c in itertools.chain(self._chunks.values(), self._recent)
+                    if c.raw_times is not None and _same(c.raw_times, times)
+                ]
                 if any(target in c.got for c in settled):
                     return [_drop("duplicate", f"a second AddTranslation ({target}) for the same transcript")]
                 if settled:
@@ -394,8 +403,8 @@ class ChunkResults:
 
     def _prune(self) -> None:
         done = self.completed
-        for index in [i for i in self._chunks if i < done]:
-            del self._chunks[index]
+        for index in sorted(i for i in self._chunks if i < done):
+            self._recent.append(self._chunks.pop(index))
 
 
 def _same(a: tuple[float, float], b: tuple[float, float]) -> bool:

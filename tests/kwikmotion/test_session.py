@@ -168,9 +168,13 @@ def test_translations_interleaved_across_chunks_go_to_the_earliest_owed() -> Non
     s.receive(transcript(1), 1)
     assert [s.receive(translation("fr"), 1)[0].chunk_index for _ in range(2)] == [0, 1]
     assert s.completed == 2
-    # A translation no transcript is owed: held in case its transcript comes, then dropped, and
-    # said why.
-    assert s.receive(translation("fr"), 1) == []
+    # A third translation of the same times: a repeat, dropped, and said why.
+    [v] = s.receive(translation("fr"), 1)
+    assert isinstance(v, ProtocolViolation) and not v.fatal and v.label == "duplicate"
+    # One whose times no transcript has: held in case its transcript comes, then dropped.
+    other = json.dumps({"message": "AddTranslation", "metadata": {"translation": "x", "target_language": "fr",
+                                                                   "start_time": 9.0, "end_time": 9.5}})  # fmt: skip
+    assert s.receive(other, 1) == []
     [v] = s.poll(1 + s.results.wait)
     assert isinstance(v, ProtocolViolation) and not v.fatal and v.label == "unpaired"
 
