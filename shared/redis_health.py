@@ -31,6 +31,12 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError,
 
 _UNKNOWN, _UP, _DOWN = "unknown", "up", "down"
 
+# After Redis is back, the pools still hold connections that died during the outage; each fails
+# once on its next use. A failure reported this soon after "back" is taken for one of those (a
+# debug line), unless the readiness pinger reports it (``confirmed``): it pings on a connection
+# that has just answered, so its failure is a new outage.
+SETTLE_SECONDS = 5.0
+
 
 def is_outage(exc: BaseException) -> bool:
     """Whether an exception stands for Redis being unreachable (asyncio timeouts included)."""
@@ -46,6 +52,7 @@ class RedisHealth:
         self._lock = threading.Lock()
         self._state = _UNKNOWN  # until the first answer or failure: not up (gauge 0), no line
         self._since = clock()  # start of the current outage (or of waiting for the first answer)
+        self._back_at = float("-inf")
         REDIS_UP.labels(service).set(0)
         REDIS_OUTAGES.labels(service)
         REDIS_OUTAGE_SECONDS.labels(service).set_function(self.outage_seconds)
@@ -54,15 +61,24 @@ class RedisHealth:
     def up(self) -> bool:
         return self._state == _UP
 
+    @property
+    def down(self) -> bool:
+        """In an outage (False before the first answer or failure, unlike ``not up``)."""
+        return self._state == _DOWN
+
     def outage_seconds(self) -> float:
         """Seconds the current outage has lasted (0 while up or before the first answer)."""
         return self._clock() - self._since if self._state == _DOWN else 0.0
 
-    def lost(self, exc: BaseException | None = None) -> bool:
+    def lost(self, exc: BaseException | None = None, *, confirmed: bool = False) -> bool:
         """A Redis call failed for want of Redis. True when this call started the outage (and
-        logged its one line); later calls during the same outage do nothing."""
+        logged its one line); later calls during the same outage do nothing, and so do
+        unconfirmed ones within ``SETTLE_SECONDS`` of the end of an outage (stale connections)."""
         with self._lock:
             if self._state == _DOWN:
+                return False
+            if not confirmed and self._state == _UP and self._clock() - self._back_at < SETTLE_SECONDS:
+                log.debug("redis error on a connection from before the outage: %r", exc)
                 return False
             first = self._state == _UNKNOWN
             self._state = _DOWN
@@ -86,6 +102,8 @@ class RedisHealth:
                 return None
             was, self._state = self._state, _UP
             seconds = self._clock() - self._since
+            if was == _DOWN:
+                self._back_at = self._clock()
         REDIS_UP.labels(self.service).set(1)
         if was == _UNKNOWN:
             return None  # the first answer ends no outage

@@ -27,6 +27,7 @@ from services.gateway.delivery import (
     POLICY,
     REASON_DRAIN,
     REASON_EOS,
+    REASON_REDIS_DOWN,
     REASON_SLOW,
     REASON_UNAVAILABLE,
     TRY_AGAIN,
@@ -38,7 +39,7 @@ from services.gateway.delivery import (
     parse_types,
 )
 from services.gateway.fanout import Subscription, to_item
-from shared import keys
+from shared import keys, redis_health
 from shared.logs import log_context
 
 if TYPE_CHECKING:
@@ -48,6 +49,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CATCH_UP_PAGE = 200
+# A connection's own Redis reads (token, cursor, catch-up pages) give up after this and retry
+# (open connections) or refuse (new ones): a frozen Redis would hold them forever.
+REDIS_DEADLINE_SECONDS = 5.0
+CATCH_UP_BACKOFF_MAX_SECONDS = 2.0
 MESSAGE_TOO_BIG = 1009
 # The direct (synchronous) write path is taken only while the socket's write buffer is below
 # this; above it, frames queue and the connection's task awaits the drain (backpressure).
@@ -129,6 +134,13 @@ class Connection:
     async def run(self) -> None:
         self._set_state("authenticating")
         try:
+            if not self.gw.accepting():
+                # Redis is away (or the revocation listener not yet back): nothing can be served,
+                # and the client's retry is the right answer (RFC 6455 1013 Try Again Later).
+                # After the handshake rather than an HTTP 503 in it: the close code and reason
+                # reach the client's application (Kaltura's logs), a refused handshake does not.
+                await self._close(Close(TRY_AGAIN, REASON_REDIS_DOWN))
+                return
             try:
                 self.ref, types = await self._authenticate()
             except Refused as exc:
@@ -142,9 +154,13 @@ class Connection:
                 return
             with log_context(event_id=self.ref.event_id, task_id=self.ref.task_id):
                 await self._serve(types)
-        except RedisError as exc:
-            # Nothing was proven beyond the saved cursor: the client reconnects and resumes.
-            log.warning("redis unavailable, closing caption connection: %s", exc)
+        except (RedisError, TimeoutError) as exc:
+            # Setting up the connection needs Redis (token, cursor, feed): nothing was sent, and
+            # the client reconnects and resumes from the saved cursor.
+            if redis_health.is_outage(exc):
+                self.gw.health.lost(exc)
+            else:
+                log.warning("redis error, closing caption connection: %s", exc)
             await self._close(Close(TRY_AGAIN, REASON_UNAVAILABLE))
         finally:
             self._set_state("")
@@ -165,7 +181,8 @@ class Connection:
             await self._take_over_inbound()
             if token is None:
                 raise Refused("missing", Close(UNAUTHORIZED, 'unauthorized: expected {"token": "<captionToken>"}'))
-        ref = await auth.resolve(self.gw.redis, token)
+        async with asyncio.timeout(REDIS_DEADLINE_SECONDS):  # a frozen Redis: 1013, not a hang
+            ref = await auth.resolve(self.gw.redis, token)
         if ref is None:
             raise Refused("invalid", Close(UNAUTHORIZED, "unauthorized: unknown or revoked token"))
         wanted = auth.query_params(self.path).get("types")
@@ -179,7 +196,8 @@ class Connection:
     async def _serve(self, types: frozenset[str]) -> None:
         assert self.ref is not None
         event_id, task_id = self.ref.event_id, self.ref.task_id
-        raw = await self.gw.redis.get(keys.delivered(event_id, task_id))
+        async with asyncio.timeout(REDIS_DEADLINE_SECONDS):
+            raw = await self.gw.redis.get(keys.delivered(event_id, task_id))
         cursor = StreamId.parse(raw) if raw else None
         if cursor is not None:
             metrics.RESUMES.inc()
@@ -194,14 +212,20 @@ class Connection:
             pong_timeout=s.ping_interval_seconds,
         )
         self._task = asyncio.current_task()
-        self.sub = await self.gw.hub.subscribe(event_id, task_id)
+        async with asyncio.timeout(REDIS_DEADLINE_SECONDS):
+            self.sub = await self.gw.hub.subscribe(event_id, task_id)
         self.sub.notify = self.notify
         self.sub.direct = self._direct
         if isinstance(self.ws, CaptionServerConnection):
             self.ws.on_pong = self._on_pong
         # A revocation published between the token lookup and the subscription found no feed
         # to close: look once more now that this connection can hear of it.
-        await self.sub.feed.check_task()
+        try:
+            async with asyncio.timeout(REDIS_DEADLINE_SECONDS):
+                await self.sub.feed.check_task()
+        except BaseException:
+            self.gw.hub.unsubscribe(self.sub)
+            raise
         log.info(
             "caption connection opened",
             extra={"client": self.address, "resume_from": str(cursor) if cursor else "start", "types": sorted(types)},
@@ -239,6 +263,7 @@ class Connection:
         stream = keys.captions(event_id, task_id)
         catching_up = True
         self._set_state("catching_up")
+        backoff = 0.1
         while True:
             if self.gone:
                 return None
@@ -251,7 +276,25 @@ class Connection:
             if catching_up:
                 if sub.overflowed:
                     sub.discard_backlog()
-                page = await self.gw.redis.xrange(stream, min=f"({delivery.position}", max="+", count=CATCH_UP_PAGE)
+                try:
+                    async with asyncio.timeout(REDIS_DEADLINE_SECONDS):
+                        page = await self.gw.redis.xrange(
+                            stream, min=f"({delivery.position}", max="+", count=CATCH_UP_PAGE
+                        )
+                    ended = False
+                    if len(page) < CATCH_UP_PAGE and cursor is not None:
+                        async with asyncio.timeout(REDIS_DEADLINE_SECONDS):
+                            ended = await self._ended_before(stream, cursor)
+                except (RedisError, TimeoutError) as exc:
+                    if not redis_health.is_outage(exc):
+                        raise
+                    # A Redis outage while catching up: the connection stays open and reads on
+                    # from its position when Redis is back (nothing written is read twice).
+                    self.gw.health.lost(exc)
+                    await sub.wake.wait(backoff)
+                    backoff = min(backoff * 2, CATCH_UP_BACKOFF_MAX_SECONDS)
+                    continue
+                backoff = 0.1
                 for entry_id, fields in page:
                     item = to_item(entry_id, fields)
                     if item is None:
@@ -262,7 +305,7 @@ class Connection:
                     catching_up = False
                     self.live = True
                     self._set_state("live")
-                    if cursor is not None and not delivery.finished and await self._ended_before(stream, cursor):
+                    if ended and not delivery.finished:
                         return Close(NORMAL, REASON_EOS)
             else:
                 if sub.overflowed:

@@ -33,6 +33,7 @@ REASON_SLOW = "client too slow, reconnect to resume"
 REASON_PING_TIMEOUT = "keepalive ping timeout"
 REASON_REVOKED = "task cancelled, token revoked"
 REASON_UNAVAILABLE = "temporarily unavailable, reconnect to resume"
+REASON_REDIS_DOWN = "storage unavailable, try again later"  # a new connection during a Redis outage
 
 
 class StreamId(NamedTuple):

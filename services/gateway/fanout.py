@@ -33,7 +33,7 @@ from services.gateway.delivery import (
     StreamId,
 )
 from services.gateway.lifecycle import check_cancelled, stop_taskset
-from shared import keys
+from shared import keys, redis_health
 from shared.aio import TaskSet
 from shared.logs import log_context
 from shared.streams import CaptionEntry, PayloadError
@@ -47,6 +47,10 @@ READ_COUNT = 200
 # dead Redis connection is replaced within seconds.
 READ_DEADLINE_SECONDS = READ_BLOCK_MS / 1000 + 5.0
 FEED_CONNECT_TIMEOUT_SECONDS = 5.0
+# Short commands (task checks, cursor saves) give up after this: a frozen Redis (SIGSTOP) answers
+# nothing and would hold them, and the pool's connections, until it thaws.
+COMMAND_DEADLINE_SECONDS = 5.0
+BACKOFF_MAX_SECONDS = 2.0  # Redis back → delivering again within this
 
 
 def feed_client(redis_url: str, max_connections: int) -> aioredis.Redis:
@@ -208,14 +212,21 @@ class TaskFeed:
                     )
                 if loop.time() >= next_check:
                     next_check = loop.time() + self.hub.check_seconds
-                    await self.check_task()
+                    async with asyncio.timeout(COMMAND_DEADLINE_SECONDS):
+                        await self.check_task()
                 backoff = 0.1
             except (RedisError, TimeoutError) as exc:
-                # Subscribers stay connected; nothing is lost since ``last`` did not move.
+                # Subscribers stay connected; nothing is lost since ``last`` did not move: when
+                # Redis is back the read goes on from there. An outage is one line for the
+                # process (RedisHealth), not one per feed and retry.
                 check_cancelled()
-                log.warning("captions reader error, retrying: %s", str(exc) or type(exc).__name__)
+                if redis_health.is_outage(exc):
+                    self.hub.health.lost(exc)
+                    log.debug("captions reader waiting for Redis: %r", exc)
+                else:
+                    log.warning("captions reader error, retrying: %s", str(exc) or type(exc).__name__)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
                 continue
             for entry_id, fields in stream_entries(response):
                 item = to_item(entry_id, fields)
@@ -264,8 +275,9 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
 
-    def __init__(self, client: aioredis.Redis, tasks: TaskSet) -> None:
+    def __init__(self, client: aioredis.Redis, tasks: TaskSet, health: redis_health.RedisHealth) -> None:
         self._script = client.register_script(self.SCRIPT)
+        self._health = health
         self._tasks = tasks
         self._pending: dict[str, StreamId] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
@@ -282,11 +294,15 @@ return 1
         try:
             while (position := self._pending.pop(key, None)) is not None:
                 try:
-                    await self._script(keys=[key], args=[str(position), keys.DELIVERED_TTL_SECONDS])
+                    async with asyncio.timeout(COMMAND_DEADLINE_SECONDS):
+                        await self._script(keys=[key], args=[str(position), keys.DELIVERED_TTL_SECONDS])
                     metrics.CURSOR_SAVES.inc()
-                except RedisError as exc:
+                except (RedisError, TimeoutError) as exc:
                     # The next pong saves a later position; a resume repeats a little more.
-                    log.warning("could not save delivered cursor: %s", exc)
+                    if redis_health.is_outage(exc):
+                        self._health.lost(exc)
+                    else:
+                        log.warning("could not save delivered cursor: %s", exc)
         finally:
             self._writers.pop(key, None)
 
@@ -307,8 +323,12 @@ class CaptionHub:
         self.queue_frames = queue_frames
         self.check_seconds = check_seconds
         self.tasks = TaskSet("gateway-hub")
-        self.cursors = CursorWriter(client, self.tasks)
+        self.health = redis_health.get("gateway")
+        self.cursors = CursorWriter(client, self.tasks, self.health)
         self.feeds: dict[tuple[str, str], TaskFeed] = {}
+        # The revocation listener is subscribed (cleared while it reconnects): until it is, a
+        # new connection could not be revoked, and the gateway refuses new ones.
+        self.revocations_live = False
 
     async def subscribe(self, event_id: str, task_id: str) -> Subscription:
         """Join (or start) the task's feed; returns once the feed's start position is fixed."""
@@ -354,19 +374,24 @@ class CaptionHub:
         if feed is not None:
             feed.revoke()
 
-    async def listen_revocations(self, subscribed: asyncio.Event | None = None) -> None:
+    async def listen_revocations(
+        self, subscribed: asyncio.Event | None = None, health: redis_health.RedisHealth | None = None
+    ) -> None:
         """Close a cancelled task's connections at once (the poller publishes "<event>:<task>")."""
+        health = health or self.health
         backoff = 0.1
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(keys.REVOKED_CHANNEL)
+                async with asyncio.timeout(COMMAND_DEADLINE_SECONDS):
+                    await pubsub.subscribe(keys.REVOKED_CHANNEL)
+                    # After a reconnect, messages may have been missed: re-check every feed.
+                    for feed in list(self.feeds.values()):
+                        if feed.ready.done() and not feed.ready.exception():
+                            await feed.check_task()
+                self.revocations_live = True
                 if subscribed is not None:
                     subscribed.set()
-                # After a reconnect, messages may have been missed: re-check every feed.
-                for feed in list(self.feeds.values()):
-                    if feed.ready.done() and not feed.ready.exception():
-                        await feed.check_task()
                 backoff = 0.1
                 async for message in pubsub.listen():
                     check_cancelled()
@@ -377,11 +402,15 @@ class CaptionHub:
                     event_id, sep, task_id = text.partition(":")
                     if sep:
                         self.revoke(event_id, task_id)
-            except RedisError as exc:
+            except (RedisError, TimeoutError) as exc:
                 check_cancelled()  # see lifecycle.py: the error may stand for a swallowed stop
-                log.warning("revocation listener error, reconnecting: %s", exc)
+                self.revocations_live = False
+                if redis_health.is_outage(exc):
+                    health.lost(exc)
+                else:
+                    log.warning("revocation listener error, reconnecting: %s", exc)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 
 from services.gateway.server import Gateway
+from shared import probes
 from shared.runtime import run_async_service
 from shared.settings import CommonSettings, GatewaySettings, load, split_listen
 
@@ -22,6 +23,6 @@ def main(argv: list[str]) -> int:
 
     async def body(redis_url: str, stop: asyncio.Event) -> None:
         host, port = split_listen(settings.listen)
-        await Gateway(redis_url, settings, caption_types).run(host, port, stop)
+        await Gateway(redis_url, settings, caption_types, probe=probes.current()).run(host, port, stop)
 
     return run_async_service("gateway", body)

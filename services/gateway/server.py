@@ -1,6 +1,13 @@
 """The gateway server: one port for the caption WebSocket and the HTTP probes (``/healthz``,
-``/readyz``, ``/metrics``), the shared feeds, the revocation listener and the SIGTERM drain
-(DESIGN section 5; issue 7)."""
+``/livez``, ``/readyz``, ``/metrics``), the shared feeds, the revocation listener and the SIGTERM
+drain (DESIGN section 5; issue 7).
+
+Redis outages (issue 18): open connections stay open and resume delivery from where they were
+when Redis is back (the feeds and the catch-up reads retry); new connections are told to come
+back later (close 1013 with a reason) while Redis is away or the revocation listener is not
+subscribed; the process never exits for it. ``/readyz`` is the shared probe (``shared.probes``:
+loop turning, Redis answering) plus "not draining" and "revocations subscribed".
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,6 @@ import logging
 import socket
 from http import HTTPStatus
 
-from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
@@ -17,6 +23,7 @@ from services.gateway import auth, metrics
 from services.gateway.connection import CaptionServerConnection, Connection
 from services.gateway.fanout import CaptionHub, feed_client
 from services.gateway.lifecycle import cancel_and_wait, stop_taskset
+from shared import probes, redis_health
 from shared.aio import TaskSet
 from shared.metrics import render
 from shared.redis_client import command_client
@@ -32,10 +39,19 @@ COMMAND_CONNECTIONS = 256
 FEED_CONNECTIONS = 100_000
 POOL_WAIT_SECONDS = 30.0
 STOP_SECONDS = 2.0  # per stage of a drain, once the connections are closed
+SUBSCRIBE_WAIT_SECONDS = 10.0  # at start; past it (Redis down) the gateway listens and refuses until subscribed
 
 
 class Gateway:
-    def __init__(self, redis_url: str, settings: GatewaySettings, caption_types: str) -> None:
+    def __init__(
+        self, redis_url: str, settings: GatewaySettings, caption_types: str, probe: probes.Probe | None = None
+    ) -> None:
+        self.redis_url = redis_url
+        self.health = redis_health.get("gateway")
+        # The process's probe (``reachlive gateway``), or one of its own (in-process tests).
+        self.probe = probe or probes.Probe("gateway", health=self.health)
+        self.probe.add_check("not draining", lambda: not self.draining)
+        self.probe.add_check("revocations subscribed", lambda: self.hub.revocations_live)
         self.redis = command_client(redis_url, COMMAND_CONNECTIONS, POOL_WAIT_SECONDS)
         self._feed_redis = feed_client(redis_url, FEED_CONNECTIONS)
         self.settings = settings
@@ -57,8 +73,10 @@ class Gateway:
 
     async def start(self, host: str, port: int) -> int:
         """Listen (port 0: any free port), start the revocation listener; returns the port."""
+        if not self.probe.watched:
+            self.tasks.spawn(probes.watch(self.probe, self.redis_url), "probes")
         subscribed = asyncio.Event()
-        self.tasks.spawn(self.hub.listen_revocations(subscribed), "revocations")
+        self.tasks.spawn(self.hub.listen_revocations(subscribed, self.health), "revocations")
         self.server = await serve(
             self._handle,
             host,
@@ -76,10 +94,18 @@ class Gateway:
         )
         self.port = next(iter(self.server.sockets)).getsockname()[1]
         # Revocations published before we listen would be missed; feeds re-check anyway, but a
-        # started gateway should not accept connections it cannot revoke.
-        async with asyncio.timeout(10):
-            await subscribed.wait()
+        # started gateway should not accept connections it cannot revoke: it refuses them (1013)
+        # until subscribed. With Redis down at start it listens anyway (probes answer, not ready).
+        try:
+            async with asyncio.timeout(SUBSCRIBE_WAIT_SECONDS):
+                await subscribed.wait()
+        except TimeoutError:
+            log.info("gateway listening before Redis answers; refusing caption connections until it does")
         return self.port
+
+    def accepting(self) -> bool:
+        """New caption connections are served (else told to retry: Redis is away)."""
+        return self.hub.revocations_live and not self.health.down
 
     async def _handle(self, ws: ServerConnection) -> None:
         conn = Connection(self, ws)
@@ -96,6 +122,9 @@ class Gateway:
         path = auth.split_target(request.path)[0]
         if path == "/healthz":
             return ws.respond(HTTPStatus.OK, "ok\n")
+        if path == "/livez":
+            live, why = self.probe.live()
+            return ws.respond(HTTPStatus.OK if live else HTTPStatus.SERVICE_UNAVAILABLE, f"{why}\n")
         if path == "/readyz":
             return await self._ready(ws)
         if path == "/metrics":
@@ -119,12 +148,8 @@ class Gateway:
     async def _ready(self, ws: ServerConnection) -> Response:
         if self.draining:
             return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
-        try:
-            async with asyncio.timeout(1.0):
-                await self.redis.ping()
-        except (RedisError, OSError, TimeoutError):
-            return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "redis unavailable\n")
-        return ws.respond(HTTPStatus.OK, "ready\n")
+        ready, why = self.probe.ready()
+        return ws.respond(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, f"{why}\n")
 
     async def drain(self) -> None:
         """SIGTERM: refuse new connections, close every open one with 1001 (the client reconnects

@@ -51,6 +51,7 @@ def test_one_line_per_outage_and_the_gauges(caplog):
         ("INFO", "redis back after 12.5 s"),
     ]
 
+    clock.now += 60  # a second outage, well after the first
     health.lost(TimeoutError())
     health.back()
     assert sample("reachlive_redis_outages_total", "unit-a") == 2
@@ -74,3 +75,23 @@ def test_unreachable_at_start_says_so(caplog):
 def test_outage_errors_are_told_from_bad_commands():
     assert is_outage(ConnectionError()) and is_outage(TimeoutError()) and is_outage(ConnectionRefusedError())
     assert not is_outage(ResponseError("WRONGTYPE"))
+
+
+def test_stale_connections_failing_just_after_the_outage_are_not_a_new_one(caplog):
+    """The pools' connections that died during the outage fail once each after it: not a new
+    outage, unless the pinger (a fresh PING) says so."""
+    caplog.set_level(logging.INFO, logger="shared.redis_health")
+    clock = Clock()
+    health = RedisHealth("unit-c", clock=clock)
+    health.back()
+    health.lost(ConnectionError())
+    clock.now += 10
+    health.back()
+    clock.now += 1
+    assert not health.lost(ConnectionError("stale"))  # within the settle time
+    assert health.up
+    assert health.lost(ConnectionError(), confirmed=True)  # the pinger: a real new outage
+    health.back()
+    clock.now += 10
+    assert health.lost(ConnectionError())  # long after: an outage
+    assert sample("reachlive_redis_outages_total", "unit-c") == 3
