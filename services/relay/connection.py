@@ -5,11 +5,17 @@
 
 - ``_read_audio``: audio entries after the persisted cursor → chunks (``audio.Chunker``), up to a
   bounded number held in memory;
-- ``_receive``: KWIKmotion's messages through the sans-I/O ``KwikSession``; each result becomes
-  caption entries, committed atomically with the task positions and the cursor
-  (``output.CaptionWriter``), the cursor moved by the ``ledger.ChunkLedger``;
+- ``_receive``: KWIKmotion's messages through the sans-I/O ``KwikSession``, which places results on
+  chunks whatever reading of the seed the server follows (``shared.kwikmotion.results``: any
+  order, session or chunk time base, translations by time range, missing fields derived, words
+  across chunk boundaries) and releases them per stream in chunk order; each released result
+  becomes caption entries, committed atomically with the task positions and the cursor
+  (``output.CaptionWriter``), the cursor moved by the ``ledger.ChunkLedger``. What cannot be
+  placed, and results that never come, are counted (metrics) and logged once per KWIKmotion
+  session per reason;
 - ``_timers``: sleeps until the next deadline — the session core's (``next_deadline``: the
-  RecognitionStarted and EndOfTranscript timeouts), a silent peer's, the idle close, the periodic
+  RecognitionStarted and EndOfTranscript timeouts, results waited for ``RESULT_WAIT_SECONDS``), a
+  silent peer's, the idle close, the periodic
   check of the registry for cancelled and newly ordered tasks — instead of polling.
 
 Media pauses (DESIGN section 4; the audio stream simply has no entries while no publisher is

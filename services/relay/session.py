@@ -8,7 +8,9 @@ end-of-stream has been transcribed, the tasks fail, or every task is cancelled:
 - retryable failures (a drop, 1011, 1008 at capacity, a silent peer, a timeout) reconnect with
   capped exponential backoff + jitter; the new connection replays the audio after the persisted
   cursor (audio not yet transcribed), and maps the new KWIKmotion session's times back to media
-  time chunk by chunk, so captions continue the event's timeline;
+  time chunk by chunk, so captions continue the event's timeline; when the server reports words
+  across chunk boundaries, from the chunk before the cursor (``keys.RELAY_PRIME``, see
+  ``ledger``), unless the last session ended cleanly (idle, late order);
 - a media pause (``Kind.IDLE``): no KWIKmotion session until audio appears after the cursor, then
   a new one from there (not a failure: no backoff, no reconnect counted);
 - a task ordered mid-event (``Kind.RETARGET``): reconnect at once with the new targets; the first

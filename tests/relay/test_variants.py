@@ -198,3 +198,28 @@ async def test_takeover_mid_event_under_every_reading(redis_client, relays, redi
     check_task(redis_client, ev.id, ev.caption_task, duration)
     check_task(redis_client, ev.id, ev.translation_tasks["fr"], duration, label="[fr]")
     assert sorted(finalize_commands(redis_client)) == sorted([t, "ready", ""] for t in ev.task_ids)
+
+
+async def test_pause_with_idle_close_under_every_reading(redis_client, relays, redis_url) -> None:
+    """A media pause mid-speech under ``all``: the partial chunk is flushed, the held results come
+    (the emulator's hold), the session closes idle and reopens from the cursor (a clean end: no
+    priming, so the word the flushed chunk ended with is not heard twice): every word once."""
+    from tests.relay.helpers import feed_part
+
+    pcm = _pcm()
+    ev = make_event(redis_client, "1730", targets=("fr",))
+    emu = _emulator("all")
+    emu.hold_seconds = 0.5  # held results go out before the relay takes the server for silent
+    async with emu:
+        relays.start(config(redis_url, emu.url, flush_after_seconds=0.3, idle_close_seconds=0.5))
+        open_session(redis_client, ev.id)
+        feed_part(redis_client, ev.id, pcm, 0, 11 * SECOND)
+        await wait_for(lambda: emu.sessions and emu.sessions[0].finished, timeout=20)
+        assert (emu.sessions[0].closed_code, emu.sessions[0].closed_reason) == (1000, "idle")
+        feed_part(redis_client, ev.id, pcm, 11 * SECOND, len(pcm), eos=True)
+        await wait_for(lambda: session_acked(redis_client), timeout=30)
+        sessions = emu.started_sessions()
+    assert len(sessions) == 2 and sessions[0].audio + sessions[1].audio == pcm
+    duration = round(len(pcm) / SECOND, 3)
+    check_task(redis_client, ev.id, ev.caption_task, duration)
+    check_task(redis_client, ev.id, ev.translation_tasks["fr"], duration, label="[fr]")
