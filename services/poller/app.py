@@ -26,6 +26,9 @@ from shared.settings import GatewaySettings, IngestSettings, KalturaSettings, Po
 log = logging.getLogger(__name__)
 
 POLL_ENTRY = "reach-poll"
+# Socket deadlines of the broker's and redbeat's Redis connections: longer than kombu's BRPOP
+# block (1 s), short enough that a frozen Redis is an error within seconds, not a hang.
+BROKER_SOCKET_OPTIONS = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
 
 
 def make_app(
@@ -45,8 +48,13 @@ def make_app(
         window_margin_seconds = ingest.window_margin_seconds if window_margin_seconds is None else window_margin_seconds
     app = Celery("reachlive-poller", broker=redis_url, set_as_current=False)
     app.conf.update(
-        broker_transport_options=commands.broker_options(),
+        broker_transport_options={**commands.broker_options(), **BROKER_SOCKET_OPTIONS},
+        # Issue 18: ride through Redis outages in process, at start too, without giving up (the
+        # worker's reconnect loop is services/poller/broker.py; the beat's, services/poller/beat.py).
         broker_connection_retry_on_startup=True,
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        broker_channel_error_retry=True,
         task_default_queue=commands.QUEUE,
         task_ignore_result=True,
         result_backend=None,
@@ -58,9 +66,12 @@ def make_app(
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         # redbeat: one leader among beat replicas (its lock), schedule kept in Redis.
-        beat_scheduler="redbeat.RedBeatScheduler",
+        beat_scheduler="services.poller.beat:Scheduler",  # redbeat's, through outages
         beat_max_loop_interval=poller.beat_max_interval_seconds,
         redbeat_redis_url=redis_url,
+        # Without timeouts a frozen Redis (SIGSTOP, a stalled failover) hangs the beat's tick for
+        # good; with them, the tick fails, reports the outage and retries.
+        redbeat_redis_options=dict(BROKER_SOCKET_OPTIONS),
         redbeat_key_prefix=keys.BEAT_PREFIX,
         redbeat_lock_timeout=int(poller.beat_lock_seconds),
         beat_schedule={
@@ -72,7 +83,7 @@ def make_app(
             },
         },
     )
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(redis_url, **BROKER_SOCKET_OPTIONS)
     ctx = Context(
         redis=client,
         kaltura=KalturaFacade(kaltura, observe=metrics.observe_kaltura),

@@ -2,7 +2,8 @@
 
 Several replicas are safe: redbeat's lock in Redis (``keys.BEAT_PREFIX``) lets one lead; the
 others wait on the lock and take over within ``REACHLIVE_POLLER_BEAT_LOCK_SECONDS`` of a
-leader's death (a clean stop releases it at once).
+leader's death (a clean stop releases it at once). Redis outages are ridden through in process
+(services/poller/beat.py says how the lock stays safe across one).
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ import argparse
 import logging
 
 from services.poller.app import make_app
-from shared.embedded_redis import redis_url_or_embedded
-from shared.metrics import start_metrics_server
-from shared.runtime import prepare
+from shared import probes
+from shared.runtime import prepare, require_redis
 from shared.settings import KalturaSettings, PollerSettings, load
 
 log = logging.getLogger(__name__)
@@ -24,20 +24,24 @@ def main(argv: list[str]) -> int:
     parser.parse_args(argv)
     common = prepare("poller")
     kaltura, poller = load(KalturaSettings), load(PollerSettings)
-    start_metrics_server(common.metrics_port, common.metrics_host)
-    with redis_url_or_embedded(common.redis_url, common.data_dir) as redis_url:
-        app = make_app(redis_url, kaltura, poller)
-        app.log.already_setup = True  # keep reachlive's structured logging
-        log.info("poller (beat) starting", extra={"poll_seconds": kaltura.poll_seconds})
-        beat = app.Beat(
-            quiet=True,
-            redirect_stdouts=False,
-            loglevel=common.log_level,
-            max_interval=poller.beat_max_interval_seconds,
-        )
-        try:
-            beat.run()
-        except SystemExit:
-            pass  # SIGTERM/SIGINT: beat synced and released its lock
+    redis_url = require_redis(common)
+    # The beat ticks at most every max interval (or its outage backoff): its loop is "turning"
+    # while a tick came within two of those.
+    probe = probes.install("poller", ready_stale=2 * max(poller.beat_max_interval_seconds, 5.0) + 2.0)
+    probes.serve(probe, common.metrics_port, common.metrics_host)
+    probes.start_pinger(probe, redis_url)
+    app = make_app(redis_url, kaltura, poller)
+    app.log.already_setup = True  # keep reachlive's structured logging
+    log.info("poller (beat) starting", extra={"poll_seconds": kaltura.poll_seconds})
+    beat = app.Beat(
+        quiet=True,
+        redirect_stdouts=False,
+        loglevel=common.log_level,
+        max_interval=poller.beat_max_interval_seconds,
+    )
+    try:
+        beat.run()
+    except SystemExit:
+        pass  # SIGTERM/SIGINT: beat synced and released its lock
     log.info("poller (beat) stopped")
     return 0
