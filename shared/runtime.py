@@ -47,12 +47,14 @@ def known_variables() -> set[str]:
 def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
     """``REACHLIVE_*`` variables no setting reads, each with the nearest real name (or None)."""
     known = known_variables()
+    # Compared without the common prefix, which would make every name look alike.
+    tails = {name.removeprefix(ENV_PREFIX): name for name in known}
     out = []
     for name in sorted(environ):
         upper = name.upper()
         if upper.startswith(ENV_PREFIX) and upper not in known:
-            near = difflib.get_close_matches(upper, sorted(known), n=1, cutoff=0.6)
-            out.append((name, near[0] if near else None))
+            near = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), sorted(tails), n=1, cutoff=0.6)
+            out.append((name, tails[near[0]] if near else None))
     return out
 
 
