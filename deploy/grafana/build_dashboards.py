@@ -225,6 +225,16 @@ def overview() -> dict:
                         thresholds=[(1, "orange")],
                         description="SCHEDULED more than 5 min after their start (alert ReachliveTasksStuckScheduled).",
                     ),
+                    P(
+                        "Redis outage (s, longest now)",
+                        [q("max(reachlive_redis_outage_seconds) or vector(0)")],
+                        "s",
+                        kind="stat",
+                        width=4,
+                        thresholds=[(1, "orange"), (30, "red")],
+                        description="Seconds the current Redis outage has lasted for the worst-off process (0: every "
+                        "service reaches Redis). The services wait and resume on their own (alert ReachliveRedisDown).",
+                    ),
                 ],
             ),
             (
