@@ -147,6 +147,10 @@ class IngestSettings(BaseSettings):
     audio_retention_seconds: PositiveSeconds = 900.0
     standby_buffer_seconds: PositiveSeconds = 30.0  # audio a hot standby holds (> primary TTL)
     heartbeat_seconds: PositiveSeconds = 1.0  # primary lease refresh / standby takeover check
+    # Decoded audio each publisher holds while Redis is down (16 kHz s16: 32 kB/s, so 120 s is
+    # 3.84 MB a stream): twice the 60 s outage a managed Redis's failover or restart takes.
+    # Past it the oldest audio is dropped (reachlive_ingest_outage_dropped_seconds_total).
+    outage_buffer_seconds: PositiveSeconds = 120.0
     # SO_REUSEPORT: several ingest processes on one host share LISTEN, the kernel spreading the
     # connections among them (replicas on one machine; each holds only its own connections).
     reuse_port: bool = True

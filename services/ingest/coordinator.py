@@ -8,7 +8,9 @@ media timeline, the media session and the end-of-stream entry.
   so the timeline is exact across writers), ``pts_end``/``epoch_end`` (source pts and
   arrival epoch just past the last sample written, so a standby knows where to continue),
   ``alive`` (last heartbeat or write of a writer: how long the event has been paused), ``eos``
-  (the end-of-stream entry was written: only once the event is over, never for a pause).
+  (the end-of-stream entry was written: only once the event is over, never for a pause),
+  ``writer`` (publisher id of the last write: after a Redis outage it tells a writer whether
+  the write it was waiting on when Redis went away landed).
 - Every audio write checks, atomically, that the writer still holds the lease and that the
   timeline did not move under it (compare-and-set on ``samples``), so two writers can never
   interleave.
@@ -61,13 +63,41 @@ return 0
 _WRITE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 if redis.call('HGET', KEYS[2], 'eos') == '1' then return -2 end
-if (redis.call('HGET', KEYS[2], 'samples') or '0') ~= ARGV[3] then return -3 end
+local samples = redis.call('HGET', KEYS[2], 'samples') or '0'
+if samples ~= ARGV[3] then
+  -- this very write landed already (sent again after a Redis outage hid its reply)
+  if samples == ARGV[4] and redis.call('HGET', KEYS[2], 'writer') == ARGV[1] then return 2 end
+  return -3
+end
 local entry = {}
 for i = 9, #ARGV do entry[#entry + 1] = ARGV[i] end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', unpack(entry))
-redis.call('HSET', KEYS[2], 'samples', ARGV[4], 'pts_end', ARGV[5], 'epoch_end', ARGV[6], 'alive', ARGV[8])
+redis.call('HSET', KEYS[2], 'samples', ARGV[4], 'pts_end', ARGV[5], 'epoch_end', ARGV[6], 'alive', ARGV[8],
+           'writer', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
+"""
+
+# After a Redis outage, the writer that was buffering takes its lease back (it lapsed during an
+# outage longer than its TTL) if nobody wrote meanwhile: the timeline still ends where the writer
+# stopped, or one chunk further by a write of its own that was in flight when Redis went away
+# (it cannot know whether that one landed; ``writer`` and the count tell).
+# KEYS: primary, state. ARGV: me, ttl ms, expected samples, expected + in-doubt chunk ('' if
+# none), now. Returns 1 (continue at expected), 2 (the chunk in doubt landed), 0 (another writer
+# holds the lease or wrote: be a standby), -2 (end of stream written).
+_RESUME = """
+if redis.call('HGET', KEYS[2], 'eos') == '1' then return -2 end
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+local samples = redis.call('HGET', KEYS[2], 'samples') or '0'
+local code = 1
+if samples ~= ARGV[3] then
+  if ARGV[4] == '' or samples ~= ARGV[4] or redis.call('HGET', KEYS[2], 'writer') ~= ARGV[1] then return 0 end
+  code = 2
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('HSET', KEYS[2], 'alive', ARGV[5])
+return code
 """
 
 # KEYS: primary, state, audio. ARGV: expected samples, retention s, state ttl s, then the
@@ -120,6 +150,7 @@ class Coordinator:
         self._refresh = client.register_script(_REFRESH)
         self._release = client.register_script(_RELEASE)
         self._write = client.register_script(_WRITE)
+        self._resume = client.register_script(_RESUME)
         self._eos = client.register_script(_EOS)
         self._open = client.register_script(_OPEN)
 
@@ -143,9 +174,17 @@ class Coordinator:
     async def release(self, event_id: str, me: str) -> None:
         await self._release(keys=self._keys(event_id)[:2], args=[me, repr(time.time())])
 
+    async def resume(self, event_id: str, me: str, expected: int, in_doubt: int) -> int:
+        """Take the lease back after an outage (see _RESUME): 1, 2 (the ``in_doubt`` samples
+        written last landed), 0 (someone else writes now), -2 (ended)."""
+        landed = str(expected + in_doubt) if in_doubt else ""
+        args = [me, self.ttl_ms, str(expected), landed, repr(time.time())]
+        return int(await self._resume(keys=self._keys(event_id)[:2], args=args))
+
     async def write(self, event_id: str, me: str, expected: int, chunk: streams.AudioChunk, epoch_end: float) -> int:
-        """XADD one chunk if still the writer at ``expected`` samples: 1, or -1 lost lease,
-        -2 after end of stream, -3 timeline moved."""
+        """XADD one chunk if still the writer at ``expected`` samples: 1, 2 (this chunk was
+        written already: its first reply was lost to an outage), or -1 lost lease, -2 after end
+        of stream, -3 timeline moved."""
         n = len(chunk.pcm) // 2
         flat: list[str | bytes] = []
         for k, v in chunk.fields().items():

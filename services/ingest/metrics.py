@@ -11,7 +11,7 @@ CONNECTIONS = Gauge("reachlive_ingest_connections", "TCP connections open (any s
 PUBLISHERS = Gauge("reachlive_ingest_publishers", "accepted publishers connected, by role", ["role"])
 REJECTED = Counter(
     "reachlive_ingest_publish_rejected_total",
-    "publishes refused with NetStream.Publish.BadName, by reason",
+    "publishes refused (NetStream.Publish.BadName; .Failed while Redis is unavailable), by reason",
     ["reason"],
 )
 CLOSED = Counter(
@@ -37,4 +37,8 @@ END_OF_STREAM = Counter("reachlive_ingest_end_of_stream_total", "end-of-stream e
 EVENTS_PAUSED = Gauge(
     "reachlive_ingest_events_paused",
     "open media sessions whose publishers went away (paused until a publish resumes them or the window ends)",
+)
+OUTAGE_DROPPED = Counter(
+    "reachlive_ingest_outage_dropped_seconds_total",
+    "seconds of audio dropped (oldest first) because a Redis outage outlasted the outage buffer",
 )

@@ -3,18 +3,28 @@ chunks on the event's timeline; as a hot standby, holds recent audio to continue
 the primary stopped (DESIGN sections 2 and 3).
 
 All methods run in the connection's task, one at a time (no locking needed).
+
+Redis outages (issue 18): a publisher never needs Redis to keep its connection. While Redis is
+down (``Link``), the writer keeps its decoded audio in its track, up to ``outage_buffer_seconds``
+(past it the oldest is dropped, counted), and writes the backlog in order when Redis is back,
+after taking its lease back (``Coordinator.resume``), so the timeline continues exactly where it
+stopped. A standby holds as much while Redis is down, and waits a lease TTL after Redis came
+back before trying to take over, so that the writer with the backlog goes first; if the writer
+is gone, the standby continues from its own buffer, exactly as in a normal takeover.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 from services.ingest import metrics
 from services.ingest.coordinator import RATE, Coordinator, Timeline
 from services.ingest.decoder import BATCH_SECONDS, AudioDecoder, DecodeError
+from services.ingest.outage import OUTAGE_ERRORS, Link
 from services.ingest.track import Track
-from shared import streams
+from shared import keys, redis_health, streams
 from shared.rtmp.errors import ProtocolError
 from shared.rtmp.flv import TimestampUnwrapper, parse_audio_tag
 
@@ -25,11 +35,22 @@ log = logging.getLogger(__name__)
 # with audio that arrived after the primary's last.
 ALIGN_TOLERANCE_SECONDS = 3.0
 RESAMPLER_DELAY_SECONDS = 0.003
+# After Redis comes back, a standby leaves the lease this long to the writer that buffered the
+# outage's audio (a lapsed lease's TTL: as long as a normal takeover waits for a stalled writer).
+WRITER_FIRST_SECONDS = float(keys.INGEST_PRIMARY_TTL_SECONDS)
 
 
 class Publisher:
     def __init__(
-        self, coord: Coordinator, event_id: str, task_id: str, *, chunk_ms: int, standby_seconds: float
+        self,
+        coord: Coordinator,
+        event_id: str,
+        task_id: str,
+        *,
+        chunk_ms: int,
+        standby_seconds: float,
+        outage_buffer_seconds: float = 120.0,
+        link: Link | None = None,
     ) -> None:
         self.coord = coord
         self.event_id = event_id
@@ -39,6 +60,15 @@ class Publisher:
         self.ended = False  # the event's end-of-stream was written: nothing more to do
         self.chunk_samples = chunk_ms * RATE // 1000
         self.standby_samples = int(standby_seconds * RATE)
+        self.outage_samples = int(outage_buffer_seconds * RATE)
+        self.link = link or Link(redis_health.get("ingest"))
+        # A writer whose writes stopped because Redis went away: it takes its lease back
+        # (Coordinator.resume) before writing again.
+        self.suspended = False
+        # The write in flight when Redis went away, which may or may not have landed:
+        # (track position of its first sample, samples).
+        self._in_doubt: tuple[int, int] | None = None
+        self._dropped = 0  # samples dropped (oldest first) during the current outage
         self.track = Track()
         self.decoder = AudioDecoder()
         self.unwrap = TimestampUnwrapper()
@@ -87,7 +117,15 @@ class Publisher:
         if self.role == "primary":
             await self._write_ready(final=False)
         else:
-            self.track.keep_last(self.standby_samples)
+            self.track.keep_last(self._standby_keep())
+
+    def _standby_keep(self) -> int:
+        """Samples a standby holds: its usual few seconds, or the outage buffer while Redis is
+        down and until the writer had its chance to resume (the standby may have to continue
+        from where the writer stopped before the outage)."""
+        if self.link.down_or_recent(2 * WRITER_FIRST_SECONDS):
+            return max(self.standby_samples, self.outage_samples)
+        return self.standby_samples
 
     def seconds_to_chunk(self) -> float | None:
         """Audio still missing from the chunk being filled (a real-time publisher sends it in
@@ -103,6 +141,11 @@ class Publisher:
         return self.role == "primary" and not self.ended and now - self._last_epoch < within
 
     async def _write_ready(self, *, final: bool) -> None:
+        if self.role == "primary" and not self.link.up:
+            self.suspended = True
+        if self.suspended and not await self._resume():
+            self._bound_backlog()
+            return
         while self.role == "primary" and (
             self.track.available >= self.chunk_samples or (final and self.track.available)
         ):
@@ -114,8 +157,16 @@ class Publisher:
             n = len(pcm) // 2
             epoch_end = self.track.at(self.track.head + n)[1] if self.track.available > n else self._last_epoch
             chunk = streams.AudioChunk(media_time=self.expected / RATE, pts=pts, epoch=epoch, pcm=pcm)
-            res = await self.coord.write(self.event_id, self.id, self.expected, chunk, epoch_end)
-            if res == 1:
+            try:
+                res = await self.coord.write(self.event_id, self.id, self.expected, chunk, epoch_end)
+            except OUTAGE_ERRORS as exc:
+                # Sent or not, landed or not: Coordinator.resume tells once Redis is back.
+                self._in_doubt = (self.track.head, n)
+                self.link.lost(exc)
+                self.suspended = True
+                self._bound_backlog()
+                return
+            if res in (1, 2):
                 self.track.drop(n)
                 self.expected += n
                 self._wrote_since_beat = True
@@ -127,6 +178,55 @@ class Publisher:
                 # from the last pts written, which is before this chunk.
                 log.info("lost the writer lease; now a standby")
                 self._set_role("standby")
+
+    async def _resume(self) -> bool:
+        """A suspended writer, Redis up: take the lease back and settle the write in doubt.
+        True if this publisher writes on (as primary, or not at all if it became a standby)."""
+        if not self.link.up:
+            return False
+        in_doubt = self._in_doubt[1] if self._in_doubt else 0
+        try:
+            res = await self.coord.resume(self.event_id, self.id, self.expected, in_doubt)
+        except OUTAGE_ERRORS as exc:
+            self.link.lost(exc)
+            return False
+        if res == 2 and self._in_doubt is not None:
+            start, n = self._in_doubt
+            # It landed: it is on the stream, whatever the buffer dropped meanwhile.
+            self.track.drop(start + n - self.track.head)
+            self.expected += n
+        held = self.track.available / RATE
+        self.suspended = False
+        self._in_doubt = None
+        dropped, self._dropped = self._dropped / RATE, 0
+        if res in (1, 2):
+            log.info(
+                "redis is back: writing %.1f s of buffered audio at %.3f s (%.1f s dropped)",
+                held,
+                self.expected / RATE,
+                dropped,
+            )
+            return True
+        if res == -2:
+            self.ended = True
+        else:
+            log.info("redis is back and another publisher writes the event's audio; now a standby")
+        self._set_role("standby")
+        return True
+
+    def _bound_backlog(self) -> None:
+        """While Redis is down: keep at most ``outage_samples`` of audio, dropping the oldest."""
+        excess = self.track.available - self.outage_samples
+        if excess <= 0:
+            return
+        if not self._dropped:
+            log.warning(
+                "redis outage longer than the %.0f s audio buffer: dropping the oldest audio",
+                self.outage_samples / RATE,
+            )
+        self.track.drop(excess)
+        self._dropped += excess
+        metrics.OUTAGE_DROPPED.inc(excess / RATE)
 
     def _apply_alignment(self, timeline: Timeline) -> None:
         if timeline.pts_end is None:
@@ -142,17 +242,27 @@ class Publisher:
         publisher has sent nothing lately (stalled or half-open): then the lease lapses."""
         if self.ended:
             return
-        if self.role == "primary":
-            if self._wrote_since_beat:
-                # The write renewed the lease (TTL 5 s, beats every second) and ``alive``: a
-                # refresh would be a third Redis round trip per stream per second for nothing.
-                self._wrote_since_beat = False
-                return
-            if receiving and not await self.coord.refresh(self.event_id, self.id):
-                log.info("writer lease lost; now a standby")
-                self._set_role("standby")
-        elif receiving:
-            await self.try_acquire()
+        if not self.link.up:
+            self.suspended = self.suspended or self.role == "primary"
+            return
+        try:
+            if self.role == "primary":
+                if self.suspended:
+                    await self._write_ready(final=False)
+                    return
+                if self._wrote_since_beat:
+                    # The write renewed the lease (TTL 5 s, beats every second) and ``alive``: a
+                    # refresh would be a third Redis round trip per stream per second for nothing.
+                    self._wrote_since_beat = False
+                    return
+                if receiving and not await self.coord.refresh(self.event_id, self.id):
+                    log.info("writer lease lost; now a standby")
+                    self._set_role("standby")
+            elif receiving and not self.link.down_or_recent(WRITER_FIRST_SECONDS):
+                await self.try_acquire()
+        except OUTAGE_ERRORS as exc:
+            self.link.lost(exc)
+            self.suspended = self.role == "primary"
 
     async def try_acquire(self) -> None:
         res = await self.coord.acquire(self.event_id, self.id)
@@ -174,14 +284,46 @@ class Publisher:
         self._set_role("primary")
         await self._write_ready(final=False)
 
-    async def close(self) -> None:
-        """The publish ended: write what is left (decoder tail too) and hand the lease over."""
+    async def close(self) -> bool:
+        """The publish ended: write what is left (decoder tail too) and hand the lease over.
+        True when Redis is down and audio is left: call ``finish`` to write it when Redis is back."""
         try:
             if self.role == "primary":
                 for pcm, seg_pts, seg_epoch in self.decoder.flush():
                     self.track.append(pcm, seg_pts, seg_epoch)
-                await self._write_ready(final=True)
-                await self.coord.release(self.event_id, self.id)
+            return not await self._finish_now()
+        except BaseException:
+            self._closed()
+            raise
+
+    async def finish(self, wait: float) -> None:
+        """Write a closed publisher's backlog once Redis is back, waiting at most ``wait`` s."""
+        deadline = time.monotonic() + wait
+        try:
+            while not await self._finish_now():
+                if not await self.link.wait_up(deadline - time.monotonic()):
+                    held = self.track.available / RATE
+                    log.warning("redis did not come back in time: %.1f s of audio of a closed publish dropped", held)
+                    metrics.OUTAGE_DROPPED.inc(held)
+                    return
         finally:
+            self._closed()
+
+    async def _finish_now(self) -> bool:
+        """Flush and release; False if Redis went away first (the audio is still held)."""
+        if self.role == "primary":
+            await self._write_ready(final=True)
+            if self.suspended:
+                return False
+            if self.role == "primary":
+                try:
+                    await self.coord.release(self.event_id, self.id)
+                except OUTAGE_ERRORS as exc:
+                    self.link.lost(exc)  # the lease lapses by itself
+        self._closed()
+        return True
+
+    def _closed(self) -> None:
+        if self.role != "closed":
             metrics.PUBLISHERS.labels(self.role).dec()
             self.role = "closed"

@@ -1,6 +1,11 @@
 """The asyncio RTMP(S) server of the ingest (DESIGN section 3): moves bytes between sockets and
 ``shared.rtmp.ServerConnection``, admits publishes, runs the per-connection timers, listens for
 revoked tasks, and sweeps open media sessions for their end of stream.
+
+Redis outages (issue 18) never cost a publisher its connection: every Redis call here treats an
+outage error as "Redis is down" (``Link``), after which publishers buffer, revalidation and the
+sweep wait, and a new publish waits for Redis up to the handshake timeout, then is refused with a
+"temporarily unavailable, retry" status. A prober PINGs until Redis answers.
 """
 
 from __future__ import annotations
@@ -13,16 +18,22 @@ import ssl
 import time
 from dataclasses import dataclass
 
+import redis.asyncio as aioredis
+import redis.exceptions as rex
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
 from services.ingest import metrics
 from services.ingest.admission import Admission, Rejected, admit, check
 from services.ingest.coordinator import Coordinator
+from services.ingest.outage import OUTAGE_ERRORS, Health, Link
 from services.ingest.publisher import Publisher
 from services.ingest.readpause import ReadPause, coalesce_pause, wake_at
-from shared import keys, registry
-from shared.aio import TaskSet
+from shared import keys, redis_health, registry
+from shared.aio import TaskSet, check_cancelled
 from shared.commands import PROCESSING, send_async
 from shared.logs import bind
-from shared.redis_client import command_client
+from shared.redis_client import POOL_WAIT_SECONDS
 from shared.rtmp import (
     Connected,
     MediaMessage,
@@ -45,6 +56,12 @@ VALIDATE_SECONDS = 5.0  # re-check key, task and window of a live publish (pub/s
 # An open event with no publisher delivering for this long counts as paused (a metric only: a
 # pause never ends anything, DESIGN section 3).
 PAUSED_AFTER_SECONDS = 5.0
+# A Redis command unanswered this long means a frozen or unreachable Redis: the connection's
+# loop must not wait longer than this for it (its publisher's bytes wait in the socket
+# meanwhile). Redis answers in a millisecond; the ingest's loop lag stays well under a second.
+REDIS_TIMEOUT_SECONDS = 2.0
+PROBE_SECONDS = 0.5  # PING period while Redis is down
+UNAVAILABLE = "Captioning is temporarily unavailable, retry in a few seconds"
 
 
 class _Closed(Exception):
@@ -61,14 +78,32 @@ class _Live:
     publisher: Publisher
     stream_id: int
     revoked: str = ""
+    registered: bool = False  # the accepted publish was recorded (event seen, media session open)
+
+
+def ingest_client(redis_url: str) -> aioredis.Redis:
+    """The ingest's command client: a bounded pool (hundreds of publishers write at once; a
+    connection each at most, Redis takes 10k+) whose commands fail after REDIS_TIMEOUT_SECONDS
+    instead of waiting for a frozen Redis, retried once at once on a broken connection (a pooled
+    connection from before a Redis restart) and never on a timeout (a timed-out write may still
+    land: the publisher settles that itself once Redis is back)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        redis_url,
+        max_connections=512,
+        timeout=POOL_WAIT_SECONDS,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        retry=Retry(NoBackoff(), 1, supported_errors=(rex.ConnectionError,)),
+    )
+    return aioredis.Redis(connection_pool=pool)
 
 
 class IngestServer:
-    def __init__(self, settings: IngestSettings, redis_url: str) -> None:
+    def __init__(self, settings: IngestSettings, redis_url: str, health: Health | None = None) -> None:
         self.settings = settings
         self.redis_url = redis_url
-        # Hundreds of publishers write at once; a connection each at most (Redis takes 10k+).
-        self.client = command_client(redis_url, max_connections=512)
+        self.client = ingest_client(redis_url)
+        self.link = Link(health or redis_health.get("ingest"))
         self.coord = Coordinator(
             self.client, chunk_ms=settings.chunk_ms, retention_seconds=settings.audio_retention_seconds
         )
@@ -99,6 +134,7 @@ class IngestServer:
         self.port = self._server.sockets[0].getsockname()[1]
         self.tasks.spawn(self._revocations(), "revocations")
         self.tasks.spawn(self._sweeper(), "sweeper")
+        self.tasks.spawn(self._probe(), "redis-probe")
         log.info("ingest listening", extra={"port": self.port, "tls": bool(self.settings.tls_cert)})
         return self.port
 
@@ -144,9 +180,8 @@ class IngestServer:
             metrics.CONNECTIONS.dec()
             live = box[0]
             if live is not None:
-                self._forget(live)
                 try:
-                    await asyncio.shield(live.publisher.close())
+                    await asyncio.shield(self._close_publisher(live))
                 except Exception:
                     log.exception("flushing a closed publisher failed")
             with contextlib.suppress(Exception):
@@ -223,6 +258,8 @@ class IngestServer:
                     raise _Closed(live.revoked)
                 if now >= next_beat:
                     next_beat = now + s.heartbeat_seconds
+                    if not live.registered:
+                        await self._register(live)
                     await live.publisher.heartbeat(receiving=now - last_data < STALL_SECONDS)
                 if now >= next_check:
                     next_check = now + VALIDATE_SECONDS
@@ -232,10 +269,17 @@ class IngestServer:
         conn.stop_publish(live.stream_id, description, code="NetStream.Publish.BadName")
 
     async def _revalidate(self, live: _Live) -> None:
+        # While Redis is down nothing can be checked, and a publish is never closed for that.
+        if not self.link.up:
+            return
         ev = live.admission.event
-        key_exists, event, task = await registry.read_publish(
-            self.client, live.admission.key_hash, ev.id, live.admission.task.id
-        )
+        try:
+            key_exists, event, task = await registry.read_publish(
+                self.client, live.admission.key_hash, ev.id, live.admission.task.id
+            )
+        except OUTAGE_ERRORS as exc:
+            self.link.lost(exc)
+            return
         if not key_exists or event is None or task is None:
             live.revoked = "revoked"
             return
@@ -258,32 +302,46 @@ class IngestServer:
             return await self._admit(conn, ev)
         if isinstance(ev, Unpublished):
             if live is not None and ev.stream_id == live.stream_id:
-                self._forget(live)
-                await live.publisher.close()
+                await self._close_publisher(live)
                 return None
             return live
         if isinstance(ev, Connected):
             log.debug("connect app=%s", ev.app)
         return live
 
-    def _reject(self, conn: ServerConnection, stream_id: int, exc: Rejected) -> None:
+    def _reject(
+        self, conn: ServerConnection, stream_id: int, exc: Rejected, code: str = "NetStream.Publish.BadName"
+    ) -> None:
         metrics.REJECTED.labels(exc.reason).inc()
         log.info("publish rejected: %s", exc.reason)
-        conn.reject_publish(stream_id, exc.description)
+        conn.reject_publish(stream_id, exc.description, code)
 
     async def _admit(self, conn: ServerConnection, ev: PublishRequested) -> _Live | None:
-        try:
-            adm = await admit(
-                self.client,
-                expected_app=self.settings.app,
-                app=conn.app or "",
-                name=ev.name,
-                now=time.time(),
-                margin=self.settings.window_margin_seconds,
-            )
-        except Rejected as exc:
-            self._reject(conn, ev.stream_id, exc)
-            return None
+        # Redis down: the decision waits for it, up to the handshake timeout (a restart or a
+        # failover of a few seconds costs the encoder nothing), then the publish is refused with
+        # a status saying to retry (encoders retry a failed publish; a bare close reads as a
+        # network fault). A publish is never accepted without the registry's word.
+        loop = asyncio.get_running_loop()
+        hold_until = loop.time() + self.settings.handshake_timeout_seconds
+        while True:
+            if not await self.link.wait_up(hold_until - loop.time()):
+                self._reject(conn, ev.stream_id, Rejected("unavailable", UNAVAILABLE), "NetStream.Publish.Failed")
+                return None
+            try:
+                adm = await admit(
+                    self.client,
+                    expected_app=self.settings.app,
+                    app=conn.app or "",
+                    name=ev.name,
+                    now=time.time(),
+                    margin=self.settings.window_margin_seconds,
+                )
+                break
+            except Rejected as exc:
+                self._reject(conn, ev.stream_id, exc)
+                return None
+            except OUTAGE_ERRORS as exc:
+                self.link.lost(exc)
         bind(event_id=adm.event.id, task_id=adm.task.id)
         publisher = Publisher(
             self.coord,
@@ -291,20 +349,47 @@ class IngestServer:
             adm.task.id,
             chunk_ms=self.settings.chunk_ms,
             standby_seconds=self.settings.standby_buffer_seconds,
+            outage_buffer_seconds=self.settings.outage_buffer_seconds,
+            link=self.link,
         )
         live = _Live(adm, publisher, ev.stream_id)
         self._live.setdefault((adm.event.id, adm.task.id), set()).add(live)
         conn.accept_publish(ev.stream_id)
-        await self.coord.mark_seen(adm.event.id)
-        # The writer lease at once: a standby of a paused event continues the timeline now.
-        await publisher.try_acquire()
-        if await self.coord.open_session(adm.event.id):
-            log.info("media session opened")
-            # In the background: the Celery send waits for a thread and the broker (the first one
-            # sets up the sender), and the connection must read its audio meanwhile.
-            self.tasks.spawn(self._ask_processing(adm.event.id), f"processing:{adm.event.id}")
+        await self._register(live)
+        if live.registered:
+            # The writer lease at once: a standby of a paused event continues the timeline now.
+            try:
+                await publisher.try_acquire()
+            except OUTAGE_ERRORS as exc:
+                self.link.lost(exc)  # the heartbeat tries again once Redis is back
         log.info("publish accepted as %s", publisher.role)
         return live
+
+    async def _register(self, live: _Live) -> None:
+        """Record an accepted publish: the event has a publisher, its media session is open.
+        Redis went away after the admission: retried at the connection's beats until done."""
+        if not self.link.up:
+            return
+        event_id = live.admission.event.id
+        try:
+            await self.coord.mark_seen(event_id)
+            if await self.coord.open_session(event_id):
+                log.info("media session opened")
+                # In the background: the Celery send waits for a thread and the broker (the first
+                # one sets up the sender), and the connection must read its audio meanwhile.
+                self.tasks.spawn(self._ask_processing(event_id), f"processing:{event_id}")
+        except OUTAGE_ERRORS as exc:
+            self.link.lost(exc)
+            return
+        live.registered = True
+
+    async def _close_publisher(self, live: _Live) -> None:
+        """The publish ended; its audio still held during a Redis outage is written when Redis
+        is back (in the background, for at most the outage buffer's length)."""
+        self._forget(live)
+        if await live.publisher.close():
+            wait = self.settings.outage_buffer_seconds
+            self.tasks.spawn(live.publisher.finish(wait), f"finish:{live.admission.event.id}")
 
     async def _ask_processing(self, event_id: str) -> None:
         try:
@@ -340,6 +425,11 @@ class IngestServer:
                         live.revoked = "revoked"
             except asyncio.CancelledError:
                 raise
+            except OUTAGE_ERRORS as exc:
+                # Messages published meanwhile are lost; the publishers' revalidation catches up.
+                self.link.lost(exc)
+                await asyncio.sleep(PROBE_SECONDS)
+                await self.link.wait_up()
             except Exception:
                 log.exception("revocation listener failed; resubscribing")
                 await asyncio.sleep(1)
@@ -353,12 +443,30 @@ class IngestServer:
         # cancellation that lands inside one of its calls.
         while not self._closing:
             await asyncio.sleep(self.sweep_seconds)
+            # Redis down: nothing can be decided (DESIGN section 3, issue 18); a failed read
+            # is never taken as an event gone.
+            if not self.link.up:
+                continue
             try:
                 await self.sweep_once()
             except asyncio.CancelledError:
                 raise
+            except OUTAGE_ERRORS as exc:
+                self.link.lost(exc)
             except Exception:
                 log.exception("end-of-stream sweep failed")
+
+    async def _probe(self) -> None:
+        """While Redis is down, PING it until it answers, then say it is back."""
+        while not self._closing:
+            await self.link.wait_down()
+            check_cancelled()
+            try:
+                await self.client.ping()
+            except OUTAGE_ERRORS:
+                await asyncio.sleep(PROBE_SECONDS)
+                continue
+            self.link.back()
 
     async def sweep_once(self) -> None:
         """End the media of events that are over; count the paused ones.
@@ -391,8 +499,11 @@ class IngestServer:
                     paused += now - seen > PAUSED_AFTER_SECONDS
                     continue
                 self._stop_event(event_id, "window")
-                if now <= closes + self.settings.grace_seconds:
-                    continue  # drain: the stopped publishers flush their last audio
+                # Drain: the stopped publishers flush their last audio; after a Redis outage,
+                # from Redis's return (with their backlogs, which they write at their next beat).
+                drain_from = max(closes, self.link.back_at + self.settings.heartbeat_seconds)
+                if now <= drain_from + self.settings.grace_seconds:
+                    continue
                 reason = "window_ended"
             if await self.coord.end_of_stream(event_id, reason):
                 log.info("end of stream written", extra={"event_id": event_id, "reason": reason})
