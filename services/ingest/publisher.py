@@ -190,21 +190,24 @@ class Publisher:
         except OUTAGE_ERRORS as exc:
             self.link.lost(exc)
             return False
+        landed = ""
         if res == 2 and self._in_doubt is not None:
             start, n = self._in_doubt
             # It landed: it is on the stream, whatever the buffer dropped meanwhile.
             self.track.drop(start + n - self.track.head)
             self.expected += n
+            landed = "; the write in flight had landed"
         held = self.track.available / RATE
         self.suspended = False
         self._in_doubt = None
         dropped, self._dropped = self._dropped / RATE, 0
         if res in (1, 2):
             log.info(
-                "redis is back: writing %.1f s of buffered audio at %.3f s (%.1f s dropped)",
+                "redis is back: writing %.1f s of buffered audio at %.3f s (%.1f s dropped%s)",
                 held,
                 self.expected / RATE,
                 dropped,
+                landed,
             )
             return True
         if res == -2:
