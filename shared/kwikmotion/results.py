@@ -43,6 +43,7 @@ from shared.kwikmotion.events import (
 
 BUFFER_SECONDS = 1.0  # seed FAQ: "1-second audio buffering"
 TOLERANCE = 0.25  # slack when placing a result's times (rounding, a last word's end)
+ROUNDING = 0.0011  # times come rounded to 1 ms: a smaller move is not counted as a clamp
 SAME_TIMES = 0.01  # an AddTranslation "has its transcript's times" within this
 DEFAULT_WAIT = 10.0  # seconds a chunk waits for a result that may never come
 RECENT = 8  # chunks remembered after their release (to tell a repeated translation)
@@ -399,7 +400,9 @@ class ChunkResults:
         e = min(max(end, s), c.t1)
         s, e = round(s, 6), round(e, 6)
         self._prev_end[stream] = e
-        return s, e, abs(s - start) > 1e-6 or abs(e - end) > 1e-6
+        # Results carry times to the millisecond (the seed's examples, the emulator): moving one by
+        # less than that is rounding, not a clamp worth counting.
+        return s, e, abs(s - start) > ROUNDING or abs(e - end) > ROUNDING
 
     def _prune(self) -> None:
         done = self.completed
