@@ -39,7 +39,8 @@ from tests.rtmp.helpers import Client, handshake
 from tests.support.proc import Service, free_port, wait_port
 
 OUTAGE_SECONDS = 8.0
-LOOPED = np.concatenate([REF, REF])  # the sample published twice (-stream_loop 1): 22 s
+LOOPS = 1  # the sample published twice (-stream_loop 1): 22 s
+LOOPED = np.concatenate([REF] * (LOOPS + 1))
 
 
 @pytest.fixture
@@ -93,7 +94,10 @@ async def publish_through(
     closed_before = total(metrics.CLOSED)
     publish = asyncio.create_task(
         ffmpeg_publish(
-            f"rtmp://127.0.0.1:{server.port}/live/key-1", realtime=True, input_args=("-stream_loop", "1"), timeout=120
+            f"rtmp://127.0.0.1:{server.port}/live/key-1",
+            realtime=True,
+            input_args=("-stream_loop", str(LOOPS)),
+            timeout=60 + 12 * LOOPS + OUTAGE_SECONDS,
         )
     )
     await wait_for(lambda: (written(client) or 0) >= 3.0, 30)
