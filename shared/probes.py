@@ -34,7 +34,7 @@ import redis
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from shared import redis_health
+from shared import redis_client, redis_health
 from shared.metrics import render
 from shared.redis_health import RedisHealth
 
@@ -181,7 +181,7 @@ async def watch(probe: Probe, redis_url: str) -> None:
     """Until cancelled: stamp the loop turn and ping Redis, on the service's own loop."""
     probe.watched = True
     # No socket_timeout (see services/gateway/fanout.py): the deadline is asyncio.timeout.
-    client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=PING_TIMEOUT_SECONDS, max_connections=4)
+    client = redis_client.async_client(redis_url, socket_connect_timeout=PING_TIMEOUT_SECONDS, max_connections=4)
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(_stamp(probe), name=f"{probe.service}:probe-turn")
@@ -214,7 +214,7 @@ def start_pinger(probe: Probe, redis_url: str) -> threading.Thread:
     """Ping Redis from a daemon thread (the Celery processes, whose main loop is not asyncio).
     The loop turn is stamped by the process's own loop, not here."""
     probe.watched = True
-    client = redis.Redis.from_url(
+    client = redis_client.sync_client(
         redis_url, socket_timeout=PING_TIMEOUT_SECONDS, socket_connect_timeout=PING_TIMEOUT_SECONDS
     )
 

@@ -47,6 +47,12 @@ def _url(*schemes: str, allow_empty: bool = False):
     return AfterValidator(check)
 
 
+def _redis_url(value: str) -> str:
+    from shared.redis_client import check_url  # redis-py is not needed to read other settings
+
+    return check_url(value) if value else value
+
+
 ListenAddress = Annotated[str, AfterValidator(_listen)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
@@ -64,7 +70,8 @@ def _config(group: str = "") -> SettingsConfigDict:
 class CommonSettings(BaseSettings):
     model_config = _config()
 
-    redis_url: Annotated[str, _url("redis", "rediss", "unix", allow_empty=True)] = ""
+    # redis://, rediss://, unix:// or redis+sentinel:// (shared/redis_client.py); errors hide passwords.
+    redis_url: Annotated[str, AfterValidator(_redis_url)] = ""
     metrics_port: int = Field(default=9100, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
     log_format: Literal["auto", "json", "text"] = "auto"

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import time
 
-import redis
-
 from services.demo.scenario import FINAL, EventRun
-from shared import registry
+from shared import redis_client, registry
 from shared.kaltura.client import KalturaFacade
 from shared.kaltura.models import SCHEDULED, feature_name
 from shared.settings import KalturaSettings, load
@@ -52,7 +50,7 @@ def wait_final(redis_url: str, run: EventRun, timeout: float) -> dict[str, int]:
     tasks, so they are read from the registry, which the poller updates after each updateJob)."""
     deadline = time.monotonic() + timeout
     statuses: dict[str, int] = {}
-    with redis.Redis.from_url(redis_url) as client:
+    with redis_client.sync_client(redis_url) as client:
         while time.monotonic() < deadline:
             for task_id in run.task_ids:
                 task = registry.read_task_sync(client, run.event_id, task_id)

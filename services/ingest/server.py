@@ -33,7 +33,7 @@ from shared import keys, redis_health, registry
 from shared.aio import TaskSet, check_cancelled
 from shared.commands import PROCESSING, send_async
 from shared.logs import bind
-from shared.redis_client import POOL_WAIT_SECONDS
+from shared.redis_client import POOL_WAIT_SECONDS, command_client
 from shared.rtmp import (
     Connected,
     MediaMessage,
@@ -87,15 +87,14 @@ def ingest_client(redis_url: str) -> aioredis.Redis:
     instead of waiting for a frozen Redis, retried once at once on a broken connection (a pooled
     connection from before a Redis restart) and never on a timeout (a timed-out write may still
     land: the publisher settles that itself once Redis is back)."""
-    pool = aioredis.BlockingConnectionPool.from_url(
+    return command_client(  # redis+sentinel:// too (shared/redis_client.py)
         redis_url,
         max_connections=512,
-        timeout=POOL_WAIT_SECONDS,
+        wait=POOL_WAIT_SECONDS,
         socket_timeout=REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
         retry=Retry(NoBackoff(), 1, supported_errors=(rex.ConnectionError,)),
     )
-    return aioredis.Redis(connection_pool=pool)
 
 
 class IngestServer:

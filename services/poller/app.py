@@ -11,13 +11,12 @@ import logging
 import uuid
 from typing import Any
 
-import redis
 from celery import Celery, Task
 
 from services.poller import lifecycle, metrics
 from services.poller.context import Context
 from services.poller.provision import give_up, provision
-from shared import commands, keys
+from shared import commands, keys, redis_client
 from shared.kaltura import KalturaFacade, errors
 from shared.kaltura.errors import KalturaRetryableError
 from shared.kaltura.models import VendorTask
@@ -46,9 +45,12 @@ def make_app(
         ingest = load(IngestSettings)  # the poller judges windows with the ingest's margin
         media_url = media_url or ingest.public_url
         window_margin_seconds = ingest.window_margin_seconds if window_margin_seconds is None else window_margin_seconds
-    app = Celery("reachlive-poller", broker=redis_url, set_as_current=False)
+    # A redis+sentinel:// URL becomes kombu's sentinel:// broker and redbeat's sentinel options
+    # (shared/redis_client.py): every Redis client of the poller follows a failover.
+    broker_url, broker_options = redis_client.celery_broker(redis_url)
+    app = Celery("reachlive-poller", broker=broker_url, set_as_current=False)
     app.conf.update(
-        broker_transport_options={**commands.broker_options(), **BROKER_SOCKET_OPTIONS},
+        broker_transport_options={**commands.broker_options(), **BROKER_SOCKET_OPTIONS, **broker_options},
         # Issue 18: ride through Redis outages in process, at start too, without giving up (the
         # worker's reconnect loop is services/poller/broker.py; the beat's, services/poller/beat.py).
         broker_connection_retry_on_startup=True,
@@ -68,10 +70,9 @@ def make_app(
         # redbeat: one leader among beat replicas (its lock), schedule kept in Redis.
         beat_scheduler="services.poller.beat:Scheduler",  # redbeat's, through outages
         beat_max_loop_interval=poller.beat_max_interval_seconds,
-        redbeat_redis_url=redis_url,
         # Without timeouts a frozen Redis (SIGSTOP, a stalled failover) hangs the beat's tick for
         # good; with them, the tick fails, reports the outage and retries.
-        redbeat_redis_options=dict(BROKER_SOCKET_OPTIONS),
+        **redis_client.redbeat_settings(redis_url, **BROKER_SOCKET_OPTIONS),
         redbeat_key_prefix=keys.BEAT_PREFIX,
         redbeat_lock_timeout=int(poller.beat_lock_seconds),
         beat_schedule={
@@ -83,7 +84,7 @@ def make_app(
             },
         },
     )
-    client = redis.Redis.from_url(redis_url, **BROKER_SOCKET_OPTIONS)
+    client = redis_client.sync_client(redis_url, **BROKER_SOCKET_OPTIONS)
     ctx = Context(
         redis=client,
         kaltura=KalturaFacade(kaltura, observe=metrics.observe_kaltura),

@@ -10,11 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-import redis.asyncio as aioredis
-
 from services.relay.service import Relay
 from services.relay.session import Config, session_runner
-from shared.redis_client import command_client
+from shared.redis_client import async_client, command_client
 from shared.runtime import run_async_service
 from shared.settings import CommonSettings, KwikmotionSettings, RelaySettings, load
 
@@ -31,7 +29,7 @@ async def serve(redis_url: str, stop: asyncio.Event, config: Config | None = Non
     # Two pools: each session holds one connection in a blocking XREAD of its audio (a pool with
     # one per session), and everything else shares a bounded pool that waits for a free
     # connection rather than failing (redis-py's default pool raises past 100 connections).
-    reader = aioredis.Redis.from_url(redis_url, max_connections=config.relay.max_sessions + 8)
+    reader = async_client(redis_url, max_connections=config.relay.max_sessions + 8)
     client = command_client(redis_url, max_connections=64)
     try:
         relay = Relay(client, config.relay)
