@@ -118,6 +118,9 @@ RELAY_FINISHED = "finished"  # "1" once every task's end-of-stream responses are
 RELAY_OUTCOME = "outcome"  # ready | error
 RELAY_REASON = "reason"  # errDescription when the outcome is error
 RELAY_TASK_PREFIX = "task:"  # task:<id> → JSON {"done": audio id, "builder": state}
+# "<epoch>:<n>": the last caption commit applied (n counts a claim's commits), so a commit retried
+# after a reply lost in a Redis outage (a frozen Redis applies it on thaw) is applied once.
+RELAY_COMMIT = "commit"
 # Epoch seconds of KWIKmotion's first refusal (401/403, 4004 for the source language) since a
 # session last started: the refusal deadline counts from it on any replica.
 RELAY_REFUSED_SINCE = "refused_since"

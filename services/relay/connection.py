@@ -23,6 +23,15 @@ connected): a partial chunk is sent once no audio came for ``flush_after_seconds
 sent chunk is answered and ``idle_close_seconds`` passed without audio, the connection closes
 (1000 "idle", ``Kind.IDLE``) and the session reopens one from the cursor when audio returns.
 
+Redis outages (issue 18): the connection stays open (KWIKmotion is not Redis). The reader waits
+and retries (every Redis call has a deadline: a frozen Redis is an error, not a hang); a commit
+that fails for want of Redis is kept in memory, in order, and a flusher commits the backlog when
+Redis is back (``output.CaptionWriter`` numbers commits, so one whose reply was lost is applied
+once). While a commit is held the reader reads no more audio, so the backlog is bounded by the
+chunks held (at most ``2 × max_unacked_chunks + 1`` chunks' results). The connection never ends
+with commits held: whatever ends it, the backlog is committed first (or, if the claim was lost,
+dropped: the new owner replays from the persisted cursor).
+
 Late orders: a task of the event that this connection does not serve (and that is not
 cancelled) found at the heartbeat check stops the sending; once every sent chunk is answered
 the connection closes (``Kind.RETARGET``) and the session reconnects with the new targets from
@@ -35,6 +44,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,10 +58,11 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus
 from services.relay import metrics
 from services.relay.audio import Chunker, id_le
 from services.relay.ledger import ChunkLedger
+from services.relay.outage import COMMAND_SECONDS, Retry, until_done
 from services.relay.outcome import Kind, Outcome, close_cause, error_cause, refused_language
-from services.relay.output import CaptionWriter, Fenced, Pending
+from services.relay.output import CaptionWriter, Commit, Fenced, Pending
 from services.relay.outputs import TaskOutput, entry_fields
-from shared import keys, registry
+from shared import keys, redis_health, registry
 from shared.aio import check_cancelled
 from shared.captions import AnchoredTimeBase, ChunkTimeBase, InvalidResult, parse_result
 from shared.kwikmotion import (
@@ -72,6 +83,7 @@ from shared.kwikmotion import (
     TranslationResult,
 )
 from shared.kwikmotion.results import SOURCE
+from shared.redis_health import RedisHealth, is_outage
 from shared.registry import TaskRecord
 from shared.settings import KwikmotionSettings, RelaySettings
 from shared.streams import AudioChunk, PayloadError, parse_audio
@@ -102,6 +114,15 @@ class _Batch:
 
 
 @dataclass(frozen=True, slots=True)
+class _Held:
+    """A commit Redis has not confirmed yet (an outage), with what to count once it is."""
+
+    commit: Commit
+    kinds: tuple[str, ...]
+    received: float
+
+
+@dataclass(frozen=True, slots=True)
 class Link:
     """What a connection uses of its event's session."""
 
@@ -113,6 +134,7 @@ class Link:
     clock: Callable[[], float]
     started: Callable[[], Awaitable[None]] | None = None  # KWIKmotion accepted the session
     captioned: Callable[[TaskRecord], None] | None = None  # a task got captions (first or not)
+    health: RedisHealth = field(default_factory=lambda: redis_health.get("relay"))
 
 
 class Connection:
@@ -177,6 +199,9 @@ class Connection:
         # does not make us read the whole stream ahead.
         self.max_held = self.relay.max_unacked_chunks * 2 + 1
         self.read_pos = ledger.cursor  # the last audio entry read (a held tail may lie before it)
+        # Commits held while Redis is unreachable, oldest first, committed by ``_flush``.
+        self.backlog: deque[_Held] = deque()
+        self.held = asyncio.Event()
 
     @property
     def cursor(self) -> str:
@@ -187,6 +212,14 @@ class Connection:
             self.result.set_result(outcome)
 
     async def run(self) -> Outcome:
+        outcome = await self._run()
+        if outcome.kind is not Kind.FENCED:
+            await self._drain_backlog()  # raises Fenced if the claim was lost meanwhile
+        if outcome.kind is Kind.FENCED:
+            raise Fenced(self.link.event_id)
+        return outcome
+
+    async def _run(self) -> Outcome:
         headers = {"Authorization": f"Bearer {self.kwik_cfg.token.get_secret_value()}"}
         await self._seed_time_base(keys.audio(self.link.event_id))
         metrics.KWIK_CONNECTS.inc()
@@ -214,6 +247,7 @@ class Connection:
                             tg.create_task(self._guard(self._receive())),
                             tg.create_task(self._guard(self._read_audio())),
                             tg.create_task(self._guard(self._timers())),
+                            tg.create_task(self._guard(self._flush())),
                         ]
                         outcome = await self.result
                         for t in tasks:
@@ -235,8 +269,6 @@ class Connection:
             if self.result.done():
                 return self.result.result()
             return Outcome(Kind.RETRY, "connect", "", type(exc).__name__)
-        if outcome.kind is Kind.FENCED:
-            raise Fenced(self.link.event_id)
         return outcome
 
     async def _guard(self, coro: Any) -> None:
@@ -245,6 +277,8 @@ class Connection:
         except Fenced:
             self._set(Outcome(Kind.FENCED))
         except RedisError as exc:
+            if is_outage(exc):
+                self.link.health.lost(exc)
             self._set(Outcome(Kind.RETRY, "redis", "", str(exc)))
         except WsClosed:
             self._closed()
@@ -401,15 +435,79 @@ class Connection:
             self.time_base.prune(last.media_t0)
         if batch.pend or batch.state:
             log.debug("commit completed %s cursor %s", self.kwik.completed, trim)
-            await self.writer.commit(batch.pend, batch.state, trim)
-        metrics.ADDED_LATENCY.observe(self.link.clock() - batch.received)
-        for p in batch.pend:
-            metrics.CAPTIONS_WRITTEN.labels(p.fields["kind"]).inc()
+            held = _Held(
+                self.writer.prepare(batch.pend, batch.state, trim),
+                tuple(p.fields["kind"] for p in batch.pend),
+                batch.received,
+            )
+            # In order: behind a held commit, or held itself if Redis does not take it now.
+            if self.backlog or not await self._apply(held.commit):
+                self.backlog.append(held)
+                self.held.set()
+                return
+            self._count(held)
+        else:
+            metrics.ADDED_LATENCY.observe(self.link.clock() - batch.received)
+        await self._committed()
+
+    def _count(self, held: _Held) -> None:
+        metrics.ADDED_LATENCY.observe(self.link.clock() - held.received)
+        for kind in held.kinds:
+            metrics.CAPTIONS_WRITTEN.labels(kind).inc()
+
+    async def _committed(self) -> None:
+        """What follows a commit: the idle clock, a drain, the deadlines, room for the reader."""
         self.quiet_since = self.link.clock()
         self._drained()
         self.wake.set()  # the silent-peer deadline moves to the next unanswered chunk, or idle starts
         self.room.set()
         await self._pump()
+
+    async def _apply(self, commit: Commit) -> bool:
+        """Apply a commit under a deadline: True when Redis has it, False when Redis is
+        unreachable (the commit is to be retried); ``Fenced`` and other errors propagate."""
+        try:
+            async with asyncio.timeout(COMMAND_SECONDS):
+                await self.writer.apply(commit)
+        except Fenced:
+            raise
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self.link.health.lost(exc)
+            log.debug("caption commit held until redis is back (%d held): %r", len(self.backlog) + 1, exc)
+            return False
+        self.link.health.back()
+        return True
+
+    async def _flush(self) -> None:
+        """Commit the held backlog, in order, as soon as Redis takes it."""
+        retry = Retry()
+        while not self.result.done():
+            await self.held.wait()
+            while self.backlog:
+                head = self.backlog[0]
+                if not await self._apply(head.commit):
+                    await retry.wait()
+                    continue
+                retry.reset()
+                self.backlog.popleft()
+                self._count(head)
+                if not self.backlog:
+                    log.info("captions held during the redis outage committed")
+            self.held.clear()
+            await self._committed()
+
+    async def _drain_backlog(self) -> None:
+        """The connection is over: commit what is still held before the session goes on."""
+        retry = Retry()
+        while self.backlog:
+            check_cancelled()
+            if await self._apply(self.backlog[0].commit):
+                self._count(self.backlog.popleft())
+                retry.reset()
+            else:
+                await retry.wait()
 
     def _on_terminal(self, ev: Any) -> None:
         """An event that ends the connection: decide what the session does next."""
@@ -442,10 +540,12 @@ class Connection:
         key = keys.audio(self.link.event_id)
         pos = self.start
         flush_after = self.relay.flush_after_seconds
+        retry = Retry()
         while not self.eos and not self.result.done():
             # redis-py may swallow a cancellation that lands as a read completes (shared.aio).
             check_cancelled()
-            while self._held() >= self.max_held:
+            # Bounded: no more audio while a commit is held (Redis is down: nothing to write it to).
+            while self._held() >= self.max_held or self.backlog:
                 self.room.clear()
                 await self.room.wait()
             block_ms = 1000
@@ -463,7 +563,18 @@ class Connection:
                     await self._pump()
                     continue
                 block_ms = max(1, min(block_ms, int(left * 1000) + 1))
-            reply = await client.xread({key: pos}, count=64, block=block_ms)
+            try:
+                async with asyncio.timeout(block_ms / 1000 + COMMAND_SECONDS):
+                    reply = await client.xread({key: pos}, count=64, block=block_ms)
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                self.link.health.lost(exc)
+                log.debug("audio read: redis unreachable (%r), retrying in %.2fs", exc, retry.delay)
+                await retry.wait()
+                continue
+            self.link.health.back()
+            retry.reset()
             for _stream, entries in reply or []:
                 if entries:
                     self.last_audio = self.link.clock()
@@ -491,7 +602,9 @@ class Connection:
         """Anchor pts/epoch at the cursor's entry (XTRIM MINID keeps it), for responses built
         before any new audio is read (e.g. the end-of-stream ones right after a takeover)."""
         if self.cursor != "0-0":
-            for _id, fields in await self.link.client.xrange(key, self.cursor, self.cursor, count=1):
+            client, cursor = self.link.client, self.cursor
+            found = await until_done(self.link.health, lambda: client.xrange(key, cursor, cursor, count=1), "time base")
+            for _id, fields in found:
                 try:
                     item = parse_audio(fields)
                 except PayloadError:
@@ -566,7 +679,15 @@ class Connection:
                 self._set(Outcome(Kind.IDLE, "idle"))
             if now >= next_check:
                 next_check = now + check_every
-                await self._check_tasks()
+                try:
+                    async with asyncio.timeout(COMMAND_SECONDS):
+                        await self._check_tasks()
+                except Exception as exc:
+                    if not is_outage(exc):
+                        raise
+                    # Checked again at the next heartbeat; cancellations wait for Redis anyway.
+                    self.link.health.lost(exc)
+                    log.debug("task check skipped: redis unreachable (%r)", exc)
                 self._drained()
             if self.result.done():
                 return
@@ -595,6 +716,7 @@ class Connection:
             and not self.ledger.queue
             and self.chunker.buffered_seconds < MIN_FLUSH_SECONDS  # a shorter tail waits for audio
             and self.kwik.completed == self.kwik.sent
+            and not self.backlog  # held captions first: they are the session's, not idle time
         )
 
     def _drained(self) -> None:

@@ -10,6 +10,11 @@ on keys that all share the event's hash tag (so it also runs on a Redis Cluster)
   task: the last audio entry whose results it got, and its caption builder's state) change
   together or not at all.
 
+- a commit number: each commit of a claim carries ``<epoch>:<n>`` (n counts up), stored as
+  ``keys.RELAY_COMMIT``; a commit whose number is already stored was applied (its reply was lost:
+  a frozen Redis runs it on thaw) and is not applied again, so a commit can be retried after any
+  Redis error (issue 18: captions computed during an outage are committed when Redis is back).
+
 The script also skips the XADD for a task cancelled in the registry (``cancelled`` = 1), so a
 task revoked mid-event stops getting captions at once, and trims the audio stream behind the
 transcribed cursor (``XTRIM MINID``: entries before it are never read again).
@@ -17,7 +22,9 @@ transcribed cursor (``XTRIM MINID``: entries before it are never read again).
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -26,8 +33,14 @@ from shared import keys
 
 _COMMIT = """
 if redis.call('HGET', KEYS[1], 'EPOCH_FIELD') ~= ARGV[1] then return 0 end
-local i = 6
-local n = tonumber(ARGV[5])
+local last = redis.call('HGET', KEYS[1], 'COMMIT_FIELD')
+if last then
+  local e, c = string.match(last, '^(%d+):(%d+)$')
+  if e == ARGV[1] and tonumber(c) >= tonumber(ARGV[5]) then return 2 end
+end
+redis.call('HSET', KEYS[1], 'COMMIT_FIELD', ARGV[1] .. ':' .. ARGV[5])
+local i = 7
+local n = tonumber(ARGV[6])
 if n > 0 then
   local args = {}
   for j = 1, 2 * n do args[j] = ARGV[i + j - 1] end
@@ -49,7 +62,7 @@ while i <= #ARGV do
 end
 if ARGV[4] ~= '' then redis.call('XTRIM', KEYS[2], 'MINID', '~', ARGV[4]) end
 return 1
-""".replace("EPOCH_FIELD", keys.RELAY_EPOCH)
+""".replace("EPOCH_FIELD", keys.RELAY_EPOCH).replace("COMMIT_FIELD", keys.RELAY_COMMIT)
 
 # Entries a task's captions stream gets per second of audio, at most: one transcript response
 # per KWIKmotion chunk (>= 2 s) plus a few caption lines. Generous, since MAXLEN ~ only trims.
@@ -66,6 +79,14 @@ class Fenced(Exception):
     """Another relay claimed the session since we did: stop at once, write nothing more."""
 
 
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One prepared commit (numbered once: retrying it applies it at most once)."""
+
+    seq: int
+    args: list[str | int]
+
+
 @dataclass(slots=True)
 class Pending:
     """One caption entry due for a task (index into the writer's task list)."""
@@ -78,9 +99,19 @@ class CaptionWriter:
     """Commits captions + state for one event, fenced by the claim's epoch."""
 
     def __init__(
-        self, client: aioredis.Redis, event_id: str, task_ids: list[str], epoch: int, maxlen: int, expire_at: int
+        self,
+        client: aioredis.Redis,
+        event_id: str,
+        task_ids: list[str],
+        epoch: int,
+        maxlen: int,
+        expire_at: int,
+        numbers: Iterator[int] | None = None,
     ) -> None:
+        """``numbers``: the claim's commit numbers, shared by its writers (one per KWIKmotion
+        connection), counting up."""
         self.client = client
+        self.numbers = numbers if numbers is not None else itertools.count(1)
         self.event_id = event_id
         self.task_ids = list(task_ids)
         self.epoch = str(epoch)
@@ -91,18 +122,29 @@ class CaptionWriter:
         for t in self.task_ids:
             self._keys += [keys.task(event_id, t), keys.captions(event_id, t)]
 
-    async def commit(self, entries: list[Pending], state: dict[str, str], trim_minid: str = "") -> None:
-        """XADD ``entries`` and HSET ``state`` atomically; raise ``Fenced`` if we lost the session."""
-        args: list[str | int] = [self.epoch, self.maxlen, self.expire_at, trim_minid, len(state)]
+    def prepare(self, entries: list[Pending], state: dict[str, str], trim_minid: str = "") -> Commit:
+        """Number a commit (XADD ``entries``, HSET ``state``, trim the audio)."""
+        seq = next(self.numbers)
+        args: list[str | int] = [self.epoch, self.maxlen, self.expire_at, trim_minid, seq, len(state)]
         for k, v in state.items():
             args += [k, v]
         for e in entries:
             args += [e.task_index + 1, len(e.fields)]
             for k, v in e.fields.items():
                 args += [k, v]
-        ok = await self._script(keys=self._keys, args=args)
-        if int(ok) != 1:
+        return Commit(seq, args)
+
+    async def apply(self, commit: Commit) -> bool:
+        """Apply a prepared commit atomically (True), or find it applied already (False); raise
+        ``Fenced`` if we lost the session. Safe to retry after any error."""
+        ok = int(await self._script(keys=self._keys, args=commit.args))
+        if ok == 0:
             raise Fenced(self.event_id)
+        return ok == 1
+
+    async def commit(self, entries: list[Pending], state: dict[str, str], trim_minid: str = "") -> None:
+        """XADD ``entries`` and HSET ``state`` atomically; raise ``Fenced`` if we lost the session."""
+        await self.apply(self.prepare(entries, state, trim_minid))
 
 
 async def claim_epoch(client: aioredis.Redis, event_id: str) -> int:

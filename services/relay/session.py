@@ -26,11 +26,19 @@ end-of-stream has been transcribed, the tasks fail, or every task is cancelled:
 
 Nothing is kept only in memory: every caption write persists, atomically, what was emitted
 (``output.CaptionWriter``), so after a failure the state is simply re-read from Redis.
+
+Redis outages (issue 18) end nothing: every Redis call of the session has a deadline and is
+retried until Redis is back (``outage.until_done``; the connection holds its commits meanwhile,
+see ``connection``); the process's ``RedisHealth`` logs one line lost / one back. Commands for
+the poller (FINALIZE, PROCESSING) are retried with backoff until the broker (the same Redis)
+takes them (``commands.deliver``): the session keeps its claim until its FINALIZE commands are
+out, so none is lost, and each task's is sent once by this replica.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -43,13 +51,15 @@ from services.relay.backoff import Backoff, slow
 from services.relay.claim import Claimed, Claimer
 from services.relay.connection import Connection, Link
 from services.relay.ledger import ChunkLedger
+from services.relay.outage import Retry, until_done
 from services.relay.outcome import Kind, Outcome
 from services.relay.output import CaptionWriter, Fenced, Pending, caption_maxlen, claim_epoch
 from services.relay.outputs import entry_fields, is_translation, make_output, targets_of
-from shared import commands, keys, registry
+from shared import commands, keys, redis_health, registry
 from shared.aio import TaskSet
 from shared.kaltura.models import SCHEDULED
 from shared.logs import log_context
+from shared.redis_health import RedisHealth, is_outage
 from shared.registry import TaskRecord
 from shared.settings import KwikmotionSettings, RelaySettings
 
@@ -79,6 +89,7 @@ class EventSession:
         claimed: Claimed,
         clock: Any = time.monotonic,
         reader: aioredis.Redis | None = None,
+        health: RedisHealth | None = None,
     ) -> None:
         assert claimed.event_id is not None
         self.client = client
@@ -93,6 +104,10 @@ class EventSession:
         self.sent_high = "0-0"  # highest audio id sent by this replica (replay accounting)
         self.refused = False  # counted in the SESSIONS_REFUSED gauge
         self.processing_asked: set[str] = set()  # tasks whose PROCESSING command was sent
+        self.finalized: set[str] = set()  # tasks whose FINALIZE command was sent
+        self.commits = itertools.count(1)  # this claim's caption commit numbers (output.CaptionWriter)
+        self.failing = False  # a non-outage failure was logged with its traceback (once)
+        self.health = health or redis_health.get("relay")
         self.tasks = TaskSet(f"session:{self.event_id}")
         self.link = Link(
             client,
@@ -103,12 +118,14 @@ class EventSession:
             clock,
             started=self._started,
             captioned=self._captioned,
+            health=self.health,
         )
 
     # --- the session -------------------------------------------------------------------------
     async def run(self) -> None:
         with log_context(event_id=self.event_id):
             backoff = Backoff(self.config.relay.backoff_initial_seconds, self.config.relay.backoff_max_seconds)
+            outage = Retry()
             try:
                 while True:
                     try:
@@ -118,33 +135,47 @@ class EventSession:
                         metrics.FENCED.inc()
                         log.warning("another relay owns the session now: stopped")
                         return
-                    except Exception:
-                        # Redis unreachable, a bug: keep the claim (heartbeats go on) and retry; all
-                        # progress is in Redis, so the retry resumes where the last commit left off.
+                    except Exception as exc:
+                        # Keep the claim (heartbeats go on) and retry; all progress is in Redis, so
+                        # the retry resumes where the last commit left off. Redis unreachable: the
+                        # process's one "redis lost" line says it, retries are quick (resume within
+                        # a second of its return). Anything else: one traceback, then debug lines.
+                        if is_outage(exc):
+                            self.health.lost(exc)
+                            log.debug("session paused: redis unreachable (%r)", exc)
+                            await outage.wait()
+                            continue
                         delay = backoff.next()
-                        log.exception("session failed: retrying in %.1fs", delay)
+                        if self.failing:
+                            log.debug("session failed again: retrying in %.1fs", delay, exc_info=True)
+                        else:
+                            self.failing = True
+                            log.exception("session failed: retrying in %.1fs", delay)
                         await asyncio.sleep(delay)
             finally:
                 self._set_refused(False)
                 await self.tasks.close(timeout=5)
 
     async def _run(self) -> None:
+        client, event_id = self.client, self.event_id
         if not self.epoch:
-            self.epoch = await claim_epoch(self.client, self.event_id)
+            # Repeated after a lost reply: harmless (a higher epoch fences the same earlier owners).
+            self.epoch = await self._redis(lambda: claim_epoch(client, event_id), "claim epoch")
         cfg = self.config.relay
         backoff = Backoff(cfg.backoff_initial_seconds, cfg.backoff_max_seconds)
         clean = False  # the last KWIKmotion session ended with every result in (idle, late order)
         while True:
-            state = _str(await self.client.hgetall(self.state_key))
-            event = await registry.read_event(self.client, self.event_id)
+            state = _str(await self._redis(lambda: client.hgetall(self.state_key), "relay state"))
+            # A registry read that fails is an outage (retried), never "event gone".
+            event = await self._redis(lambda: registry.read_event(client, event_id), "event record")
             if event is None:
                 log.error("session for an unknown event: dropping it")
-                await self.claimer.ack(self.entry_id)
+                await self._redis(lambda: self.claimer.ack(self.entry_id), "ack")
                 return
             if state.get(keys.RELAY_FINISHED) == "1":
                 await self._finalize(state.get(keys.RELAY_OUTCOME, "ready"), state.get(keys.RELAY_REASON, ""))
                 return
-            records = await registry.event_task_records(self.client, self.event_id)
+            records = await self._redis(lambda: registry.event_task_records(client, event_id), "task records")
             ended = {t.id for t in records if keys.relay_ended_field(t.id) in state}
             tasks = [t for t in records if not t.cancelled and t.id not in ended]
             if not tasks or event.status == "cancelled":
@@ -165,6 +196,7 @@ class EventSession:
                 self.epoch,
                 caption_maxlen(event.start - event.pre_start, event.end + event.post_end),
                 expire_at,
+                self.commits,
             )
             ledger = ChunkLedger(cursor, self.sent_high)
             targets = targets_of(tasks)
@@ -221,24 +253,38 @@ class EventSession:
                 )
             await asyncio.sleep(delay)
 
+    async def _redis(self, call: Any, what: str, seconds: float | None = None) -> Any:
+        """A Redis call of the session: under a deadline, retried until Redis is back."""
+        if seconds is None:
+            return await until_done(self.health, call, what)
+        return await until_done(self.health, call, what, seconds)
+
     # --- pauses, late orders, refusals --------------------------------------------------------
     async def _await_audio(self, after: str, task_ids: list[str]) -> bool:
         """With the KWIKmotion session closed for a pause: wait for audio after ``after`` (True),
         checking at each heartbeat that some task is still live (False: re-read the registry)."""
         key = keys.audio(self.event_id)
         block_ms = max(1, int(self.config.relay.heartbeat_seconds * 1000))
+        reader, client, event_id = self.reader, self.client, self.event_id
         while True:
-            reply = await self.reader.xread({key: after}, count=1, block=block_ms)
+            reply = await self._redis(
+                lambda: reader.xread({key: after}, count=1, block=block_ms), "audio wait", block_ms / 1000 + 2.0
+            )
             if any(entries for _stream, entries in reply or []):
                 return True
-            event, flags = await registry.read_cancellation(self.client, self.event_id, task_ids)
+            event, flags = await self._redis(
+                lambda: registry.read_cancellation(client, event_id, task_ids), "cancellations"
+            )
             if event is None or event.status == "cancelled" or all(flags):
                 return False
 
     async def _started(self) -> None:
-        """KWIKmotion accepted a session: the refusal clock (if any) stops."""
-        await self.client.hdel(self.state_key, keys.RELAY_REFUSED_SINCE)
+        """KWIKmotion accepted a session: the refusal clock (if any) stops (cleared in the
+        background: Redis may be down, and the connection must not wait for it)."""
         self._set_refused(False)
+        self.failing = False
+        client, key = self.client, self.state_key
+        self.tasks.spawn(self._redis(lambda: client.hdel(key, keys.RELAY_REFUSED_SINCE), "refusal clock"), "refusal")
 
     def _set_refused(self, refused: bool) -> None:
         if refused != self.refused:
@@ -256,10 +302,14 @@ class EventSession:
         metrics.RECONNECTS.labels("auth" if auth else "language").inc()
         self._set_refused(True)
         now = time.time()
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.hsetnx(self.state_key, keys.RELAY_REFUSED_SINCE, repr(now))
-            pipe.hget(self.state_key, keys.RELAY_REFUSED_SINCE)
-            _new, since_raw = await pipe.execute()
+
+        async def clock() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hsetnx(self.state_key, keys.RELAY_REFUSED_SINCE, repr(now))
+                pipe.hget(self.state_key, keys.RELAY_REFUSED_SINCE)
+                return await pipe.execute()
+
+        _new, since_raw = await self._redis(clock, "refusal clock")
         since = float(since_raw) if since_raw else now
         deadline = self.config.relay.refusal_deadline_seconds
         what = f"{outcome.code} {outcome.reason}".strip()
@@ -296,9 +346,9 @@ class EventSession:
                 state[keys.relay_ended_field(out.id)] = reason
                 gone.append(out.id)
         log.error("KWIKmotion refused a translation target: its tasks fail", extra={"tasks": gone, "code": what})
-        await conn.writer.commit(pend, state)
+        await self._commit(conn, pend, state)
         for task_id in gone:
-            await commands.send_async(self.config.redis_url, commands.FINALIZE, task_id, "error", reason)
+            await self._send(commands.FINALIZE, task_id, "error", reason)
 
     def _captioned(self, task: TaskRecord) -> None:
         """A task got captions: if the registry had it SCHEDULED (ordered after the media
@@ -309,12 +359,23 @@ class EventSession:
         self.tasks.spawn(self._ask_processing(task.id), f"processing:{task.id}")
 
     async def _ask_processing(self, task_id: str) -> None:
-        current = await registry.read_task(self.client, self.event_id, task_id)
+        client, event_id = self.client, self.event_id
+        current = await self._redis(lambda: registry.read_task(client, event_id, task_id), "task record")
         if current is None or current.status != SCHEDULED:
             return  # the ingest's command at the media start already moved it
         with log_context(task_id=task_id):
-            await commands.send_async(self.config.redis_url, commands.PROCESSING, self.event_id)
+            await self._send(commands.PROCESSING, self.event_id)
             log.info("first captions of a task ordered mid-event: PROCESSING asked")
+
+    async def _send(self, name: str, *args: object) -> None:
+        """A command for the poller, retried in the background of this session until the broker
+        takes it (a Redis outage delays it, never loses it)."""
+        await commands.deliver(self.config.redis_url, name, *args, health=self.health)
+
+    async def _commit(self, conn: Connection, pend: list[Pending], state: dict[str, str]) -> None:
+        """A commit retried until Redis takes it (numbered once: applied once)."""
+        commit = conn.writer.prepare(pend, state)
+        await self._redis(lambda: conn.writer.apply(commit), "caption commit")
 
     # --- the end -------------------------------------------------------------------------------
     async def _end(self, conn: Connection, outcome: str, reason: str) -> None:
@@ -326,40 +387,49 @@ class EventSession:
             for built in out.builder.end_of_stream(conn.media_end, conn.time_base):
                 pend.append(Pending(i, entry_fields(built, now)))
             state[keys.relay_task_field(out.id)] = out.dump()
-        await conn.writer.commit(pend, state)
+        await self._commit(conn, pend, state)
         for p in pend:
             metrics.CAPTIONS_WRITTEN.labels(p.fields["kind"]).inc()
         await self._finalize(outcome, reason)
 
     async def _finalize(self, outcome: str, reason: str) -> None:
         """Ask the poller to close each (not cancelled, not already ended) task, then ack."""
-        state = _str(await self.client.hgetall(self.state_key))
+        client, event_id = self.client, self.event_id
+        state = _str(await self._redis(lambda: client.hgetall(self.state_key), "relay state"))
         ended = {k.removeprefix(keys.RELAY_ENDED_PREFIX) for k in state if k.startswith(keys.RELAY_ENDED_PREFIX)}
-        for task in await registry.event_task_records(self.client, self.event_id):
-            if not task.cancelled and task.id not in ended:
+        for task in await self._redis(lambda: registry.event_task_records(client, event_id), "task records"):
+            if not task.cancelled and task.id not in ended and task.id not in self.finalized:
                 with log_context(task_id=task.id):
-                    await commands.send_async(self.config.redis_url, commands.FINALIZE, task.id, outcome, reason)
+                    await self._send(commands.FINALIZE, task.id, outcome, reason)
+                    self.finalized.add(task.id)
                     log.info("task finalized: %s", outcome)
         metrics.SESSIONS_FINISHED.labels(outcome).inc()
         await self._close_out()
 
     async def _close_out(self) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.expire(keys.audio(self.event_id), keys.AUDIO_RETENTION_AFTER_END_SECONDS)
-        pipe.expire(self.state_key, keys.CAPTIONS_RETENTION_AFTER_END_SECONDS)
-        await pipe.execute()
-        await self.claimer.ack(self.entry_id)
+        async def expire() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.expire(keys.audio(self.event_id), keys.AUDIO_RETENTION_AFTER_END_SECONDS)
+            pipe.expire(self.state_key, keys.CAPTIONS_RETENTION_AFTER_END_SECONDS)
+            await pipe.execute()
+
+        await self._redis(expire, "expiry")
+        await self._redis(lambda: self.claimer.ack(self.entry_id), "ack")
 
 
 def session_runner(
-    client: aioredis.Redis, claimer: Claimer, config: Config, reader: aioredis.Redis | None = None
+    client: aioredis.Redis,
+    claimer: Claimer,
+    config: Config,
+    reader: aioredis.Redis | None = None,
+    health: RedisHealth | None = None,
 ) -> Any:
     """The ``Relay``'s runner: one ``EventSession`` per claimed entry."""
 
     async def run(claimed: Claimed) -> None:
         if claimed.event_id is None:
-            await claimer.ack(claimed.entry_id)
+            await until_done(health or redis_health.get("relay"), lambda: claimer.ack(claimed.entry_id), "ack")
             return
-        await EventSession(client, claimer, config, claimed, reader=reader).run()
+        await EventSession(client, claimer, config, claimed, reader=reader, health=health).run()
 
     return run

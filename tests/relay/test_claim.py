@@ -140,13 +140,15 @@ def test_backoff_is_capped_and_jittered() -> None:
     assert b.next() <= 0.5
 
 
-async def test_self_fence_when_redis_is_unreachable() -> None:
-    """Heartbeats failing for 0.8 × failover: the replica stops its sessions itself, before any
-    other replica may take them over (which needs the full failover timeout of silence)."""
+async def test_sessions_kept_while_redis_is_unreachable() -> None:
+    """Heartbeats failing (Redis down) stop nothing: a session outlives many failover timeouts
+    (its commits are fenced by the epoch if another replica takes it over), and the replica
+    says so once (RedisHealth), never exiting."""
     import redis.asyncio as aioredis
 
     from services.relay.claim import Claimed
     from services.relay.service import Relay
+    from shared.redis_health import RedisHealth
     from shared.settings import RelaySettings
     from tests.support.proc import free_port
 
@@ -159,17 +161,47 @@ async def test_self_fence_when_redis_is_unreachable() -> None:
             stopped.set()
 
     dead = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}", socket_connect_timeout=0.1)
-    relay = Relay(dead, RelaySettings(heartbeat_seconds=0.1, failover_seconds=0.5), runner, consumer="a")
+    health = RedisHealth("relay-test")
+    relay = Relay(dead, RelaySettings(heartbeat_seconds=0.1, failover_seconds=0.2), runner, "a", health)
     relay._start(Claimed("1-0", "E", False))
     stop = asyncio.Event()
-    with pytest.raises(Exception):  # noqa: B017 - ensure_group cannot reach Redis
-        await relay.claimer.ensure_group()
-    loop = asyncio.create_task(relay._round(stop))
-    with pytest.raises(Exception):  # noqa: B017
-        await loop
-    relay._self_fence()
-    assert not stopped.is_set()  # not yet: heartbeats failed for less than 0.4 s
-    await asyncio.sleep(0.45)
-    relay._self_fence()
-    await asyncio.wait_for(stopped.wait(), 1)
+    loop = asyncio.create_task(relay.run(stop))
+    await asyncio.sleep(1.5)  # 7 failover timeouts
+    assert health.down and not loop.done() and not stopped.is_set()
+    assert not relay.claiming()  # /readyz: no round succeeds
+    stop.set()
+    await asyncio.wait_for(loop, 10)
+    assert stopped.is_set()  # SIGTERM still stops it
     await dead.aclose()
+
+
+async def test_no_takeover_right_after_an_outage(aredis) -> None:
+    """Redis counts idle time through an outage, so every entry looks abandoned when it returns:
+    a replica back from an outage waits one failover timeout before XAUTOCLAIM, leaving live
+    owners the time to heartbeat; a dead owner's entry is taken over after it."""
+    from services.relay.claim import Claimed
+    from services.relay.service import Relay
+    from shared.redis_health import RedisHealth
+    from shared.settings import RelaySettings
+
+    started: list[Claimed] = []
+
+    async def runner(claimed: Claimed) -> None:
+        started.append(claimed)
+        await asyncio.sleep(3600)
+
+    owner = Claimer(aredis, "owner", failover_seconds=0.3)
+    await owner.ensure_group()
+    e1 = await _session(aredis, "E1")
+    assert [c.entry_id for c in await owner.read_new(5, block_ms=10)] == [e1]
+    await asyncio.sleep(0.5)  # idle past the failover timeout (as after an outage)
+    other = Relay(aredis, RelaySettings(heartbeat_seconds=0.1, failover_seconds=0.6), runner, "b", RedisHealth("t"))
+    other.down = True  # its last round failed for want of Redis
+    other._up()
+    stop = asyncio.Event()
+    await other._round(stop)
+    assert started == []  # not yet: the owner may be alive and about to heartbeat
+    await asyncio.sleep(0.65)
+    await other._round(stop)
+    assert [c.entry_id for c in started] == [e1] and started[0].failover
+    await other.shutdown()
