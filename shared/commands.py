@@ -21,7 +21,7 @@ from functools import lru_cache
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from shared import keys
+from shared import keys, redis_client
 from shared.redis_health import RedisHealth, is_outage
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,9 @@ def broker_options() -> dict[str, object]:
 
 @lru_cache(maxsize=4)
 def _sender(redis_url: str) -> Celery:
-    app = Celery("reachlive-sender", broker=redis_url)
-    app.conf.broker_transport_options = {**broker_options(), **SEND_SOCKET_OPTIONS}
+    broker_url, transport = redis_client.celery_broker(redis_url)  # redis+sentinel:// too
+    app = Celery("reachlive-sender", broker=broker_url)
+    app.conf.broker_transport_options = {**broker_options(), **SEND_SOCKET_OPTIONS, **transport}
     app.conf.broker_connection_timeout = SEND_SOCKET_OPTIONS["socket_connect_timeout"]
     app.conf.task_default_queue = QUEUE
     app.conf.broker_connection_retry_on_startup = True
