@@ -8,17 +8,18 @@ The decisions live in ``delivery.Delivery`` (sans-I/O); this module moves bytes 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
 
+import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import DATA_OPCODES, Frame, Opcode
-from websockets.protocol import Event, State
+from websockets.frames import Frame, Opcode
 
 from services.gateway import auth, metrics
 from services.gateway.delivery import (
@@ -38,12 +39,11 @@ from services.gateway.delivery import (
     StreamId,
     parse_types,
 )
-from services.gateway.fanout import Subscription, to_item
+from services.gateway.fanout import CaptionHub, Subscription, to_item
+from services.gateway.wsadapter import Wire
 from shared import keys, redis_health
 from shared.logs import log_context
-
-if TYPE_CHECKING:
-    from services.gateway.server import Gateway
+from shared.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,6 +57,30 @@ MESSAGE_TOO_BIG = 1009
 # The direct (synchronous) write path is taken only while the socket's write buffer is below
 # this; above it, frames queue and the connection's task awaits the drain (backpressure).
 DIRECT_WRITE_LIMIT = 2**15
+
+
+class Host(Protocol):
+    """What a connection uses of its gateway (``server.Gateway``); named here so that the server
+    imports the connection and not the other way round."""
+
+    redis: aioredis.Redis
+    settings: GatewaySettings
+    caption_types: str
+    hub: CaptionHub
+    limiter: auth.FailureLimiter
+    health: redis_health.RedisHealth
+    draining: bool
+
+    def accepting(self) -> bool: ...
+
+
+class Phase(enum.Enum):
+    """Where a connection is in its life; the value labels ``reachlive_gateway_connections``."""
+
+    AUTHENTICATING = "authenticating"
+    CATCHING_UP = "catching_up"  # reading the task's stream from the cursor with XRANGE
+    LIVE = "live"  # caught up: fed by the shared reader (direct writes allowed)
+    CLOSING = "closing"
 
 
 class Refused(Exception):
@@ -74,19 +98,25 @@ class Interrupted(Exception):
 
 
 class Connection:
-    """One client connection; ``run`` returns when it is closed."""
+    """One client connection; ``run`` returns when it is closed.
 
-    def __init__(self, gateway: Gateway, ws: ServerConnection) -> None:
+    Besides ``phase``, a few independent facts steer it (they are not phases: each can hold in
+    more than one): ``gone`` (the TCP connection is lost), ``refuse`` (the inbound side asked for
+    a close), ``_sending``/``_busy`` (the task is inside a write / a batch of writes: a direct
+    write now would reorder frames), ``_interrupted`` (a blocked send was cancelled, so what
+    reached the socket is unknown) and ``_ack_scheduled`` (one ping is due after the batch)."""
+
+    def __init__(self, gateway: Host, ws: ServerConnection) -> None:
         self.gw = gateway
         self.ws = ws
+        self.wire = Wire(ws)
         self.loop = asyncio.get_running_loop()
-        self.state = ""
+        self.phase: Phase | None = None
         self.sub: Subscription | None = None
         self.delivery: Delivery | None = None
         self.ref: auth.TaskRef | None = None
         self.refuse: Close | None = None  # set by the inbound reader (flood)
         self.gone = False  # the client went away (inbound reader ended)
-        self.live = False  # caught up: now fed by the shared reader
         self._task: asyncio.Task[None] | None = None
         self._sending = False
         self._busy = False  # the task is writing a batch: direct writes would reorder frames
@@ -102,18 +132,18 @@ class Connection:
             ws.remote_address, headers.get("X-Forwarded-For"), gateway.settings.forwarded_for
         )
         self._authorization = headers.get("Authorization")
-        # The handshake is over: drop the parsed headers (a few KiB per idle connection).
-        if req is not None:
-            req.headers = Headers()
-        if ws.response is not None:
-            ws.response.headers = Headers()
+        self.wire.drop_handshake_headers()
 
-    def _set_state(self, state: str) -> None:
-        if self.state:
-            metrics.CONNECTIONS.labels(self.state).dec()
-        self.state = state
-        if state:
-            metrics.CONNECTIONS.labels(state).inc()
+    @property
+    def live(self) -> bool:
+        return self.phase is Phase.LIVE
+
+    def _set_phase(self, phase: Phase | None) -> None:
+        if self.phase is not None:
+            metrics.CONNECTIONS.labels(self.phase.value).dec()
+        self.phase = phase
+        if phase is not None:
+            metrics.CONNECTIONS.labels(phase.value).inc()
 
     def wake(self) -> None:
         if self.sub is not None:
@@ -132,7 +162,7 @@ class Connection:
             self._task.cancel()
 
     async def run(self) -> None:
-        self._set_state("authenticating")
+        self._set_phase(Phase.AUTHENTICATING)
         try:
             if not self.gw.accepting():
                 # Redis is away (or the revocation listener not yet back): nothing can be served,
@@ -163,7 +193,7 @@ class Connection:
                 log.warning("redis error, closing caption connection: %s", exc)
             await self._close(Close(TRY_AGAIN, REASON_UNAVAILABLE))
         finally:
-            self._set_state("")
+            self._set_phase(None)
 
     # --- authentication --------------------------------------------------------------------
     async def _authenticate(self) -> tuple[auth.TaskRef, frozenset[str]]:
@@ -216,8 +246,7 @@ class Connection:
             self.sub = await self.gw.hub.subscribe(event_id, task_id)
         self.sub.notify = self.notify
         self.sub.direct = self._direct
-        if isinstance(self.ws, CaptionServerConnection):
-            self.ws.on_pong = self._on_pong
+        self.wire.take_pongs(self._on_pong)
         # A revocation published between the token lookup and the subscription found no feed
         # to close: look once more now that this connection can hear of it.
         try:
@@ -230,7 +259,7 @@ class Connection:
             "caption connection opened",
             extra={"client": self.address, "resume_from": str(cursor) if cursor else "start", "types": sorted(types)},
         )
-        self.ws.connection_lost_waiter.add_done_callback(self._on_lost)
+        self.wire.on_lost(self._on_lost)
         try:
             try:
                 close = await self._deliver(event_id, task_id, cursor)
@@ -241,7 +270,7 @@ class Connection:
         except ConnectionClosed:
             pass
         finally:
-            self.ws.connection_lost_waiter.remove_done_callback(self._on_lost)
+            self.wire.forget_lost(self._on_lost)
             self.gw.hub.unsubscribe(self.sub)
         log.info("caption connection closed", extra={"client": self.address, "position": str(self.delivery.position)})
 
@@ -262,7 +291,7 @@ class Connection:
         sub, delivery = self.sub, self.delivery
         stream = keys.captions(event_id, task_id)
         catching_up = True
-        self._set_state("catching_up")
+        self._set_phase(Phase.CATCHING_UP)
         backoff = 0.1
         while True:
             if self.gone:
@@ -303,8 +332,7 @@ class Connection:
                         break
                 if len(page) < CATCH_UP_PAGE and not sub.overflowed:
                     catching_up = False
-                    self.live = True
-                    self._set_state("live")
+                    self._set_phase(Phase.LIVE)
                     if ended and not delivery.finished:
                         return Close(NORMAL, REASON_EOS)
             else:
@@ -380,12 +408,10 @@ class Connection:
         """Write a ping now. Its pong proves every frame written before it (TCP keeps order).
         Written synchronously (a few bytes, after whatever is buffered), so it never blocks."""
         assert self.delivery is not None
-        ws = self.ws
-        if ws.protocol.state is not State.OPEN:
+        if not self.wire.open:
             return
         ref = self.delivery.ping_sent(now)
-        ws.protocol.send_ping(ref.to_bytes(4, "big"))
-        ws.send_data()
+        self.wire.ping(ref.to_bytes(4, "big"))
 
     def _on_pong(self, data: bytes) -> None:
         if self.delivery is None or self.ref is None or len(data) != 4:
@@ -403,7 +429,7 @@ class Connection:
     def _direct(self, item: Item) -> bool:
         """The shared reader offers an entry: write it synchronously when nothing is queued
         and the socket takes it (as websockets' ``broadcast`` does); False → queue it."""
-        sub, delivery, ws = self.sub, self.delivery, self.ws
+        sub, delivery = self.sub, self.delivery
         if (
             sub is None
             or delivery is None
@@ -415,17 +441,14 @@ class Connection:
             or sub.close is not None
             or self.refuse is not None
             or self.gw.draining
-            or ws.protocol.state is not State.OPEN
-            or ws.send_in_progress is not None
-            or ws.transport.get_write_buffer_size() > DIRECT_WRITE_LIMIT
+            or not self.wire.writable(DIRECT_WRITE_LIMIT)
         ):
             return False
         now = self.loop.time()
         frame = delivery.offer(item, now)
         if frame is not None:
             try:
-                ws.protocol.send_text(frame.data)
-                ws.send_data()
+                self.wire.text(frame.data)
             except Exception as exc:  # the connection is failing; its task will see it close
                 log.debug("direct write failed: %s", exc)
                 self.wake()
@@ -458,17 +481,11 @@ class Connection:
             self._ping(now)
 
     async def _close(self, close: Close) -> None:
-        self._set_state("closing")
+        self._set_phase(Phase.CLOSING)
         metrics.CLOSES.labels(str(close.code)).inc()
         await self.ws.close(close.code, close.reason)
         # The client answered our close frame: every frame before it arrived (as with a pong).
-        proto = self.ws.protocol
-        if (
-            self.delivery is not None
-            and self.ref is not None
-            and not self._interrupted
-            and proto.close_rcvd_then_sent is False
-        ):
+        if self.delivery is not None and self.ref is not None and not self._interrupted and self.wire.close_answered:
             proven = self.delivery.close_acknowledged()
             if proven is not None:
                 self.gw.hub.cursors.save(self.ref.event_id, self.ref.task_id, proven)
@@ -479,8 +496,7 @@ class Connection:
 
     async def _take_over_inbound(self) -> None:
         """From now on data frames come to ``_on_frame``; first handle what was queued."""
-        if isinstance(self.ws, CaptionServerConnection):
-            self.ws.on_frame = self._on_frame
+        self.wire.take_frames(self._on_frame)
         while True:
             try:
                 async with asyncio.timeout(0):  # only what is already queued
@@ -503,31 +519,12 @@ class Connection:
             self.notify()
             return
         if text and data.strip().lower() == b"ping":
-            if self.ws.protocol.state is State.OPEN:
-                self.ws.protocol.send_text(b"pong")
-                self.ws.send_data()
+            if self.wire.open:
+                self.wire.text(b"pong")
 
     def _on_lost(self, _fut: object) -> None:
         self.gone = True
-        sent = self.ws.protocol.close_sent
-        if sent is not None and sent.code == MESSAGE_TOO_BIG:
+        if self.wire.close_sent_code == MESSAGE_TOO_BIG:
             metrics.INBOUND_REFUSED.inc()
             log.warning("closed a client that sent an oversized message", extra={"client": self.address})
         self.wake()
-
-
-class CaptionServerConnection(ServerConnection):
-    """A ``ServerConnection`` that hands data frames to a callback once authenticated, instead
-    of queueing them for ``recv``: the gateway never needs a reader task per connection."""
-
-    on_frame: Callable[[Frame], None] | None = None
-    on_pong: Callable[[bytes], None] | None = None  # our pings are ours: not in ``pending_pings``
-
-    def process_event(self, event: Event) -> None:
-        if isinstance(event, Frame):
-            if self.on_frame is not None and event.opcode in DATA_OPCODES:
-                self.on_frame(event)
-                return
-            if self.on_pong is not None and event.opcode is Opcode.PONG:
-                self.on_pong(bytes(event.data))
-        super().process_event(event)

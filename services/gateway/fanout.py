@@ -32,9 +32,8 @@ from services.gateway.delivery import (
     Item,
     StreamId,
 )
-from services.gateway.lifecycle import check_cancelled, stop_taskset
-from shared import keys, redis_health
-from shared.aio import TaskSet
+from shared import keys, redis_client, redis_health
+from shared.aio import TaskSet, check_cancelled
 from shared.logs import log_context
 from shared.streams import CaptionEntry, PayloadError
 
@@ -57,12 +56,12 @@ def feed_client(redis_url: str, max_connections: int) -> aioredis.Redis:
     """The client for the feeds' blocking reads (one connection per feed, held in XREAD BLOCK).
 
     No ``socket_timeout``: with one, redis-py 8 wraps each command write in ``asyncio.wait_for``,
-    which on Python 3.11 can swallow the cancellation of a stopping feed (lifecycle.py), and the
+    which on Python 3.11 can swallow the cancellation of a stopping feed (shared.aio), and the
     feed would keep reading after its gateway stopped. The read deadline is ``asyncio.timeout``
     (``READ_DEADLINE_SECONDS`` > the block time), which counts cancellations correctly; a
     cancelled read makes redis-py drop that connection at once (``disconnect(nowait=True)``).
     """
-    return aioredis.Redis.from_url(
+    return redis_client.async_client(
         redis_url,
         max_connections=max_connections,
         socket_timeout=None,
@@ -403,7 +402,7 @@ class CaptionHub:
                     if sep:
                         self.revoke(event_id, task_id)
             except (RedisError, TimeoutError) as exc:
-                check_cancelled()  # see lifecycle.py: the error may stand for a swallowed stop
+                check_cancelled()  # see shared.aio: the error may stand for a swallowed stop
                 self.revocations_live = False
                 if redis_health.is_outage(exc):
                     health.lost(exc)
@@ -419,4 +418,4 @@ class CaptionHub:
         """Save pending cursors, then stop every feed, cursor writer and the revocation
         listener and wait for them all; True when none is left running."""
         await self.cursors.flush(timeout)
-        return await stop_taskset(self.tasks, timeout)
+        return await self.tasks.close(timeout)

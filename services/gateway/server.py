@@ -19,12 +19,12 @@ from http import HTTPStatus
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from services.gateway import auth, metrics
-from services.gateway.connection import CaptionServerConnection, Connection
+from services.gateway import auth, metrics, wsadapter
+from services.gateway.connection import Connection
 from services.gateway.fanout import CaptionHub, feed_client
-from services.gateway.lifecycle import cancel_and_wait, stop_taskset
+from services.gateway.wsadapter import CaptionServerConnection
 from shared import probes, redis_health
-from shared.aio import TaskSet
+from shared.aio import TaskSet, cancel_and_wait
 from shared.metrics import render
 from shared.redis_client import command_client
 from shared.settings import GatewaySettings
@@ -174,7 +174,7 @@ class Gateway:
                 log.warning("drain timed out with %d connections open", len(self.connections))
                 await self._stop_handlers()
         await self.hub.close(timeout=STOP_SECONDS)
-        await stop_taskset(self.tasks, timeout=STOP_SECONDS)
+        await self.tasks.close(STOP_SECONDS)
         await self.redis.aclose()
         await self._feed_redis.aclose()
 
@@ -182,7 +182,7 @@ class Gateway:
         """Connections that outlived the drain: cancel their handlers and wait for them, and
         for the server's own close task, so that nothing outlives ``drain``."""
         assert self.server is not None
-        await cancel_and_wait(self.server.handler_tasks, STOP_SECONDS)
+        await cancel_and_wait(wsadapter.handler_tasks(self.server), STOP_SECONDS)
         try:
             async with asyncio.timeout(STOP_SECONDS):
                 await self.server.wait_closed()
@@ -193,8 +193,9 @@ class Gateway:
         """Names of what is still running of this gateway (empty after ``drain``)."""
         names = [f"{ts.name} ({len(ts)} tasks)" for ts in (self.tasks, self.hub.tasks) if len(ts)]
         if self.server is not None:
-            names += [t.get_name() for t in self.server.handler_tasks if not t.done()]
-            if self.server.close_task is not None and not self.server.close_task.done():
+            names += [t.get_name() for t in wsadapter.handler_tasks(self.server) if not t.done()]
+            closing = wsadapter.close_task(self.server)
+            if closing is not None and not closing.done():
                 names.append("websocket server close")
         return names
 

@@ -11,9 +11,8 @@ import random
 import redis.asyncio as aioredis
 
 from services.gateway.fanout import CaptionHub, feed_client
-from services.gateway.lifecycle import check_cancelled, stop_taskset
 from shared import keys
-from shared.aio import TaskSet
+from shared.aio import TaskSet, check_cancelled
 from shared.logs import _context, log_context
 from tests.gateway.conftest import ws_url
 from tests.gateway.helpers import add_caption, make_task
@@ -78,7 +77,7 @@ async def test_a_swallowed_cancellation_is_honoured():
     assert task.cancelled()
 
 
-async def test_stop_taskset_cancels_again_what_outlives_the_first_request():
+async def test_taskset_close_cancels_again_what_outlives_the_first_request():
     tasks = TaskSet("t")
     asked = 0
 
@@ -95,7 +94,7 @@ async def test_stop_taskset_cancels_again_what_outlives_the_first_request():
 
     tasks.spawn(stubborn(), "stubborn")
     await asyncio.sleep(0)
-    assert await stop_taskset(tasks, timeout=10.0)
+    assert await tasks.close(10.0)
     assert len(tasks) == 0 and asked == 3
 
 
