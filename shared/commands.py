@@ -39,9 +39,9 @@ FINALIZE = "reach.finalize"
 QUEUE = "reach"
 
 # The sender's Redis deadlines: a publish is one LPUSH, so seconds are plenty.
-SEND_SOCKET_OPTIONS = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0}
-# kombu's own retry of one publish (reconnecting between tries): at most ~3 × 5 s per ``send``.
-RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.3, "interval_max": 0.5}
+SEND_SOCKET_OPTIONS = {"socket_timeout": 3.0, "socket_connect_timeout": 2.0}
+# kombu's own retry of one publish (reconnecting once): a frozen Redis fails a ``send`` in ~10 s.
+RETRY_POLICY = {"max_retries": 1, "interval_start": 0.2, "interval_step": 0.3, "interval_max": 0.5}
 # ``deliver``'s waits between sends while the broker is unreachable.
 DELIVER_INITIAL_SECONDS = 0.5
 DELIVER_MAX_SECONDS = 5.0
