@@ -72,7 +72,8 @@ class Stack:
 
     def _start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.redis_url = load(CommonSettings).redis_url
+        # An external Redis given to the stack itself, or the caller's environment's; else embedded.
+        self.redis_url = self.env.get("REACHLIVE_REDIS_URL") or load(CommonSettings).redis_url
         if not self.redis_url:
             self.embedded_redis = self._exit.enter_context(EmbeddedRedis(self.data_dir))
             self.redis_url = self.embedded_redis.url

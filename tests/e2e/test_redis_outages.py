@@ -34,10 +34,8 @@ def outage_redis(tmp_path: Path) -> Iterator[OutageRedis]:
         yield server
 
 
-def _stack(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Stack:
-    # The stack reads REACHLIVE_REDIS_URL from the environment: an external Redis, not the embedded one.
-    monkeypatch.setenv("REACHLIVE_REDIS_URL", redis_url)
-    env = {"REACHLIVE_INGEST_WINDOW_MARGIN_SECONDS": "1"}
+def _stack(tmp_path: Path, redis_url: str) -> Stack:
+    env = {"REACHLIVE_REDIS_URL": redis_url, "REACHLIVE_INGEST_WINDOW_MARGIN_SECONDS": "1"}
     return Stack(data_dir=tmp_path / "data", log_dir=tmp_path / "logs", env=env)
 
 
@@ -74,10 +72,8 @@ async def _outage_mid_event(stack: Stack, redis: OutageRedis, how: str) -> tuple
 
 
 @pytest.mark.parametrize("how", ["restart", "freeze"])
-async def test_a_redis_outage_mid_event_loses_nothing(
-    how: str, tmp_path: Path, outage_redis: OutageRedis, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with _stack(tmp_path, outage_redis.url, monkeypatch) as stack:
+async def test_a_redis_outage_mid_event_loses_nothing(how: str, tmp_path: Path, outage_redis: OutageRedis) -> None:
+    with _stack(tmp_path, outage_redis.url) as stack:
         run, lasted, back_at = await _outage_mid_event(stack, outage_redis, how)
         assert lasted >= OUTAGE_SECONDS
         caption_task, translation_task = run.task_ids
@@ -92,11 +88,9 @@ async def test_a_redis_outage_mid_event_loses_nothing(
         _no_restarts(stack)
 
 
-async def test_the_stack_starts_while_redis_is_down(
-    tmp_path: Path, outage_redis: OutageRedis, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_the_stack_starts_while_redis_is_down(tmp_path: Path, outage_redis: OutageRedis) -> None:
     outage_redis.stop()
-    with _stack(tmp_path, outage_redis.url, monkeypatch) as stack:
+    with _stack(tmp_path, outage_redis.url) as stack:
         await asyncio.sleep(20)
         await asyncio.to_thread(outage_redis.start)
         run = await play(stack, translations=(), timeout=120)
