@@ -176,6 +176,10 @@ DELIVERED_TTL_SECONDS = 86400  # gateway cursor, refreshed at each save; outlive
 #   status (Kaltura EntryVendorTaskStatus as a number), cancelled ("0" | "1"),
 #   media_key_hash, caption_token_hash (hashing.secret_hash), start, end (task window, epoch s),
 #   error (errDescription when status is ERROR).
+# Poller-private field of keys.task(E, T) (TaskRecord.extra): epoch seconds at which reconcile
+# first saw the relay's end of the task (relay state finished=1 or ended:<T>); past a grace period
+# with the task still live, its FINALIZE command was lost and reconcile finalizes it (issue 18).
+TASK_RELAY_END_SEEN = "relay_end_seen"
 # Cancelling a task: the poller deletes its media_key / caption_token index entries, sets
 # cancelled=1, and publishes "<event id>:<task id>" on REVOKED_CHANNEL; when every task of an
 # event is cancelled the event's status becomes "cancelled".

@@ -1,5 +1,13 @@
 """``reach.poll``, ``reach.reconcile`` with its ``reach.check_event``, ``reach.processing``,
 ``reach.finalize`` (DESIGN section 2, items 1, 3 and 4). ``reach.provision`` is in ``provision.py``.
+
+Lost FINALIZE commands (issue 18): the relay writes a session's end (``finished``, ``outcome``,
+``reason``; ``ended:<task>`` for a task ended alone) in its state hash, then sends FINALIZE per
+task. A Celery message lost with a Redis failover (asynchronous replication), a restart without
+persistence or a broker hiccup is never re-sent, so reconcile is the safety net: it reads each
+live task's relay end in the same pipelined round trips as its record, notes when it first saw
+it, and after ``RELAY_END_GRACE_POLLS`` poll periods (the command path goes first) the event's
+check finalizes the task with the stored outcome and reason (``_recover``).
 """
 
 from __future__ import annotations
@@ -11,7 +19,16 @@ from collections import defaultdict
 from services.poller import metrics, window
 from services.poller.context import Context
 from services.poller.provision import cancel
-from services.poller.store import event_of, find_task, finish_task, live_task_ids, set_task_fields, sizes
+from services.poller.store import (
+    RelayEnd,
+    find_task,
+    finish_task,
+    live_task_ids,
+    note_relay_ends,
+    read_live,
+    set_task_fields,
+    sizes,
+)
 from shared import keys, registry
 from shared.kaltura import errors
 from shared.kaltura.errors import KalturaError, KalturaPermanentError
@@ -33,6 +50,10 @@ log = logging.getLogger(__name__)
 # A task still SCHEDULED this long after its start (startDate − preStartTime) has no media: the
 # ingest would have moved it to PROCESSING (metric reachlive_poller_tasks_overdue).
 OVERDUE_MARGIN_SECONDS = 300
+# Poll periods a task stays live after reconcile first saw the relay's end of it before reconcile
+# finalizes it itself: the relay's FINALIZE normally lands within seconds; two periods leave it
+# room behind a worker backlog, and a lost one costs the task a minute or two, not forever.
+RELAY_END_GRACE_POLLS = 2
 
 
 # --- poll ----------------------------------------------------------------------------------
@@ -90,13 +111,23 @@ def reconcile(ctx: Context, listing: dict[str, VendorTask] | None = None) -> dic
         listing = {j.id: j for j in ctx.kaltura.get_jobs((PENDING, SCHEDULED))}
     by_event: dict[str, list[str]] = defaultdict(list)
     overdue = 0
-    late = ctx.clock() - OVERDUE_MARGIN_SECONDS
-    for task_id in live_task_ids(ctx.redis):
-        rec = _live_record(ctx, task_id)
+    now = ctx.clock()
+    late = now - OVERDUE_MARGIN_SECONDS
+    seen: list[TaskRecord] = []
+    unseen: list[TaskRecord] = []
+    for task_id, found, end in read_live(ctx.redis, live_task_ids(ctx.redis)):
+        rec = _live_record(ctx, task_id, found)
         if rec is None:
             continue
         by_event[rec.event].append(task_id)
         overdue += rec.status == SCHEDULED and 0 < rec.start < late
+        marked = keys.TASK_RELAY_END_SEEN in rec.extra
+        if end is not None and not marked:
+            seen.append(rec)
+        elif end is None and marked:
+            unseen.append(rec)  # not ended after all (never seen in practice): the grace restarts
+    if seen or unseen:
+        note_relay_ends(ctx.redis, seen, unseen, now)
     sent = 0
     gap = check_gap(len(by_event), ctx.poller.check_rate_per_second, ctx.kaltura_settings.poll_seconds)
     for i, (event_id, task_ids) in enumerate(by_event.items()):
@@ -133,10 +164,8 @@ def check_gap(events: int, rate: float, poll_seconds: float) -> float:
     return min(1.0 / rate, poll_seconds / 2 / (events - 1))
 
 
-def _live_record(ctx: Context, task_id: str) -> TaskRecord | None:
+def _live_record(ctx: Context, task_id: str, rec: TaskRecord | None) -> TaskRecord | None:
     """The task's record if reconcile has to check it; drops finished ones from the live set."""
-    event_id = event_of(ctx.redis, task_id)
-    rec = registry.read_task_sync(ctx.redis, event_id, task_id) if event_id else None
     if rec is None or rec.cancelled or rec.status in FINAL_STATUSES:
         ctx.redis.srem(keys.TASKS, task_id)
         return None
@@ -149,13 +178,17 @@ def check_event(ctx: Context, event_id: str, task_ids: list[str], listing: dict[
     """``reach.check_event``: reconcile's Kaltura checks of one event's live tasks (records
     re-read now: one may have finished since the poll). Not retried: the next poll is the retry."""
     tasks: list[TaskRecord] = []
-    cancelled = moved = no_shows = 0
+    cancelled = moved = no_shows = recovered = 0
+    now = ctx.clock()
     with log_context(event_id=event_id):
-        for task_id in task_ids:
-            rec = _live_record(ctx, task_id)
+        for task_id, found, end in read_live(ctx.redis, task_ids):
+            rec = _live_record(ctx, task_id, found)
             if rec is None:
                 continue
             with log_context(task_id=task_id):
+                if _recover(ctx, rec, end, now):
+                    recovered += 1
+                    continue
                 try:
                     alive = _check_task(ctx, rec, listing.get(task_id))
                 except KalturaError as exc:
@@ -177,7 +210,35 @@ def check_event(ctx: Context, event_id: str, task_ids: list[str], listing: dict[
                 # Only with the event's window fresh from Kaltura (a moved window applied first).
                 no_shows = _no_shows(ctx, event_id, tasks)
     metrics.EVENT_CHECKS.labels("done").inc()
-    return {"cancelled": cancelled, "moved": moved, "no_shows": no_shows}
+    return {"cancelled": cancelled, "moved": moved, "no_shows": no_shows, "recovered": recovered}
+
+
+def _recover(ctx: Context, rec: TaskRecord, end: RelayEnd | None, now: float) -> bool:
+    """A live task the relay ended (its relay state, read just now, says so) more than the grace
+    period ago by reconcile's mark: its FINALIZE was lost; finalize it here with the relay's
+    outcome and reason. True if it was tried (the task is then not checked this time)."""
+    seen = rec.extra.get(keys.TASK_RELAY_END_SEEN)
+    if end is None or seen is None:
+        return False
+    try:
+        ago = now - float(seen)
+    except ValueError:
+        return False
+    if ago < RELAY_END_GRACE_POLLS * ctx.kaltura_settings.poll_seconds:
+        return False
+    try:
+        outcome = finalize(ctx, rec.id, end.outcome, end.reason)
+    except KalturaError as exc:
+        log.warning("reconcile: could not finalize a task the relay ended: %s", exc.code)  # the next poll retries
+        return True
+    if outcome in ("ready", "error"):
+        metrics.FINALIZE_RECOVERED.labels(outcome).inc()
+        log.warning(
+            "finalize recovered: the relay ended the task %.0f s ago and its FINALIZE never arrived",
+            ago,
+            extra={"outcome": outcome},
+        )
+    return True
 
 
 def _no_shows(ctx: Context, event_id: str, tasks: list[TaskRecord]) -> int:
@@ -364,6 +425,12 @@ def finalize(ctx: Context, task_id: str, outcome: str, reason: str = "") -> str:
                 errors.ENTRY_VENDOR_TASK_NOT_FOUND,
             ):
                 raise
+            current = find_task(ctx.redis, task_id)
+            if current is not None and (current.status in FINAL_STATUSES or current.cancelled):
+                # Another finalize of the task (a repeated command, reconcile's recovery) won the
+                # race: its outcome stands; cancelling here would revoke a READY task's token.
+                log.info("task finalized meanwhile (%s)", exc.code)
+                return "duplicate"
             log.info("task already final at Kaltura (%s)", exc.code)
             _cancel(ctx, rec, exc.code)
             finish_task(ctx.redis, rec, rec.status)

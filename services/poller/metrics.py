@@ -47,6 +47,13 @@ EVENT_CHECKS = Counter(
     "next poll retries)",
     ["result"],
 )
+FINALIZE_RECOVERED = Counter(
+    "reachlive_poller_finalize_recovered_total",
+    "tasks finalized by reconcile because the relay had ended them (relay state finished, or the "
+    "task ended alone) more than two poll periods earlier and its FINALIZE command never arrived "
+    "(lost with a Redis failover or restart): ready, error",
+    ["outcome"],
+)
 PROVISION_SECONDS = Histogram(
     "reachlive_poller_provision_seconds", "one provision run, start to SCHEDULED", buckets=LATENCY_BUCKETS
 )

@@ -4,6 +4,9 @@ provision lock. Keys and fields are those of shared.keys; only hashes of keys/to
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
 import redis
 
 from shared import keys, registry
@@ -12,6 +15,11 @@ from shared.registry import EventRecord, TaskRecord
 # Compare-and-delete / compare-and-extend: only the holder releases or extends its lock.
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 _EXTEND = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('expire', KEYS[1], ARGV[2]) end return 0"
+# HSETNX only on a record that still exists: a field written on an expired record would leave a
+# record without an id behind.
+_MARK = "if redis.call('exists', KEYS[1]) == 1 then return redis.call('hsetnx', KEYS[1], ARGV[1], ARGV[2]) end return 0"
+# Live tasks read per pipeline: two round trips per batch, bounded replies.
+READ_BATCH = 500
 
 
 class Lock:
@@ -60,11 +68,6 @@ def find_task(client: redis.Redis, task_id: str) -> TaskRecord | None:
     if event_id is None:
         return None
     return registry.read_task_sync(client, event_id.decode(), task_id)
-
-
-def event_of(client: redis.Redis, task_id: str) -> str | None:
-    raw = client.get(keys.task_event(task_id))
-    return raw.decode() if raw is not None else None
 
 
 def merge_event(client: redis.Redis, ev: EventRecord) -> EventRecord:
@@ -136,3 +139,66 @@ def sizes(client: redis.Redis) -> tuple[int, int]:
     pipe.scard(keys.TASKS)
     events, tasks = pipe.execute()
     return int(events), int(tasks)
+
+
+@dataclass(frozen=True)
+class RelayEnd:
+    """The relay's end of a task, from its state hash: what its FINALIZE command carries."""
+
+    outcome: str  # ready | error
+    reason: str
+
+
+_RELAY_END_FIELDS = (keys.RELAY_FINISHED, keys.RELAY_OUTCOME, keys.RELAY_REASON)
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def relay_end(values: list[bytes | str | None]) -> RelayEnd | None:
+    """``[finished, outcome, reason, ended:<task>]`` of the relay state → the task's end, if the
+    relay ended it: alone mid-event (its own errDescription), or with the whole session (the
+    session's outcome, as the relay's own ``_finalize`` reads it). None for a live, paused or
+    unknown session."""
+    finished, outcome, reason, ended = (_text(v) for v in values)
+    if ended is not None:
+        return RelayEnd("error", ended)
+    if finished == "1":
+        return RelayEnd(outcome or "ready", reason or "")
+    return None
+
+
+def read_live(client: redis.Redis, task_ids: list[str]) -> list[tuple[str, TaskRecord | None, RelayEnd | None]]:
+    """Each task's record and the relay's end of it, in two pipelined round trips per
+    ``READ_BATCH`` tasks (reconcile reads every live task each poll)."""
+    out: list[tuple[str, TaskRecord | None, RelayEnd | None]] = []
+    for i in range(0, len(task_ids), READ_BATCH):
+        batch = task_ids[i : i + READ_BATCH]
+        pipe = client.pipeline(transaction=False)
+        for task_id in batch:
+            pipe.get(keys.task_event(task_id))
+        events = [_text(e) for e in pipe.execute()]
+        pipe = client.pipeline(transaction=False)
+        for task_id, event_id in zip(batch, events, strict=True):
+            if event_id is not None:
+                pipe.hgetall(keys.task(event_id, task_id))
+                pipe.hmget(keys.relay_state(event_id), *_RELAY_END_FIELDS, keys.relay_ended_field(task_id))
+        replies = iter(pipe.execute())
+        for task_id, event_id in zip(batch, events, strict=True):
+            if event_id is None:
+                out.append((task_id, None, None))
+            else:
+                out.append((task_id, TaskRecord.parse(next(replies)), relay_end(next(replies))))
+    return out
+
+
+def note_relay_ends(client: redis.Redis, seen: Iterable[TaskRecord], unseen: Iterable[TaskRecord], now: float) -> None:
+    """Mark when the relay's end of each ``seen`` task was first noticed (kept if already set);
+    clear the mark of ``unseen`` ones (their relay state no longer says so). One round trip."""
+    pipe = client.pipeline(transaction=False)
+    for rec in seen:
+        pipe.eval(_MARK, 1, keys.task(rec.event, rec.id), keys.TASK_RELAY_END_SEEN, repr(now))
+    for rec in unseen:
+        pipe.hdel(keys.task(rec.event, rec.id), keys.TASK_RELAY_END_SEEN)
+    pipe.execute()
