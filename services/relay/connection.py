@@ -32,6 +32,11 @@ chunks held (at most ``2 × max_unacked_chunks + 1`` chunks' results). The conne
 with commits held: whatever ends it, the backlog is committed first (or, if the claim was lost,
 dropped: the new owner replays from the persisted cursor).
 
+Redis failovers (issue 18): a commit that finds the stored state behind it (``output.CommitGap``:
+the new master lacks commits the old one acknowledged) ends the connection at once, its backlog
+dropped (each held commit follows the lost ones), and the session restarts from the persisted
+cursor; the lost captions are computed again from the audio.
+
 Late orders: a task of the event that this connection does not serve (and that is not
 cancelled) found at the heartbeat check stops the sending; once every sent chunk is answered
 the connection closes (``Kind.RETARGET``) and the session reconnects with the new targets from
@@ -60,7 +65,7 @@ from services.relay.audio import Chunker, id_le
 from services.relay.ledger import ChunkLedger
 from services.relay.outage import COMMAND_SECONDS, Retry, until_done
 from services.relay.outcome import Kind, Outcome, close_cause, error_cause, refused_language
-from services.relay.output import CaptionWriter, Commit, Fenced, Pending
+from services.relay.output import CaptionWriter, Commit, CommitGap, Fenced, Pending
 from services.relay.outputs import TaskOutput, entry_fields
 from shared import keys, redis_health, registry
 from shared.aio import check_cancelled
@@ -202,6 +207,7 @@ class Connection:
         # Commits held while Redis is unreachable, oldest first, committed by ``_flush``.
         self.backlog: deque[_Held] = deque()
         self.held = asyncio.Event()
+        self.gap: CommitGap | None = None  # a commit found the stored state behind it
 
     @property
     def cursor(self) -> str:
@@ -213,6 +219,12 @@ class Connection:
 
     async def run(self) -> Outcome:
         outcome = await self._run()
+        if outcome.kind is Kind.GAP:
+            # Every held commit follows the lost ones: they would be refused too. The session
+            # restarts from the persisted state and computes them again.
+            self.backlog.clear()
+            assert self.gap is not None
+            raise self.gap
         if outcome.kind is not Kind.FENCED:
             await self._drain_backlog()  # raises Fenced if the claim was lost meanwhile
         if outcome.kind is Kind.FENCED:
@@ -276,6 +288,9 @@ class Connection:
             await coro
         except Fenced:
             self._set(Outcome(Kind.FENCED))
+        except CommitGap as gap:
+            self.gap = self.gap or gap
+            self._set(Outcome(Kind.GAP))
         except RedisError as exc:
             if is_outage(exc):
                 self.link.health.lost(exc)
@@ -469,7 +484,7 @@ class Connection:
         try:
             async with asyncio.timeout(COMMAND_SECONDS):
                 await self.writer.apply(commit)
-        except Fenced:
+        except (Fenced, CommitGap):
             raise
         except Exception as exc:
             if not is_outage(exc):

@@ -64,6 +64,10 @@ CAPTIONS_WRITTEN = Counter(
 FENCED = Counter(
     "reachlive_relay_fenced_writes_total", "Caption writes refused because another replica owns the session"
 )
+COMMIT_GAPS = Counter(
+    "reachlive_relay_commit_gaps_total",
+    "Caption commits refused because Redis lost earlier ones (a failover to a lagging replica): session restarted",
+)
 IDLE_CLOSES = Counter(
     "reachlive_relay_idle_closes_total",
     "KWIKmotion sessions closed during a media pause (REACHLIVE_RELAY_IDLE_CLOSE_SECONDS without audio)",

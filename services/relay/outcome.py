@@ -22,6 +22,7 @@ class Kind(enum.StrEnum):
     PERMANENT = "permanent"  # the same request would fail again: tasks → ERROR
     CANCELLED = "cancelled"  # every task (or the event) was cancelled
     FENCED = "fenced"  # another relay owns the session now
+    GAP = "gap"  # a commit found the stored state behind it (a failover lost commits): restart
     IDLE = "idle"  # closed during a media pause; reopened when audio returns
     RETARGET = "retarget"  # a task joined the event: reconnect with its language
     LANGUAGE = "language"  # 4004 invalid_model: ``language`` says which (source or a target)

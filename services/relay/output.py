@@ -13,7 +13,15 @@ on keys that all share the event's hash tag (so it also runs on a Redis Cluster)
 - a commit number: each commit of a claim carries ``<epoch>:<n>`` (n counts up), stored as
   ``keys.RELAY_COMMIT``; a commit whose number is already stored was applied (its reply was lost:
   a frozen Redis runs it on thaw) and is not applied again, so a commit can be retried after any
-  Redis error (issue 18: captions computed during an outage are committed when Redis is back).
+  Redis error (issue 18: captions computed during an outage are committed when Redis is back);
+- the number it follows: each commit also names the commit it was computed after (the previous
+  one of the claim, or 0 for the state the claim started from). If that is not what is stored, the
+  state is behind what the relay holds in memory: a Redis failover lost commits the old master
+  acknowledged but had not replicated (asynchronous replication). The script then refuses
+  (``CommitGap``) and the session restarts from the persisted cursor, which the lost commits never
+  moved (captions, cursor and task positions change together), so their captions are computed
+  again from the audio (the lost commits' audio trims never happened either) and nothing is
+  written twice (per-task positions).
 
 The script also skips the XADD for a task cancelled in the registry (``cancelled`` = 1), so a
 task revoked mid-event stops getting captions at once, and trims the audio stream behind the
@@ -22,9 +30,7 @@ transcribed cursor (``XTRIM MINID``: entries before it are never read again).
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -34,13 +40,17 @@ from shared import keys
 _COMMIT = """
 if redis.call('HGET', KEYS[1], 'EPOCH_FIELD') ~= ARGV[1] then return 0 end
 local last = redis.call('HGET', KEYS[1], 'COMMIT_FIELD')
-if last then
-  local e, c = string.match(last, '^(%d+):(%d+)$')
-  if e == ARGV[1] and tonumber(c) >= tonumber(ARGV[5]) then return 2 end
+local e, c = nil, nil
+if last then e, c = string.match(last, '^(%d+):(%d+)$') end
+if e == ARGV[1] then
+  if tonumber(c) >= tonumber(ARGV[5]) then return 2 end
+  if tonumber(c) ~= tonumber(ARGV[6]) then return 3 end
+elseif ARGV[6] ~= '0' then
+  return 3
 end
 redis.call('HSET', KEYS[1], 'COMMIT_FIELD', ARGV[1] .. ':' .. ARGV[5])
-local i = 7
-local n = tonumber(ARGV[6])
+local i = 8
+local n = tonumber(ARGV[7])
 if n > 0 then
   local args = {}
   for j = 1, 2 * n do args[j] = ARGV[i + j - 1] end
@@ -79,11 +89,51 @@ class Fenced(Exception):
     """Another relay claimed the session since we did: stop at once, write nothing more."""
 
 
+class CommitGap(Exception):
+    """The stored state is behind the commit (a failover lost earlier commits): restart the
+    session from the persisted cursor."""
+
+    def __init__(self, event_id: str, after: int) -> None:
+        super().__init__(event_id, after)
+        self.event_id = event_id
+        self.after = after
+
+
+class CommitNumbers:
+    """A claim's commit numbers, shared by its writers (one per KWIKmotion connection).
+
+    ``seq`` only counts up over the claim (a commit retried, or landing late, is never confused
+    with a later one); ``last`` is the number the next commit follows, in the order commits are
+    prepared (and applied: a connection commits in order, holding later ones behind a held one).
+    """
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.last = 0
+
+    def next(self) -> tuple[int, int]:
+        """(number, the number it follows) of the next commit."""
+        self.seq += 1
+        after, self.last = self.last, self.seq
+        return self.seq, after
+
+    def resync(self, stored: str | None, epoch: int) -> None:
+        """A new connection starts from the persisted state: its first commit follows what is
+        stored (``keys.RELAY_COMMIT``), or the claim's start (0) if nothing of this epoch is."""
+        self.last = 0
+        if stored:
+            e, _, n = stored.partition(":")
+            if e == str(epoch) and n.isdigit():
+                self.last = int(n)
+        self.seq = max(self.seq, self.last)
+
+
 @dataclass(frozen=True, slots=True)
 class Commit:
     """One prepared commit (numbered once: retrying it applies it at most once)."""
 
     seq: int
+    after: int  # the commit it follows (0: the state the claim started from)
     args: list[str | int]
 
 
@@ -106,12 +156,12 @@ class CaptionWriter:
         epoch: int,
         maxlen: int,
         expire_at: int,
-        numbers: Iterator[int] | None = None,
+        numbers: CommitNumbers | None = None,
     ) -> None:
         """``numbers``: the claim's commit numbers, shared by its writers (one per KWIKmotion
-        connection), counting up."""
+        connection)."""
         self.client = client
-        self.numbers = numbers if numbers is not None else itertools.count(1)
+        self.numbers = numbers if numbers is not None else CommitNumbers()
         self.event_id = event_id
         self.task_ids = list(task_ids)
         self.epoch = str(epoch)
@@ -124,26 +174,30 @@ class CaptionWriter:
 
     def prepare(self, entries: list[Pending], state: dict[str, str], trim_minid: str = "") -> Commit:
         """Number a commit (XADD ``entries``, HSET ``state``, trim the audio)."""
-        seq = next(self.numbers)
-        args: list[str | int] = [self.epoch, self.maxlen, self.expire_at, trim_minid, seq, len(state)]
+        seq, after = self.numbers.next()
+        args: list[str | int] = [self.epoch, self.maxlen, self.expire_at, trim_minid, seq, after, len(state)]
         for k, v in state.items():
             args += [k, v]
         for e in entries:
             args += [e.task_index + 1, len(e.fields)]
             for k, v in e.fields.items():
                 args += [k, v]
-        return Commit(seq, args)
+        return Commit(seq, after, args)
 
     async def apply(self, commit: Commit) -> bool:
         """Apply a prepared commit atomically (True), or find it applied already (False); raise
-        ``Fenced`` if we lost the session. Safe to retry after any error."""
+        ``Fenced`` if we lost the session, ``CommitGap`` if the state is behind it (commits lost
+        by a failover). Safe to retry after any error."""
         ok = int(await self._script(keys=self._keys, args=commit.args))
         if ok == 0:
             raise Fenced(self.event_id)
+        if ok == 3:
+            raise CommitGap(self.event_id, commit.after)
         return ok == 1
 
     async def commit(self, entries: list[Pending], state: dict[str, str], trim_minid: str = "") -> None:
-        """XADD ``entries`` and HSET ``state`` atomically; raise ``Fenced`` if we lost the session."""
+        """XADD ``entries`` and HSET ``state`` atomically; raise ``Fenced`` if we lost the session,
+        ``CommitGap`` if the state is behind."""
         await self.apply(self.prepare(entries, state, trim_minid))
 
 

@@ -27,6 +27,10 @@ end-of-stream has been transcribed, the tasks fail, or every task is cancelled:
 Nothing is kept only in memory: every caption write persists, atomically, what was emitted
 (``output.CaptionWriter``), so after a failure the state is simply re-read from Redis.
 
+Redis failovers (issue 18): a commit that finds the stored state behind it (``output.CommitGap``:
+the new master lacks commits the old one acknowledged) restarts the session from the persisted
+cursor at once; the lost commits' captions are computed again (counted, one warning).
+
 Redis outages (issue 18) end nothing: every Redis call of the session has a deadline and is
 retried until Redis is back (``outage.until_done``; the connection holds its commits meanwhile,
 see ``connection``); the process's ``RedisHealth`` logs one line lost / one back. Commands for
@@ -38,7 +42,6 @@ out, so none is lost, and each task's is sent once by this replica.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -53,7 +56,15 @@ from services.relay.connection import Connection, Link
 from services.relay.ledger import ChunkLedger
 from services.relay.outage import Retry, until_done
 from services.relay.outcome import Kind, Outcome
-from services.relay.output import CaptionWriter, Fenced, Pending, caption_maxlen, claim_epoch
+from services.relay.output import (
+    CaptionWriter,
+    CommitGap,
+    CommitNumbers,
+    Fenced,
+    Pending,
+    caption_maxlen,
+    claim_epoch,
+)
 from services.relay.outputs import entry_fields, is_translation, make_output, targets_of
 from shared import commands, keys, redis_health, registry
 from shared.aio import TaskSet
@@ -105,7 +116,7 @@ class EventSession:
         self.refused = False  # counted in the SESSIONS_REFUSED gauge
         self.processing_asked: set[str] = set()  # tasks whose PROCESSING command was sent
         self.finalized: set[str] = set()  # tasks whose FINALIZE command was sent
-        self.commits = itertools.count(1)  # this claim's caption commit numbers (output.CaptionWriter)
+        self.commits = CommitNumbers()  # this claim's caption commit numbers (output.CaptionWriter)
         self.failing = False  # a non-outage failure was logged with its traceback (once)
         self.health = health or redis_health.get("relay")
         self.tasks = TaskSet(f"session:{self.event_id}")
@@ -135,6 +146,17 @@ class EventSession:
                         metrics.FENCED.inc()
                         log.warning("another relay owns the session now: stopped")
                         return
+                    except CommitGap as gap:
+                        # Not an error of ours: asynchronous replication lost what the old master
+                        # acknowledged. The persisted state is consistent (one atomic commit at a
+                        # time), only older: resume from it at once.
+                        metrics.COMMIT_GAPS.inc()
+                        log.warning(
+                            "caption commit refused: redis lost earlier commits (a failover to a replica "
+                            "that lagged; commit %d not stored): restarting from the persisted cursor",
+                            gap.after,
+                        )
+                        continue
                     except Exception as exc:
                         # Keep the claim (heartbeats go on) and retry; all progress is in Redis, so
                         # the retry resumes where the last commit left off. Redis unreachable: the
@@ -183,6 +205,8 @@ class EventSession:
                 metrics.SESSIONS_FINISHED.labels("cancelled").inc()
                 await self._close_out()
                 return
+            # The first commit of this connection follows what is stored (see output.CommitNumbers).
+            self.commits.resync(state.get(keys.RELAY_COMMIT), self.epoch)
             cursor = state.get(keys.RELAY_CURSOR, "0-0")
             outs = [
                 make_output(self.event_id, t, self.config.caption_types, state.get(keys.relay_task_field(t.id)), cursor)
