@@ -14,6 +14,12 @@ media timeline, the media session and the end-of-stream entry.
 - Every audio write checks, atomically, that the writer still holds the lease and that the
   timeline did not move under it (compare-and-set on ``samples``), so two writers can never
   interleave.
+- A Redis failover may lose writes the old master acknowledged (asynchronous replication): the
+  new master's timeline ends before the writer's. A write (or a resume after the outage) that
+  finds fewer ``samples`` than it expects, while the lease is the writer's or free, takes the
+  lease and answers where the timeline ends; the writer, which keeps its last seconds of audio,
+  writes again from there (``Publisher``). The timeline only grows otherwise, so a shorter one
+  means lost writes, never another writer's.
 Scripts touch only keys of one event (one hash tag), as a Redis Cluster requires.
 """
 
@@ -58,46 +64,63 @@ return 0
 """
 
 # KEYS: primary, state, audio. ARGV: me, ttl ms, expected samples, new samples, pts_end,
-# epoch_end, maxlen, now, then the entry's field/value pairs. A write is also the heartbeat
-# (lease and ``alive``), so a writer that wrote since its last beat skips the refresh.
+# epoch_end, maxlen, now, rewind (the earliest timeline position the writer can write again),
+# then the entry's field/value pairs. A write is also the heartbeat (lease and ``alive``), so a
+# writer that wrote since its last beat skips the refresh. Returns {code} or {3, samples}.
 _WRITE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-if redis.call('HGET', KEYS[2], 'eos') == '1' then return -2 end
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return {-1} end
+if redis.call('HGET', KEYS[2], 'eos') == '1' then return {-2} end
 local samples = redis.call('HGET', KEYS[2], 'samples') or '0'
-if samples ~= ARGV[3] then
+if samples ~= ARGV[3] or not holder then
   -- this very write landed already (sent again after a Redis outage hid its reply)
-  if samples == ARGV[4] and redis.call('HGET', KEYS[2], 'writer') == ARGV[1] then return 2 end
-  return -3
+  if holder and samples == ARGV[4] and redis.call('HGET', KEYS[2], 'writer') == ARGV[1] then return {2} end
+  -- a failover lost writes of ours (the timeline never shrinks otherwise): write them again
+  local s = tonumber(samples)
+  if s < tonumber(ARGV[3]) and s >= tonumber(ARGV[9]) then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    redis.call('HSET', KEYS[2], 'alive', ARGV[8])
+    return {3, samples}
+  end
+  if not holder then return {-1} end
+  return {-3}
 end
 local entry = {}
-for i = 9, #ARGV do entry[#entry + 1] = ARGV[i] end
+for i = 10, #ARGV do entry[#entry + 1] = ARGV[i] end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', unpack(entry))
 redis.call('HSET', KEYS[2], 'samples', ARGV[4], 'pts_end', ARGV[5], 'epoch_end', ARGV[6], 'alive', ARGV[8],
            'writer', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
+return {1}
 """
 
 # After a Redis outage, the writer that was buffering takes its lease back (it lapsed during an
 # outage longer than its TTL) if nobody wrote meanwhile: the timeline still ends where the writer
 # stopped, or one chunk further by a write of its own that was in flight when Redis went away
-# (it cannot know whether that one landed; ``writer`` and the count tell).
+# (it cannot know whether that one landed; ``writer`` and the count tell), or earlier, within
+# what the writer can write again, if a failover lost writes of its own.
 # KEYS: primary, state. ARGV: me, ttl ms, expected samples, expected + in-doubt chunk ('' if
-# none), now. Returns 1 (continue at expected), 2 (the chunk in doubt landed), 0 (another writer
-# holds the lease or wrote: be a standby), -2 (end of stream written).
+# none), now, rewind. Returns {1} (continue at expected), {2} (the chunk in doubt landed),
+# {3, samples} (write again from samples), {0} (another writer holds the lease or wrote: be a
+# standby), {-2} (end of stream written).
 _RESUME = """
-if redis.call('HGET', KEYS[2], 'eos') == '1' then return -2 end
+if redis.call('HGET', KEYS[2], 'eos') == '1' then return {-2} end
 local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
+if holder and holder ~= ARGV[1] then return {0} end
 local samples = redis.call('HGET', KEYS[2], 'samples') or '0'
 local code = 1
 if samples ~= ARGV[3] then
-  if ARGV[4] == '' or samples ~= ARGV[4] or redis.call('HGET', KEYS[2], 'writer') ~= ARGV[1] then return 0 end
-  code = 2
+  if ARGV[4] ~= '' and samples == ARGV[4] and redis.call('HGET', KEYS[2], 'writer') == ARGV[1] then
+    code = 2
+  elseif tonumber(samples) < tonumber(ARGV[3]) and tonumber(samples) >= tonumber(ARGV[6]) then
+    code = 3
+  else
+    return {0}
+  end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('HSET', KEYS[2], 'alive', ARGV[5])
-return code
+return {code, samples}
 """
 
 # KEYS: primary, state, audio. ARGV: expected samples, retention s, state ttl s, then the
@@ -141,6 +164,11 @@ def _s(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _code(reply: list[object]) -> tuple[int, int]:
+    """A script's ``{code}`` or ``{code, samples}``."""
+    return int(_s(reply[0])), int(_s(reply[1])) if len(reply) > 1 else 0
+
+
 class Coordinator:
     def __init__(self, client: aioredis.Redis, *, chunk_ms: int, retention_seconds: float) -> None:
         self.client = client
@@ -174,17 +202,22 @@ class Coordinator:
     async def release(self, event_id: str, me: str) -> None:
         await self._release(keys=self._keys(event_id)[:2], args=[me, repr(time.time())])
 
-    async def resume(self, event_id: str, me: str, expected: int, in_doubt: int) -> int:
-        """Take the lease back after an outage (see _RESUME): 1, 2 (the ``in_doubt`` samples
-        written last landed), 0 (someone else writes now), -2 (ended)."""
+    async def resume(self, event_id: str, me: str, expected: int, in_doubt: int, rewind: int) -> tuple[int, int]:
+        """Take the lease back after an outage (see _RESUME): (1, _), (2, _) (the ``in_doubt``
+        samples written last landed), (3, samples) (a failover lost our writes after
+        ``samples``, which is not before ``rewind``: write again from there), (0, _) (someone
+        else writes now), (-2, _) (ended)."""
         landed = str(expected + in_doubt) if in_doubt else ""
-        args = [me, self.ttl_ms, str(expected), landed, repr(time.time())]
-        return int(await self._resume(keys=self._keys(event_id)[:2], args=args))
+        args = [me, self.ttl_ms, str(expected), landed, repr(time.time()), str(rewind)]
+        return _code(await self._resume(keys=self._keys(event_id)[:2], args=args))
 
-    async def write(self, event_id: str, me: str, expected: int, chunk: streams.AudioChunk, epoch_end: float) -> int:
-        """XADD one chunk if still the writer at ``expected`` samples: 1, 2 (this chunk was
-        written already: its first reply was lost to an outage), or -1 lost lease, -2 after end
-        of stream, -3 timeline moved."""
+    async def write(
+        self, event_id: str, me: str, expected: int, chunk: streams.AudioChunk, epoch_end: float, rewind: int
+    ) -> tuple[int, int]:
+        """XADD one chunk if still the writer at ``expected`` samples: (1, _), (2, _) (this chunk
+        was written already: its first reply was lost to an outage), (3, samples) (a failover
+        lost our writes after ``samples``, not before ``rewind``: the lease is ours, write again
+        from there), or (-1, _) lost lease, (-2, _) after end of stream, (-3, _) timeline moved."""
         n = len(chunk.pcm) // 2
         flat: list[str | bytes] = []
         for k, v in chunk.fields().items():
@@ -198,12 +231,13 @@ class Coordinator:
             repr(epoch_end),
             self.maxlen,
             repr(time.time()),
+            str(rewind),
             *flat,
         ]
         started = time.perf_counter()
-        res = int(await self._write(keys=self._keys(event_id), args=args))
+        res = _code(await self._write(keys=self._keys(event_id), args=args))
         metrics.REDIS_WRITE.observe(time.perf_counter() - started)
-        if res == 1:
+        if res[0] == 1:
             metrics.AUDIO_SECONDS.inc(n / RATE)
             metrics.AUDIO_BYTES.inc(len(chunk.pcm))
         return res

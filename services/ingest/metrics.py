@@ -42,3 +42,7 @@ OUTAGE_DROPPED = Counter(
     "reachlive_ingest_outage_dropped_seconds_total",
     "seconds of audio dropped (oldest first) because a Redis outage outlasted the outage buffer",
 )
+REWRITTEN = Counter(
+    "reachlive_ingest_rewritten_seconds_total",
+    "seconds of audio written again because Redis lost writes it had acknowledged (a failover to a lagging replica)",
+)

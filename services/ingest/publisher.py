@@ -11,6 +11,14 @@ after taking its lease back (``Coordinator.resume``), so the timeline continues 
 stopped. A standby holds as much while Redis is down, and waits a lease TTL after Redis came
 back before trying to take over, so that the writer with the backlog goes first; if the writer
 is gone, the standby continues from its own buffer, exactly as in a normal takeover.
+
+Redis failovers (issue 18): writes the old master acknowledged may be missing on the new one
+(asynchronous replication). The writer keeps the last ``REWRITE_SECONDS`` of audio it wrote, and
+where each write started; a write or resume that finds the timeline shorter than it left it,
+while the lease is its own or free, is answered with where the timeline ends (the script takes
+the lease), and the writer writes again from there (counted, one line) instead of stepping down:
+the lost audio is on the stream once, and the compare-and-set on ``samples`` with the lease keeps
+one writer.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import deque
 
 from services.ingest import metrics
 from services.ingest.coordinator import RATE, Coordinator, Timeline
@@ -38,6 +47,9 @@ RESAMPLER_DELAY_SECONDS = 0.003
 # After Redis comes back, a standby leaves the lease this long to the writer that buffered the
 # outage's audio (a lapsed lease's TTL: as long as a normal takeover waits for a stalled writer).
 WRITER_FIRST_SECONDS = float(keys.INGEST_PRIMARY_TTL_SECONDS)
+# Audio a writer keeps after writing it, to write again what a failover lost: replication lags by
+# milliseconds, a failover takes seconds; writes acknowledged before it are what is at stake.
+REWRITE_SECONDS = 5.0
 
 
 class Publisher:
@@ -69,7 +81,9 @@ class Publisher:
         # (track position of its first sample, samples).
         self._in_doubt: tuple[int, int] | None = None
         self._dropped = 0  # samples dropped (oldest first) during the current outage
-        self.track = Track()
+        self.track = Track(retain=int(REWRITE_SECONDS * RATE))
+        # Where our recent writes started: (timeline position, track position), oldest first.
+        self._writes: deque[tuple[int, int]] = deque()
         self.decoder = AudioDecoder()
         self.unwrap = TimestampUnwrapper()
         self.expected = 0  # timeline position (samples) of our next write, when primary
@@ -158,7 +172,9 @@ class Publisher:
             epoch_end = self.track.at(self.track.head + n)[1] if self.track.available > n else self._last_epoch
             chunk = streams.AudioChunk(media_time=self.expected / RATE, pts=pts, epoch=epoch, pcm=pcm)
             try:
-                res = await self.coord.write(self.event_id, self.id, self.expected, chunk, epoch_end)
+                res, at = await self.coord.write(
+                    self.event_id, self.id, self.expected, chunk, epoch_end, self._rewind_from()
+                )
             except OUTAGE_ERRORS as exc:
                 # Sent or not, landed or not: Coordinator.resume tells once Redis is back.
                 self._in_doubt = (self.track.head, n)
@@ -167,9 +183,10 @@ class Publisher:
                 self._bound_backlog()
                 return
             if res in (1, 2):
-                self.track.drop(n)
-                self.expected += n
+                self._wrote(n)
                 self._wrote_since_beat = True
+            elif res == 3:
+                self._rewrite(at)
             elif res == -2:
                 self.ended = True
                 self._set_role("standby")
@@ -186,7 +203,7 @@ class Publisher:
             return False
         in_doubt = self._in_doubt[1] if self._in_doubt else 0
         try:
-            res = await self.coord.resume(self.event_id, self.id, self.expected, in_doubt)
+            res, at = await self.coord.resume(self.event_id, self.id, self.expected, in_doubt, self._rewind_from())
         except OUTAGE_ERRORS as exc:
             self.link.lost(exc)
             return False
@@ -194,12 +211,16 @@ class Publisher:
         if res == 2 and self._in_doubt is not None:
             start, n = self._in_doubt
             # It landed: it is on the stream, whatever the buffer dropped meanwhile.
+            self._writes.append((self.expected, start))
             self.track.drop(start + n - self.track.head)
             self.expected += n
             landed = "; the write in flight had landed"
-        held = self.track.available / RATE
         self.suspended = False
         self._in_doubt = None
+        if res == 3:
+            self._rewrite(at)
+            res = 1 if self.role == "primary" else 0
+        held = self.track.available / RATE
         dropped, self._dropped = self._dropped / RATE, 0
         if res in (1, 2):
             log.info(
@@ -216,6 +237,45 @@ class Publisher:
             log.info("redis is back and another publisher writes the event's audio; now a standby")
         self._set_role("standby")
         return True
+
+    def _wrote(self, n: int) -> None:
+        """``n`` samples from the head are on the timeline at ``expected``."""
+        self._writes.append((self.expected, self.track.head))
+        self.track.drop(n)
+        self.expected += n
+        while self._writes and self._writes[0][1] < self.track.base:
+            self._writes.popleft()  # its audio is no longer kept
+
+    def _rewind_from(self) -> int:
+        """The earliest timeline position this writer can write again (``expected``: none)."""
+        while self._writes and self._writes[0][1] < self.track.base:
+            self._writes.popleft()
+        return self._writes[0][0] if self._writes else self.expected
+
+    def _rewrite(self, at: int) -> None:
+        """The timeline ends at ``at``, before what we wrote: a failover lost our writes after it.
+        The lease is ours (the script took it): write them again, from the audio we kept."""
+        start = None
+        for timeline, track in reversed(self._writes):
+            if timeline <= at:
+                start = track + (at - timeline)
+                break
+        if start is None or not self.track.rewind(start):
+            # Not kept (the script checks this too): as before, another writer continues.
+            log.warning("the event's timeline is behind what this writer wrote and the audio is gone; now a standby")
+            self._set_role("standby")
+            return
+        lost = self.expected - at
+        metrics.REWRITTEN.inc(lost / RATE)
+        log.warning(
+            "redis lost %.3f s of audio it had acknowledged (a failover to a replica that lagged): "
+            "writing it again from %.3f s",
+            lost / RATE,
+            at / RATE,
+        )
+        self.expected = at
+        while self._writes and self._writes[-1][0] >= at:
+            self._writes.pop()
 
     def _bound_backlog(self) -> None:
         """While Redis is down: keep at most ``outage_samples`` of audio, dropping the oldest."""

@@ -2,7 +2,9 @@
 epoch, from which the writer cuts chunks and a hot standby finds where the primary stopped.
 
 Sample positions are absolute within the track (``head`` is the position of the first sample
-still held), so marks stay valid as the head advances.
+not yet consumed), so marks stay valid as the head advances. Up to ``retain`` samples before the
+head are kept too (``rewind``): the writer's last seconds, to write again what a Redis failover
+lost after acknowledging it (issue 18).
 """
 
 from __future__ import annotations
@@ -16,20 +18,22 @@ REANCHOR_SECONDS = 0.05
 
 
 class Track:
-    def __init__(self) -> None:
+    def __init__(self, retain: int = 0) -> None:
         self._pcm = bytearray()
-        self.head = 0  # absolute position of _pcm[0]
+        self.retain = retain  # samples kept before the head (see ``rewind``)
+        self.base = 0  # absolute position of _pcm[0] (the oldest sample kept)
+        self.head = 0  # absolute position of the first sample not consumed
         # (absolute position, pts seconds, arrival epoch) where a message's samples start.
         self._marks: deque[tuple[int, float, float]] = deque()
         self._anchor: tuple[int, float] | None = None  # (position, pts) the sample count runs from
 
     @property
     def end(self) -> int:
-        return self.head + len(self._pcm) // BYTES_PER_SAMPLE
+        return self.base + len(self._pcm) // BYTES_PER_SAMPLE
 
     @property
     def available(self) -> int:
-        return len(self._pcm) // BYTES_PER_SAMPLE
+        return self.end - self.head
 
     def append(self, pcm: bytes, pts: float, epoch: float) -> None:
         if not pcm:
@@ -61,15 +65,26 @@ class Track:
         """Up to ``n`` samples from the head with the head's (pts, epoch), left in place."""
         n = min(n, self.available)
         pts, epoch = self.at(self.head)
-        return bytes(self._pcm[: n * BYTES_PER_SAMPLE]), pts, epoch
+        start = (self.head - self.base) * BYTES_PER_SAMPLE
+        return bytes(self._pcm[start : start + n * BYTES_PER_SAMPLE]), pts, epoch
 
     def drop(self, n: int) -> None:
-        n = min(max(n, 0), self.available)
-        del self._pcm[: n * BYTES_PER_SAMPLE]
-        self.head += n
-        # Keep the mark that covers the new head; forget older ones.
-        while len(self._marks) > 1 and self._marks[1][0] <= self.head:
+        """Consume ``n`` samples from the head (the last ``retain`` consumed are still kept)."""
+        self.head += min(max(n, 0), self.available)
+        cut = self.head - self.retain - self.base
+        if cut > self.retain // 4:  # in steps: each cut moves what is kept
+            del self._pcm[: cut * BYTES_PER_SAMPLE]
+            self.base += cut
+        # Keep the mark that covers the oldest sample kept; forget older ones.
+        while len(self._marks) > 1 and self._marks[1][0] <= self.base:
             self._marks.popleft()
+
+    def rewind(self, pos: int) -> bool:
+        """Move the head back to ``pos`` if still kept (True)."""
+        if not self.base <= pos <= self.head:
+            return False
+        self.head = pos
+        return True
 
     def keep_last(self, n: int) -> None:
         """A standby holds only the recent past (enough to cover a primary's lease)."""
