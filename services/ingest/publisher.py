@@ -96,6 +96,8 @@ class Publisher:
 
     def _set_role(self, role: str) -> None:
         if role != self.role:
+            # Writes of an earlier turn as the writer: another may have written after them.
+            self._writes.clear()
             metrics.PUBLISHERS.labels(self.role).dec()
             metrics.PUBLISHERS.labels(role).inc()
             self.role = role
