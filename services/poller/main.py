@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
+import threading
+from typing import Any
 
 from services.poller.app import make_app
 from shared import probes
@@ -39,9 +43,37 @@ def main(argv: list[str]) -> int:
         loglevel=common.log_level,
         max_interval=poller.beat_max_interval_seconds,
     )
+    _bounded_stop(beat)
     try:
         beat.run()
     except SystemExit:
         pass  # SIGTERM/SIGINT: beat synced and released its lock
     log.info("poller (beat) stopped")
     return 0
+
+
+# A stop that has to reach an unreachable Redis (the lock release, the schedule sync) is given
+# this long, then the process exits anyway: the lock expires by itself, and the parent (``all``,
+# or the kubelet's grace period) must not wait on a beat riding through an outage.
+STOP_DEADLINE_SECONDS = 10.0
+
+
+def _bounded_stop(beat: Any) -> None:
+    """Celery's SIGTERM/SIGINT handler syncs the schedule with Redis before exiting; arm a
+    deadline first (seen: a beat SIGTERMed with its Redis gone stayed over 40 s)."""
+    install = beat.install_sync_handler
+
+    def install_bounded(service: Any) -> None:
+        install(service)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            celery_handler = signal.getsignal(sig)
+
+            def on_signal(signum: int, frame: Any, celery_handler: Any = celery_handler) -> None:
+                timer = threading.Timer(STOP_DEADLINE_SECONDS, os._exit, args=(0,))
+                timer.daemon = True
+                timer.start()
+                celery_handler(signum, frame)
+
+            signal.signal(sig, on_signal)
+
+    beat.install_sync_handler = install_bounded

@@ -142,6 +142,17 @@ def test_an_event_that_had_media_is_no_no_show_and_its_window_follows_kaltura(
     admin.move_window(event_id, start, start + 3600)  # shortened to the past
     send(commands.POLL)
     wait_for(lambda: registry.read_event_sync(redis_client, event_id).end == start + 3600)
+    # The check writes the event's window, then each task's: wait for the tasks' too.
+    wait_for(
+        lambda: all(
+            (
+                registry.read_task_sync(redis_client, event_id, t).start,
+                registry.read_task_sync(redis_client, event_id, t).end,
+            )
+            == (start, start + 3600)
+            for t in ids
+        )
+    )
     event = registry.read_event_sync(redis_client, event_id)
     assert (event.start, event.status, event.session) == (start, "live", "1")
     assert event.window() == (start, start + 3600)
