@@ -40,6 +40,7 @@ from shared.kaltura.models import (
     PROCESSING,
     READY,
     SCHEDULED,
+    ScheduleEvent,
     VendorTask,
 )
 from shared.logs import log_context
@@ -201,7 +202,7 @@ def check_event(ctx: Context, event_id: str, task_ids: list[str], listing: dict[
                 cancelled += 1
         if tasks:
             try:
-                c, moved = _check_event(ctx, event_id, tasks, listing)
+                c, moved = _check_event(ctx, event_id, tasks)
                 cancelled += c
             except KalturaError as exc:
                 metrics.EVENT_CHECKS.labels("failed").inc()
@@ -339,9 +340,7 @@ def _cancel(ctx: Context, rec: TaskRecord, why: str) -> None:
         metrics.TASKS.labels("cancelled").inc()
 
 
-def _check_event(
-    ctx: Context, event_id: str, tasks: list[TaskRecord], listing: dict[str, VendorTask]
-) -> tuple[int, int]:
+def _check_event(ctx: Context, event_id: str, tasks: list[TaskRecord]) -> tuple[int, int]:
     """One scheduleEvent.get per event: features that vanished → cancel; a moved window → move."""
     key = next((t.extra.get("access_key") for t in tasks if t.extra.get("access_key")), "")
     try:
@@ -363,14 +362,27 @@ def _check_event(
         pre = max([f.pre_start for f in event.features] + [0])
         post = max([f.post_end for f in event.features] + [0])
         registry.move_event_window(ctx.redis, event_id, event.start, event.end, pre, post)
-        for rec in tasks:
-            job = listing.get(rec.id)
-            if job is not None and job.start:
-                set_task_fields(ctx.redis, rec, start=str(float(job.start)), end=str(float(job.end)))
         registry.expire_event_at(ctx.redis, event_id, event.end + post + keys.REGISTRY_TTL_AFTER_END_SECONDS)
         log.info("event window moved", extra={"start": event.start, "end": event.end})
         moved = 1
+    if event.start:
+        _follow_task_windows(ctx, event, tasks)
     return cancelled, moved
+
+
+def _follow_task_windows(ctx: Context, event: ScheduleEvent, tasks: list[TaskRecord]) -> None:
+    """Each task's window from the same scheduleEvent.get as the event's (facts.md: task start =
+    event start − preStartTime, end = event end + postEndTime), compared every check. Taken from
+    the poll's getJobs listing instead, a listing older than the event fetch (a check queued
+    behind another while the customer moved the window twice) left the tasks on the old window
+    for good, since the event no longer differed at the next check."""
+    for rec in tasks:
+        feature = event.feature(rec.id)
+        if feature is None:
+            continue
+        window = (float(event.start - feature.pre_start), float(event.end + feature.post_end))
+        if (rec.start, rec.end) != window:
+            set_task_fields(ctx.redis, rec, start=str(window[0]), end=str(window[1]))
 
 
 # --- processing / finalize ------------------------------------------------------------------

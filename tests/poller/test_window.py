@@ -164,6 +164,27 @@ def test_an_event_that_had_media_is_no_no_show_and_its_window_follows_kaltura(
     assert not admin.calls_of(*UPDATE_JOB)[2:]  # only the two SCHEDULED of the provision
 
 
+def test_a_check_with_a_listing_older_than_the_event_fetch_still_moves_the_tasks(
+    worker: Any, poller_app: Any, admin: Admin, send: Any, redis_client: redis.Redis
+) -> None:
+    """A check runs with its poll's getJobs listing but fetches the event itself later: queued
+    behind another check while the customer moved the window (a CI run saw it). The tasks'
+    windows come from that same fresh event (start − preStartTime, end + postEndTime), never
+    from the older listing, which left them on the old window for good."""
+    event_id, ids = _scheduled(admin, send, redis_client, CAPTION, translation("French"))
+    _go_live(redis_client, event_id)
+    stale = {t: {"id": t, "status": SCHEDULED, "start": 1, "end": 2} for t in ids}
+    now = int(time.time())
+    admin.move_window(event_id, now - 600, now + 7200)
+    checks = _value("reachlive_poller_event_checks_total", result="done")
+    poller_app.send_task(commands.CHECK_EVENT, args=[event_id, ids], kwargs={"jobs": stale}, queue=commands.QUEUE)
+    wait_for(lambda: _value("reachlive_poller_event_checks_total", result="done") > checks)
+    assert registry.read_event_sync(redis_client, event_id).window() == (now - 600, now + 7200)
+    for task_id in ids:
+        rec = registry.read_task_sync(redis_client, event_id, task_id)
+        assert (rec.start, rec.end) == (now - 600, now + 7200)
+
+
 # --- never provisioned after the window -------------------------------------------------------
 def test_a_scheduled_task_is_not_provisioned_again_after_the_registry_expired(
     worker: Any, admin: Admin, send: Any, redis_client: redis.Redis
