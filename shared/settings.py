@@ -161,6 +161,20 @@ class IngestSettings(BaseSettings):
     # SO_REUSEPORT: several ingest processes on one host share LISTEN, the kernel spreading the
     # connections among them (replicas on one machine; each holds only its own connections).
     reuse_port: bool = True
+    # Hostile and careless peers (issue 19). Until its publish is accepted a connection may send
+    # RTMP messages of at most this many bytes (connect, publish: a few hundred), no media.
+    prepublish_max_message_bytes: int = Field(default=16384, ge=1024, le=1 << 20)
+    # Bytes we have to send that a connection has not read: past this it is aborted (what we
+    # send is acknowledgements and statuses, a few kB; a peer that floods pings and reads
+    # nothing would make us hold their answers).
+    max_write_buffer_bytes: int = Field(default=65536, ge=8192)
+    max_connections: int = Field(default=1000, gt=0)  # this process's connections, any state
+    # Connections from one client address (an IPv6 /64) with no accepted publish yet; accepted
+    # publishers do not count (Kaltura restreams many events from a few addresses).
+    max_pending_per_address: int = Field(default=64, gt=0)
+    # Accepted publishers of one task (media key) across replicas: a primary and a backup
+    # restream, each restarting once while its old connection lingers.
+    max_publishers_per_task: int = Field(default=4, gt=0)
 
 
 class RelaySettings(BaseSettings):
@@ -203,9 +217,19 @@ class GatewaySettings(BaseSettings):
     drain_seconds: PositiveSeconds = 10.0
     # After frames, a ping at most this often (its pong moves the resume cursor, DESIGN section 5).
     ack_interval_seconds: PositiveSeconds = 0.5
-    auth_failures_per_minute: int = Field(default=20, gt=0)  # per client address, then HTTP 429
-    messages_per_second: PositiveSeconds = 5.0  # inbound client messages (burst: twice that)
-    forwarded_for: bool = False  # client address from X-Forwarded-For (behind a trusted proxy)
+    # Failed authentications per client address, then HTTP 429 for bad tokens (never a valid one).
+    auth_failures_per_minute: int = Field(default=20, gt=0)
+    # Inbound client messages and control frames (pings, pongs) per connection (burst: twice that).
+    messages_per_second: PositiveSeconds = 5.0
+    # Proxies in front that each append to X-Forwarded-For (compose nginx, ingress-nginx: 1). The
+    # client address is the entry this many from the right; 0: the TCP peer's (no proxy).
+    trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
+    # A connection whose unsent output passes this is aborted: a client that does not read (a
+    # PING flood's pongs) cannot grow the gateway. Above websockets' 32 KiB write limit plus
+    # the largest caption response, which a reading client drains.
+    max_write_buffer_bytes: int = Field(default=65536, ge=16384)
+    # Open connections of one task on one replica; more are closed 1013 (a token's reach).
+    max_connections_per_task: int = Field(default=10, gt=0)
 
 
 S = TypeVar("S", bound=BaseSettings)
