@@ -8,7 +8,8 @@ Who writes what (the contract between services):
 
 - poller: ``event``, ``event_tasks``, ``task``, ``task_event``, ``media_key``, ``caption_token``,
   ``EVENTS``, ``TASKS``; publishes task ids on ``REVOKED_CHANNEL`` when it cancels a task.
-- ingest: ``audio`` (audio and end-of-stream entries), ``ingest_state``, ``ingest_primary``;
+- ingest: ``audio`` (audio and end-of-stream entries), ``ingest_state``, ``ingest_primary``,
+  ``ingest_publishers``;
   adds one entry per event to ``SESSIONS_STREAM`` (guarded by ``event`` field ``session``).
 - relay: consumes ``SESSIONS_STREAM`` in group ``RELAY_GROUP``, keeps ``relay_state``, writes
   ``captions`` of each task.
@@ -90,6 +91,12 @@ def ingest_state(event_id: str | int) -> str:
 def ingest_primary(event_id: str | int) -> str:
     """String with TTL: the publisher id that currently writes the event's audio."""
     return f"{_tag(event_id)}:ingest:primary"
+
+
+def ingest_publishers(event_id: str | int, task_id: str | int) -> str:
+    """Sorted set: the accepted publishers of one task on every replica (member: a publish id,
+    score: when it lapses, epoch ms), for the cap on publishers per task (services/ingest/slots.py)."""
+    return f"{_tag(event_id)}:ingest:publishers:{task_id}"
 
 
 # Set: event ids whose media session is open and has no end-of-stream yet; every ingest
