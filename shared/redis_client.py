@@ -50,7 +50,13 @@ _QUERY = ("sentinel_password", "sentinel_username")
 
 
 class RedisUrlError(ValueError):
-    """A malformed ``REACHLIVE_REDIS_URL``: one line, password never included."""
+    """A malformed ``REACHLIVE_REDIS_URL``: one line, password never included. ``problem`` says
+    what is wrong with no part of the URL at all: settings errors show nothing of a value (issue
+    19: a password with an unencoded ``/`` or ``@`` is not where ``redacted`` looks for it)."""
+
+    def __init__(self, message: str, problem: str) -> None:
+        super().__init__(message)
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,7 @@ def parse_sentinel(url: str) -> SentinelTarget:
     shown = redacted(url)
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() != SENTINEL_SCHEME:
-        raise RedisUrlError(f"expected a {SENTINEL_SCHEME}:// URL, got {shown}")
+        raise RedisUrlError(f"expected a {SENTINEL_SCHEME}:// URL, got {shown}", f"expected a {SENTINEL_SCHEME}:// URL")
     rest, _, query = rest.partition("?")
     netloc, slash, path = rest.partition("/")
     userinfo, at, hostlist = netloc.rpartition("@")
@@ -132,14 +138,17 @@ def parse_sentinel(url: str) -> SentinelTarget:
     sentinels = tuple(_host_port(part, shown) for part in hostlist.split(","))
     names = path.split("/") if slash else []
     if not names or not names[0]:
-        raise RedisUrlError(f"no master name in {shown}: expected {SENTINEL_SCHEME}://host:26379,.../<master-name>")
+        expected = f"expected {SENTINEL_SCHEME}://host:26379,.../<master-name>"
+        raise RedisUrlError(f"no master name in {shown}: {expected}", f"no master name: {expected}")
     if len(names) > 2 or (len(names) == 2 and not names[1].isdigit()):
-        raise RedisUrlError(f"expected /<master-name>[/<db number>] after the sentinels in {shown}")
+        problem = "expected /<master-name>[/<db number>] after the sentinels"
+        raise RedisUrlError(f"{problem} in {shown}", problem)
     options: dict[str, str] = {}
     for pair in filter(None, query.split("&")):
         key, _, value = (unquote(p) for p in pair.partition("="))  # not unquote_plus: "+" is a "+"
         if key not in _QUERY:
-            raise RedisUrlError(f"unknown option {key!r} in {shown} (known: {', '.join(_QUERY)})")
+            known = f"(known: {', '.join(_QUERY)})"
+            raise RedisUrlError(f"unknown option {key!r} in {shown} {known}", f"an unknown query option {known}")
         options[key] = value
     return SentinelTarget(
         sentinels=sentinels,
@@ -157,14 +166,14 @@ def _host_port(part: str, shown: str) -> tuple[str, int]:
     if part.startswith("["):  # [v6]:port
         host, bracket, tail = part[1:].partition("]")
         if not bracket or (tail and not tail.startswith(":")):
-            raise RedisUrlError(f"bad sentinel address {part!r} in {shown}")
+            raise RedisUrlError(f"bad sentinel address {part!r} in {shown}", "bad sentinel address")
         port = tail[1:]
     else:
         host, _, port = part.partition(":")
     if not host:
-        raise RedisUrlError(f"empty sentinel host in {shown}")
+        raise RedisUrlError(f"empty sentinel host in {shown}", "empty sentinel host")
     if port and not (port.isdigit() and 0 < int(port) <= 65535):
-        raise RedisUrlError(f"bad port in sentinel address {part!r} in {shown}")
+        raise RedisUrlError(f"bad port in sentinel address {part!r} in {shown}", "bad port in a sentinel address")
     return host, int(port) if port else SENTINEL_PORT
 
 
@@ -180,13 +189,14 @@ def check_url(url: str) -> str:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a non-numeric port
     except ValueError:
-        raise RedisUrlError(f"expected a {kinds} URL with a numeric port, got {shown}") from None
+        problem = f"expected a {kinds} URL with a numeric port"
+        raise RedisUrlError(f"{problem}, got {shown}", problem) from None
     if parts.scheme not in PLAIN_SCHEMES:
-        raise RedisUrlError(f"expected a {kinds} URL, got {shown}")
+        raise RedisUrlError(f"expected a {kinds} URL, got {shown}", f"expected a {kinds} URL")
     if parts.scheme == "unix" and not parts.path:
-        raise RedisUrlError(f"expected unix:///path/to/redis.sock, got {shown}")
+        raise RedisUrlError(f"expected unix:///path/to/redis.sock, got {shown}", "expected unix:///path/to/redis.sock")
     if parts.scheme != "unix" and not parts.hostname:
-        raise RedisUrlError(f"no host in {shown}")
+        raise RedisUrlError(f"no host in {shown}", "no host")
     return url
 
 

@@ -3,11 +3,15 @@
 Each group is its own ``BaseSettings`` with a flat ``REACHLIVE_<GROUP>_`` prefix, so the public
 variable names stay exactly those of the design (``REACHLIVE_KALTURA_SERVICE_URL``, not a nested
 ``REACHLIVE_KALTURA__SERVICE_URL``). ``load()`` turns a validation failure into one readable line
-that names the variable, for the command to print instead of a traceback.
+that names the variable, for the command to print instead of a traceback. No error shows any part
+of the value (issue 19: a Redis URL's password went out with it): validators say what is wrong,
+never with what.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -25,32 +29,69 @@ def _listen(value: str) -> str:
     """``host:port`` (``[::]:port`` for IPv6); the port is required, 0 means any free port."""
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected host:port, got {value!r}")
+        raise ValueError("expected host:port with a port from 0 to 65535")
     if host.startswith("[") != host.endswith("]"):
-        raise ValueError(f"unbalanced brackets in {value!r}")
+        raise ValueError("unbalanced brackets around the host")
     return value
 
 
-def _url(*schemes: str, allow_empty: bool = False):
+def _url(*schemes: str, allow_empty: bool = False, clear: tuple[str, str, str] | None = None):
+    """``clear``: (scheme without TLS, what it would carry, the TLS scheme): refused to a host
+    that is not loopback unless REACHLIVE_ALLOW_INSECURE_HOSTS names it (shared/cleartext.py)."""
+
     def check(value: str) -> str:
         if not value and allow_empty:
             return value
         parts = urlsplit(value)
         if parts.scheme not in schemes or not parts.hostname:
-            raise ValueError(f"expected a {'/'.join(schemes)} URL, got {value!r}")
+            raise ValueError(f"expected a {'/'.join(schemes)} URL with a host")
         try:
             parts.port  # noqa: B018 - raises on a non-numeric port
-        except ValueError as exc:
-            raise ValueError(f"bad port in {value!r}") from exc
+        except ValueError:
+            raise ValueError("bad port") from None
+        if clear and parts.scheme == clear[0]:
+            _refuse_cleartext([parts.hostname], *clear)
         return value
 
     return AfterValidator(check)
 
 
-def _redis_url(value: str) -> str:
-    from shared.redis_client import check_url  # redis-py is not needed to read other settings
+def _refuse_cleartext(hosts: list[str], scheme: str, carries: str, instead: str) -> None:
+    from shared import cleartext
 
-    return check_url(value) if value else value
+    if cleartext.refused(hosts, TransportSettings().allow_insecure_hosts):
+        raise ValueError(cleartext.problem(scheme, carries, instead))
+
+
+def _redis_url(value: str) -> str:
+    from shared.redis_client import RedisUrlError, check_url, is_sentinel, parse_sentinel
+
+    if not value:
+        return value
+    try:
+        check_url(value)
+    except RedisUrlError as exc:
+        raise ValueError(exc.problem) from None
+    carries = "every key, token hash and caption"
+    if is_sentinel(value):  # no TLS form: the sentinels (and the nodes they name) in clear
+        hosts = [host for host, _port in parse_sentinel(value).sentinels]
+        _refuse_cleartext(hosts, "redis+sentinel", carries, "a rediss:// endpoint")
+    elif urlsplit(value).scheme == "redis":
+        _refuse_cleartext([urlsplit(value).hostname or ""], "redis", carries, "rediss://")
+    return value
+
+
+def _fernet_keys(value: SecretStr) -> SecretStr:
+    """A comma list of Fernet keys (32 bytes, url-safe base64), as ``cryptography`` reads them."""
+    keys = [k.strip() for k in value.get_secret_value().split(",") if k.strip()]
+    for i, key in enumerate(keys, 1):
+        try:
+            ok = len(base64.urlsafe_b64decode(key.encode())) == 32
+        except (binascii.Error, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"key {i} of {len(keys)} is not a Fernet key (32 bytes, url-safe base64: README Secrets)")
+    return value
 
 
 ListenAddress = Annotated[str, AfterValidator(_listen)]
@@ -70,7 +111,8 @@ def _config(group: str = "") -> SettingsConfigDict:
 class CommonSettings(BaseSettings):
     model_config = _config()
 
-    # redis://, rediss://, unix:// or redis+sentinel:// (shared/redis_client.py); errors hide passwords.
+    # redis://, rediss://, unix:// or redis+sentinel:// (shared/redis_client.py); redis:// and
+    # redis+sentinel:// only to loopback or REACHLIVE_ALLOW_INSECURE_HOSTS (shared/cleartext.py).
     redis_url: Annotated[str, AfterValidator(_redis_url)] = ""
     metrics_port: int = Field(default=9100, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
@@ -85,14 +127,16 @@ def _types(value: str) -> str:
     kinds = [v.strip() for v in value.split(",") if v.strip()]
     bad = [k for k in kinds if k not in ("transcript", "captions")]
     if not kinds or bad:
-        raise ValueError(f"expected a comma list of transcript,captions, got {value!r}")
+        raise ValueError("expected a comma list of transcript,captions")
     return ",".join(kinds)
 
 
 class KalturaSettings(BaseSettings):
     model_config = _config("KALTURA_")
 
-    service_url: Annotated[str, _url("http", "https")] = "https://www.kaltura.com"
+    service_url: Annotated[
+        str, _url("http", "https", clear=("http", "the vendor's credentials and every task's accessKey", "https://"))
+    ] = "https://www.kaltura.com"
     partner_id: int = Field(default=0, ge=0)
     admin_secret: SecretStr = SecretStr("")
     app_token_id: str = ""
@@ -120,12 +164,18 @@ class PollerSettings(BaseSettings):
     # spread over more than half the poll period: a burst of 100 checks in 2 s took a core of
     # a 2-core host and delayed captions by seconds (bench/pipeline.py).
     check_rate_per_second: float = Field(default=10.0, gt=0)
+    # Fernet keys sealing each task's accessKey in Redis (services/poller/sealing.py): the first
+    # seals, every one opens (rotation: put the new key first, drop the old one a poll later).
+    # Required by `reachlive worker`; `reachlive all`/`demo` on their embedded Redis make one.
+    encryption_keys: Annotated[SecretStr, AfterValidator(_fernet_keys)] = SecretStr("")
 
 
 class KwikmotionSettings(BaseSettings):
     model_config = _config("KWIKMOTION_")
 
-    url: Annotated[str, _url("ws", "wss")] = "ws://127.0.0.1:8765/"
+    url: Annotated[str, _url("ws", "wss", clear=("ws", "the vendor token and the event audio", "wss://"))] = (
+        "ws://127.0.0.1:8765/"
+    )
     token: SecretStr = SecretStr("")
     ping_interval_seconds: PositiveSeconds = 20.0  # seed: "20-second ping interval"
     ping_timeout_seconds: PositiveSeconds = 30.0  # seed: "30-second timeout"
@@ -232,16 +282,35 @@ class GatewaySettings(BaseSettings):
     max_connections_per_task: int = Field(default=10, gt=0)
 
 
+class TransportSettings(BaseSettings):
+    """REACHLIVE_ALLOW_INSECURE_HOSTS: hosts that the Kaltura, KWIKmotion and Redis URLs may reach
+    without TLS (comma list, ``*`` for any; loopback always may). Read by those URLs' validators."""
+
+    model_config = _config()
+
+    allow_insecure_hosts: str = ""
+
+
 S = TypeVar("S", bound=BaseSettings)
 
 
 def load(cls: type[S], **overrides: object) -> S:
     """Build a settings group from the environment, or raise ``SettingsError`` naming the variable."""
+    prefix = cls.model_config.get("env_prefix", ENV_PREFIX)
     try:
         return cls(**overrides)
     except ValidationError as exc:
-        prefix = cls.model_config.get("env_prefix", ENV_PREFIX)
         err = exc.errors()[0]
         name = f"{prefix}{err['loc'][0]}".upper() if err.get("loc") else prefix.rstrip("_")
         msg = err["msg"].removeprefix("Value error, ")
+        # Our validators never name the value and pydantic's messages carry none; this is the
+        # net under both (a future validator's f-string): the value itself never goes out.
+        value = err.get("input")
+        if isinstance(value, str) and len(value) >= 4 and value in msg:
+            msg = msg.replace(value, "<the value>")
         raise SettingsError(f"invalid setting {name}: {msg}") from None
+    except ValueError as exc:
+        if type(exc).__module__.partition(".")[0] != "pydantic_settings":
+            raise
+        # pydantic-settings' own parse failure (a complex field's JSON): its text, not the value.
+        raise SettingsError(f"invalid setting among {prefix}*: a value could not be parsed") from None
