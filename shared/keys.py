@@ -13,7 +13,8 @@ Who writes what (the contract between services):
   adds one entry per event to ``SESSIONS_STREAM`` (guarded by ``event`` field ``session``).
 - relay: consumes ``SESSIONS_STREAM`` in group ``RELAY_GROUP``, keeps ``relay_state``, writes
   ``captions`` of each task.
-- gateway: reads ``captions``, keeps ``delivered`` per task.
+- gateway: reads ``captions``, keeps a ``lineage`` hash per task (one record per caption
+  connection: its proven cursor) and its own ``gateway_instance`` heartbeat.
 """
 
 from __future__ import annotations
@@ -152,9 +153,29 @@ def captions(event_id: str | int, task_id: str | int) -> str:
 
 
 # --- delivery (gateway) --------------------------------------------------------------------
+def lineage(event_id: str | int, task_id: str | int) -> str:
+    """Hash: the task's caption connections (services/gateway/lineage.py, DESIGN section 5).
+    Field: a connection id; value ``"<seq> <o|c> <cursor> <instance>"``: the order of its open
+    (``o``) or close (``c``), the captions stream id proven delivered on it (``0-0``: nothing),
+    and the gateway process serving it. A new connection takes over (deletes) the closed record
+    of highest seq. Expires with the task's captions stream (``LINEAGE_TTL_SECONDS`` until that
+    has an expiry); at most ``LINEAGE_MAX_RECORDS`` records, the oldest dropped."""
+    return f"{_tag(event_id)}:lineage:{task_id}"
+
+
 def delivered(event_id: str | int, task_id: str | int) -> str:
     """String: the captions stream id proven delivered to the task's client (pong after it)."""
     return f"{_tag(event_id)}:delivered:{task_id}"
+
+
+LINEAGE_SEQ = "~seq"  # field of ``lineage(E, T)``: the counter behind the records' seq
+
+
+def gateway_instance(instance_id: str) -> str:
+    """String with TTL: a gateway process's heartbeat counter, bumped every second; a process
+    whose counter stops moving is dead and its open lineage records count as closed. One hash
+    tag for all of them: a prober reads a few at once (MGET) on a Redis Cluster too."""
+    return f"{PREFIX}:{{gateway}}:instance:{instance_id}"
 
 
 # --- TTLs and retention --------------------------------------------------------------------
@@ -165,7 +186,12 @@ REGISTRY_TTL_AFTER_END_SECONDS = 86400
 AUDIO_RETENTION_AFTER_END_SECONDS = 3600
 PROVISION_LOCK_SECONDS = 60
 INGEST_PRIMARY_TTL_SECONDS = 5
+# A task's lineage hash expires with its captions stream (the relay sets that stream's expiry at
+# each commit: the event's end + CAPTIONS_RETENTION_AFTER_END_SECONDS); this until it has one.
+LINEAGE_TTL_SECONDS = 86400
 DELIVERED_TTL_SECONDS = 86400  # gateway cursor, refreshed at each save; outlives any event
+LINEAGE_MAX_RECORDS = 64  # per task: far above the per-replica connection cap of a task
+GATEWAY_INSTANCE_TTL_SECONDS = 60  # only to clear a dead process's key: death is a counter that stops
 
 
 # --- registry hash fields (the contract the poller writes and the others read) -------------
