@@ -213,6 +213,12 @@ GATEWAY_INSTANCE_TTL_SECONDS = 60  # only to clear a dead process's key: death i
 # first saw the relay's end of the task (relay state finished=1 or ended:<T>); past a grace period
 # with the task still live, its FINALIZE command was lost and reconcile finalizes it (issue 18).
 TASK_RELAY_END_SEEN = "relay_end_seen"
+# Poller-private fields of keys.task(E, T) (issue 19): the task's Kaltura accessKey, sealed with
+# REACHLIVE_POLLER_ENCRYPTION_KEYS (services/poller/sealing.py) while the task is live, deleted
+# when it ends or is cancelled; TASK_ACCESS_KEY is the plain field of records written before,
+# still read, and replaced by the sealed one at the next reconcile.
+TASK_ACCESS_KEY_SEALED = "access_key_sealed"
+TASK_ACCESS_KEY = "access_key"
 # Cancelling a task: the poller deletes its media_key / caption_token index entries, sets
 # cancelled=1, and publishes "<event id>:<task id>" on REVOKED_CHANNEL; when every task of an
 # event is cancelled the event's status becomes "cancelled".
