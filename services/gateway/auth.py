@@ -122,6 +122,36 @@ class FailureLimiter:
         times.append(now)
 
 
+class TaskConnections:
+    """Open connections per task on this replica, capped: one valid token cannot open unbounded
+    connections (issue 19). Kaltura reads a task with one client (a backup reader, or a reconnect
+    while the old socket lingers, makes a few): the cap is far above that."""
+
+    __slots__ = ("_open", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[TaskRef, int] = {}
+
+    def admit(self, ref: TaskRef) -> bool:
+        """Count one more connection of the task, or False (nothing counted) at the cap."""
+        n = self._open.get(ref, 0)
+        if n >= self.limit:
+            return False
+        self._open[ref] = n + 1
+        return True
+
+    def release(self, ref: TaskRef) -> None:
+        n = self._open.get(ref, 0) - 1
+        if n > 0:
+            self._open[ref] = n
+        else:
+            self._open.pop(ref, None)
+
+    def count(self, ref: TaskRef) -> int:
+        return self._open.get(ref, 0)
+
+
 class TokenBucket:
     """Inbound message rate: ``rate`` per second with bursts of ``burst``."""
 
@@ -142,11 +172,15 @@ class TokenBucket:
         return False
 
 
-def client_address(remote: object, forwarded_for: str | None, trust_forwarded: bool) -> str:
-    """The address failures are counted against: the peer, or the proxy's X-Forwarded-For."""
-    if trust_forwarded and forwarded_for:
-        # The rightmost entry was added by our own proxy; earlier ones are client-controlled.
-        return forwarded_for.split(",")[-1].strip() or "unknown"
+def client_address(remote: object, forwarded_for: str | None, trusted_hops: int) -> str:
+    """The address failures are counted against: the TCP peer, or behind ``trusted_hops`` proxies
+    that each append the address they saw to X-Forwarded-For, the entry that many from the right
+    (the one our outermost proxy wrote). Entries to its left are whatever the client sent: an
+    attacker prepending addresses changes nothing. Fewer entries than hops (a proxy bypassed or
+    not appending): the leftmost, which a trusted proxy wrote."""
+    if trusted_hops > 0 and forwarded_for:
+        entries = [e.strip() for e in forwarded_for.split(",")]
+        return entries[-min(trusted_hops, len(entries))] or "unknown"
     if isinstance(remote, tuple) and remote:
         return str(remote[0])
     return "unknown"

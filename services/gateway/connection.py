@@ -68,6 +68,7 @@ class Host(Protocol):
     caption_types: str
     hub: CaptionHub
     limiter: auth.FailureLimiter
+    task_connections: auth.TaskConnections
     health: redis_health.RedisHealth
     draining: bool
 
@@ -123,16 +124,19 @@ class Connection:
         self._wake_at = 0.0  # when the task's current wait ends (loop time)
         self._ack_scheduled = False  # a ping is due after the reader's current batch
         self._interrupted = False  # a send was cancelled: what was written is unknown
+        self._awaited_pong: bytes | None = None  # our outstanding ping's payload: its pong is free
+        self._inbound_taken = False  # data frames come to ``_on_frame`` (no more waiting in recv)
         rate = gateway.settings.messages_per_second
         self._bucket = auth.TokenBucket(rate, 2 * rate, self.loop.time())
         req = ws.request
         self.path = req.path if req else "/"
         headers = req.headers if req else Headers()
         self.address = auth.client_address(
-            ws.remote_address, headers.get("X-Forwarded-For"), gateway.settings.forwarded_for
+            ws.remote_address, headers.get("X-Forwarded-For"), gateway.settings.trusted_proxy_hops
         )
         self._authorization = headers.get("Authorization")
         self.wire.drop_handshake_headers()
+        self.wire.take_control(self._on_control)  # from now on, before authentication too
 
     @property
     def live(self) -> bool:
@@ -182,8 +186,20 @@ class Connection:
                 return
             except ConnectionClosed:
                 return
-            with log_context(event_id=self.ref.event_id, task_id=self.ref.task_id):
-                await self._serve(types)
+            if not self.gw.task_connections.admit(self.ref):
+                metrics.TASK_LIMIT_REFUSALS.inc()
+                log.warning("caption connection refused: task connection limit", extra={"client": self.address})
+                # 1013 after the upgrade, not an HTTP 429: a token in the first message is only
+                # known here, and the code and reason reach the client's application. Try Again
+                # Later: the count falls as the task's other connections close.
+                limit = self.gw.task_connections.limit
+                await self._close(Close(TRY_AGAIN, f"too many connections for this task (limit {limit}), retry later"))
+                return
+            try:
+                with log_context(event_id=self.ref.event_id, task_id=self.ref.task_id):
+                    await self._serve(types)
+            finally:
+                self.gw.task_connections.release(self.ref)
         except (RedisError, TimeoutError) as exc:
             # Setting up the connection needs Redis (token, cursor, feed): nothing was sent, and
             # the client reconnects and resumes from the saved cursor.
@@ -380,6 +396,7 @@ class Connection:
 
     async def _write(self, item: Item, live: bool) -> None:
         assert self.delivery is not None
+        self.wire.allow_frame(len(item.data))
         await self._guarded(self.ws.send(item.data, text=True))
         self.delivery.sent(item)
         self._count(item, live)
@@ -411,7 +428,8 @@ class Connection:
         if not self.wire.open:
             return
         ref = self.delivery.ping_sent(now)
-        self.wire.ping(ref.to_bytes(4, "big"))
+        self._awaited_pong = ref.to_bytes(4, "big")
+        self.wire.ping(self._awaited_pong)
 
     def _on_pong(self, data: bytes) -> None:
         if self.delivery is None or self.ref is None or len(data) != 4:
@@ -497,6 +515,7 @@ class Connection:
     async def _take_over_inbound(self) -> None:
         """From now on data frames come to ``_on_frame``; first handle what was queued."""
         self.wire.take_frames(self._on_frame)
+        self._inbound_taken = True
         while True:
             try:
                 async with asyncio.timeout(0):  # only what is already queued
@@ -506,17 +525,36 @@ class Connection:
             text = isinstance(message, str)
             self._on_message(text, message.encode() if isinstance(message, str) else bytes(message))
 
+    def _on_control(self, frame: Frame) -> None:
+        """A ping or pong from the client (websockets answered a ping already; the write cap
+        bounds those answers): counted with the messages. The pong to our own outstanding ping
+        is free: we set that pace (one per ack interval at most)."""
+        if frame.opcode is Opcode.PONG and self._awaited_pong is not None and frame.data == self._awaited_pong:
+            self._awaited_pong = None
+            return
+        self._admit_inbound()
+
+    def _admit_inbound(self) -> bool:
+        """Take one from the inbound rate; past it, close with 1008 — or, while the first message
+        (the token) is awaited in ``recv``, where nothing would act on ``refuse``, drop it."""
+        if self.refuse is not None:
+            return False  # dropped; the closing handshake is under way
+        if self._bucket.take(self.loop.time()):
+            return True
+        metrics.INBOUND_REFUSED.inc()
+        log.warning("closing a client that floods messages", extra={"client": self.address})
+        self.refuse = Close(POLICY, "too many messages")
+        if not self._inbound_taken:
+            self.wire.abort()
+        else:
+            self.notify()
+        return False
+
     def _on_message(self, text: bool, data: bytes) -> None:
         """A client message, handled inline (no reader task per connection): answer a text
         ``ping`` (Kaltura seed, "Idle streams"), bound the rate. websockets bounds the size
         (``max_size`` → close 1009) before a frame gets here."""
-        if self.refuse is not None:
-            return  # dropped; the closing handshake is under way
-        if not self._bucket.take(self.loop.time()):
-            metrics.INBOUND_REFUSED.inc()
-            log.warning("closing a client that floods messages", extra={"client": self.address})
-            self.refuse = Close(POLICY, "too many messages")
-            self.notify()
+        if not self._admit_inbound():
             return
         if text and data.strip().lower() == b"ping":
             if self.wire.open:

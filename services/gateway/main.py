@@ -14,8 +14,8 @@ from shared.settings import CommonSettings, GatewaySettings, load, split_listen
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="reachlive gateway",
-        description="Caption WebSocket for Kaltura's caption client, with /healthz, /readyz and /metrics "
-        "on the same port. Settings: REACHLIVE_GATEWAY_* (see shared/settings.py).",
+        description="Caption WebSocket for Kaltura's caption client on REACHLIVE_GATEWAY_LISTEN; /metrics, "
+        "/readyz and /livez on REACHLIVE_METRICS_PORT only. Settings: REACHLIVE_GATEWAY_* (see shared/settings.py).",
     )
     parser.parse_args(argv)
     settings = load(GatewaySettings)

@@ -26,7 +26,20 @@ REVOCATIONS = Counter("reachlive_gateway_revocations_total", "Connections closed
 READERS = Gauge("reachlive_gateway_stream_readers", "Shared Redis readers (one per task with subscribers)")
 CURSOR_SAVES = Counter("reachlive_gateway_cursor_saves_total", "Delivered-cursor writes to Redis")
 INBOUND_REFUSED = Counter(
-    "reachlive_gateway_inbound_refused_total", "Connections closed for flooding or oversized messages"
+    "reachlive_gateway_inbound_refused_total",
+    "Connections closed for flooding (messages or control frames) or oversized messages",
+)
+WRITE_BUFFER_ABORTS = Counter(
+    "reachlive_gateway_write_buffer_aborts_total",
+    "Connections aborted because their unsent output passed REACHLIVE_GATEWAY_MAX_WRITE_BUFFER_BYTES",
+)
+TASK_LIMIT_REFUSALS = Counter(
+    "reachlive_gateway_task_limit_refusals_total",
+    "Connections closed 1013 because their task had REACHLIVE_GATEWAY_MAX_CONNECTIONS_PER_TASK open",
+)
+LIMITED_VALID_TOKENS = Counter(
+    "reachlive_gateway_rate_limited_valid_tokens_total",
+    "Connections with a valid token served although their address was over the failed-auth limit",
 )
 
 for _state in CONNECTION_STATES:

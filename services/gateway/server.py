@@ -1,12 +1,19 @@
-"""The gateway server: one port for the caption WebSocket and the HTTP probes (``/healthz``,
-``/livez``, ``/readyz``, ``/metrics``), the shared feeds, the revocation listener and the SIGTERM
-drain (DESIGN section 5; issue 7).
+"""The gateway server: the caption WebSocket (and a constant ``/healthz`` for load balancers) on
+the public port, the shared feeds, the revocation listener and the SIGTERM drain (DESIGN section
+5; issue 7). ``/metrics``, ``/readyz`` and ``/livez`` are on the metrics port only, as every
+service's (``shared.probes``, served by ``shared.runtime``): the public port is reached by anyone
+(issue 19).
 
 Redis outages (issue 18): open connections stay open and resume delivery from where they were
 when Redis is back (the feeds and the catch-up reads retry); new connections are told to come
 back later (close 1013 with a reason) while Redis is away or the revocation listener is not
 subscribed; the process never exits for it. ``/readyz`` is the shared probe (``shared.probes``:
 loop turning, Redis answering) plus "not draining" and "revocations subscribed".
+
+Hostile clients (issue 19): every connection's unsent output is capped (``wsadapter``); failed
+authentications are limited per client address (behind ``trusted_proxy_hops`` proxies, the
+address they saw), but a request carrying a valid token is always served; connections per task
+are capped per replica.
 """
 
 from __future__ import annotations
@@ -16,16 +23,15 @@ import logging
 import socket
 from http import HTTPStatus
 
+from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from services.gateway import auth, metrics, wsadapter
-from services.gateway.connection import Connection
+from services.gateway.connection import REDIS_DEADLINE_SECONDS, Connection
 from services.gateway.fanout import CaptionHub, feed_client
-from services.gateway.wsadapter import CaptionServerConnection
 from shared import probes, redis_health
 from shared.aio import TaskSet, cancel_and_wait
-from shared.metrics import render
 from shared.redis_client import command_client
 from shared.settings import GatewaySettings
 
@@ -63,6 +69,7 @@ class Gateway:
             check_seconds=settings.ping_interval_seconds,
         )
         self.limiter = auth.FailureLimiter(settings.auth_failures_per_minute, 60.0)
+        self.task_connections = auth.TaskConnections(settings.max_connections_per_task)
         self.tasks = TaskSet("gateway")
         self.connections: set[Connection] = set()
         self._idle = asyncio.Event()  # set whenever no connection is open (drain waits on it)
@@ -89,7 +96,9 @@ class Gateway:
             max_size=self.settings.max_message_bytes,
             max_queue=4,
             open_timeout=10,
-            create_connection=CaptionServerConnection,
+            create_connection=wsadapter.connection_class(
+                self.settings.max_write_buffer_bytes, metrics.WRITE_BUFFER_ABORTS.inc
+            ),
             reuse_port=self.settings.reuse_port and hasattr(socket, "SO_REUSEPORT"),
         )
         self.port = next(iter(self.server.sockets)).getsockname()[1]
@@ -120,36 +129,37 @@ class Gateway:
 
     async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         path = auth.split_target(request.path)[0]
-        if path == "/healthz":
+        if path == "/healthz":  # constant, for a load balancer's check of this port
             return ws.respond(HTTPStatus.OK, "ok\n")
-        if path == "/livez":
-            live, why = self.probe.live()
-            return ws.respond(HTTPStatus.OK if live else HTTPStatus.SERVICE_UNAVAILABLE, f"{why}\n")
-        if path == "/readyz":
-            return await self._ready(ws)
-        if path == "/metrics":
-            body, content_type = render()
-            response = ws.respond(HTTPStatus.OK, body.decode())
-            response.headers["Content-Type"] = content_type
-            return response
         if self.draining:
             return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "draining, connect to another replica\n")
         address = auth.client_address(
-            ws.remote_address, request.headers.get("X-Forwarded-For"), self.settings.forwarded_for
+            ws.remote_address, request.headers.get("X-Forwarded-For"), self.settings.trusted_proxy_hops
         )
         wait = self.limiter.blocked(address, asyncio.get_running_loop().time())
         if wait > 0:
+            # The limit slows down guessing; it must never lock out a good client sharing the
+            # address (a proxy's, a NAT's). A token in the handshake is looked up; without one,
+            # the first message may carry it, judged after the upgrade (connection.py).
+            token = auth.token_from_request(request.headers.get("Authorization"), request.path)
+            if token is None:
+                return None
+            if await self._valid_or_unknown(token):
+                metrics.LIMITED_VALID_TOKENS.inc()
+                return None
             metrics.AUTH_FAILURES.labels("rate_limited").inc()
             response = ws.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many failed attempts\n")
             response.headers["Retry-After"] = auth.retry_after(wait)
             return response
         return None
 
-    async def _ready(self, ws: ServerConnection) -> Response:
-        if self.draining:
-            return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
-        ready, why = self.probe.ready()
-        return ws.respond(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, f"{why}\n")
+    async def _valid_or_unknown(self, token: str) -> bool:
+        """The token is valid, or Redis cannot tell now (the connection then answers 1013)."""
+        try:
+            async with asyncio.timeout(REDIS_DEADLINE_SECONDS):
+                return await auth.resolve(self.redis, token) is not None
+        except (RedisError, TimeoutError):
+            return True
 
     async def drain(self) -> None:
         """SIGTERM: refuse new connections, close every open one with 1001 (the client reconnects

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from services.gateway.server import Gateway
+from shared import probes
+from shared.embedded_redis import free_port
 from shared.settings import GatewaySettings, load
 
 GatewayFactory = Callable[..., Awaitable[Gateway]]
@@ -44,3 +46,9 @@ async def start_gateway(redis_url: str) -> AsyncIterator[GatewayFactory]:
 
 def ws_url(gw: Gateway, query: str = "") -> str:
     return f"ws://127.0.0.1:{gw.port}/v1/captions{query}"
+
+
+def serve_probes(gw: Gateway) -> int:
+    """Serve the gateway's ``/metrics``, ``/readyz``, ``/livez`` on a metrics port of their own,
+    as ``reachlive gateway`` does (shared.runtime); returns that port."""
+    return probes.serve(gw.probe, free_port(), "127.0.0.1")

@@ -189,6 +189,9 @@ def test_token_bucket():
 
 
 def test_client_address():
-    assert client_address(("10.0.0.1", 5555), "1.1.1.1", False) == "10.0.0.1"
-    assert client_address(("10.0.0.1", 5555), "6.6.6.6, 1.1.1.1", True) == "1.1.1.1"
-    assert client_address(None, None, False) == "unknown"
+    assert client_address(("10.0.0.1", 5555), "1.1.1.1", 0) == "10.0.0.1"  # no proxy: the peer
+    assert client_address(("10.0.0.1", 5555), "6.6.6.6, 1.1.1.1", 1) == "1.1.1.1"
+    assert client_address(("10.0.0.1", 5555), "6.6.6.6,1.1.1.1, 2.2.2.2", 2) == "1.1.1.1"
+    assert client_address(("10.0.0.1", 5555), "1.1.1.1", 2) == "1.1.1.1"  # fewer entries: the leftmost
+    assert client_address(("10.0.0.1", 5555), None, 1) == "10.0.0.1"  # reached directly
+    assert client_address(None, None, 0) == "unknown"

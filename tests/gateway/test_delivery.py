@@ -15,7 +15,7 @@ from services.gateway import metrics
 from services.gateway.delivery import StreamId
 from shared import keys
 from shared.streams import CaptionEntry
-from tests.gateway.conftest import ws_url
+from tests.gateway.conftest import serve_probes, ws_url
 from tests.gateway.helpers import add_caption, make_task, response, sid_key, stream_ids_by_response
 
 
@@ -296,15 +296,17 @@ async def http_get(port: int, path: str) -> tuple[int, dict[str, str], str]:
     return int(status_line.split()[1]), headers, body
 
 
-async def test_health_readiness_and_metrics_on_the_same_port(start_gateway, redis_client):
+async def test_readiness_and_metrics_on_the_metrics_port_only(start_gateway, redis_client):
     token = make_task(redis_client)
     gw = await start_gateway()
+    probe_port = serve_probes(gw)
     add_caption(redis_client, "E1", "T1", 0)
     async with connect(ws_url(gw, f"?token={token}")) as ws:
         await recv_json(ws)
-    assert (await http_get(gw.port, "/healthz"))[0] == 200
-    assert (await http_get(gw.port, "/readyz"))[0] == 200
-    status, headers, body = await http_get(gw.port, "/metrics")
+    assert (await http_get(gw.port, "/healthz"))[0] == 200  # constant, for a load balancer
+    await wait_for(lambda: gw.probe.ready()[0], 10)
+    assert (await http_get(probe_port, "/readyz"))[0] == 200
+    status, headers, body = await http_get(probe_port, "/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain")
     for name in (
         "reachlive_gateway_connections",
@@ -313,9 +315,13 @@ async def test_health_readiness_and_metrics_on_the_same_port(start_gateway, redi
         "reachlive_gateway_auth_failures_total",
     ):
         assert name in body
+    # The public port (anyone reaches it) serves none of them (issue 19).
+    for path in ("/metrics", "/readyz", "/livez", "/metrics?token=x"):
+        status, _, body = await http_get(gw.port, path)
+        assert status != 200 and "reachlive_" not in body and "ready" not in body, path
     # Draining (SIGTERM): not ready, and new caption connections go to another replica.
     gw.draining = True
-    assert (await http_get(gw.port, "/readyz"))[0] == 503
+    assert (await http_get(probe_port, "/readyz"))[0] == 503
     assert (await http_get(gw.port, "/healthz"))[0] == 200
     with pytest.raises(InvalidStatus) as info:
         async with connect(ws_url(gw, f"?token={token}")):

@@ -19,6 +19,7 @@ from services.gateway.delivery import REASON_REDIS_DOWN, TRY_AGAIN
 from services.gateway.server import Gateway
 from shared import redis_health
 from shared.settings import GatewaySettings, load
+from tests.gateway.conftest import serve_probes
 from tests.gateway.helpers import add_caption, make_task
 from tests.gateway.test_delivery import http_get, wait_for
 from tests.support.outage import OutageRedis
@@ -68,6 +69,7 @@ async def ride_through(gw: Gateway, server: OutageRedis, *, freeze: bool, caplog
     token = make_task(client)
     sent = [add_caption(client, "E1", "T1", n) for n in range(5)]
     ids: list[str] = []
+    probe_port = serve_probes(gw)
     async with connect(f"ws://127.0.0.1:{gw.port}/v1/captions?token={token}") as ws:
         ids += await receive(ws, 5)
         await wait_for(lambda: gw.health.up, 10)
@@ -78,8 +80,8 @@ async def ride_through(gw: Gateway, server: OutageRedis, *, freeze: bool, caplog
         lost_at = time.monotonic()
         await wait_for(lambda: gw.health.down, 15)
         detected = time.monotonic() - lost_at
-        assert (await http_get(gw.port, "/readyz"))[0] == 503
-        assert (await http_get(gw.port, "/livez"))[0] == 200  # an outage is not a wedged process
+        assert (await http_get(probe_port, "/readyz"))[0] == 503
+        assert (await http_get(probe_port, "/livez"))[0] == 200  # an outage is not a wedged process
         await refused_while_down(gw, token)
         # The open connection stays open through the outage: nothing arrives, nothing closes.
         with pytest.raises(TimeoutError):
@@ -106,7 +108,7 @@ async def ride_through(gw: Gateway, server: OutageRedis, *, freeze: bool, caplog
         add_caption(client, "E1", "T1", 10)
         (new_id,) = await receive(ws, 1)
     assert new_id not in ids
-    assert (await http_get(gw.port, "/readyz"))[0] == 200
+    assert (await http_get(probe_port, "/readyz"))[0] == 200
 
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO and r.name == redis_health.__name__]
     assert [m.split(" (")[0].split(" after")[0] for m in lines] == ["redis lost", "redis back"], lines
