@@ -40,6 +40,7 @@ from services.gateway.delivery import (
     parse_types,
 )
 from services.gateway.fanout import CaptionHub, Subscription, to_item
+from services.gateway.lineage import Lineage
 from services.gateway.wsadapter import Wire
 from shared import keys, redis_health
 from shared.logs import log_context
@@ -115,6 +116,7 @@ class Connection:
         self.phase: Phase | None = None
         self.sub: Subscription | None = None
         self.delivery: Delivery | None = None
+        self.lineage: Lineage | None = None  # this connection's cursor record (lineage.py)
         self.ref: auth.TaskRef | None = None
         self.refuse: Close | None = None  # set by the inbound reader (flood)
         self.gone = False  # the client went away (inbound reader ended)
@@ -209,6 +211,8 @@ class Connection:
                 log.warning("redis error, closing caption connection: %s", exc)
             await self._close(Close(TRY_AGAIN, REASON_UNAVAILABLE))
         finally:
+            if self.lineage is not None:  # however it ended: its cursor may be taken over now
+                self.lineage.close(self.delivery.proven if self.delivery is not None else None)
             self._set_phase(None)
 
     # --- authentication --------------------------------------------------------------------
@@ -242,9 +246,9 @@ class Connection:
     async def _serve(self, types: frozenset[str]) -> None:
         assert self.ref is not None
         event_id, task_id = self.ref.event_id, self.ref.task_id
-        async with asyncio.timeout(REDIS_DEADLINE_SECONDS):
-            raw = await self.gw.redis.get(keys.delivered(event_id, task_id))
-        cursor = StreamId.parse(raw) if raw else None
+        # The cursor of the most recently closed connection of this token that nobody resumed
+        # yet, taken over; else None, the beginning (lineage.py; it bounds its Redis calls).
+        self.lineage, cursor = await self.gw.hub.lineages.open(event_id, task_id)
         if cursor is not None:
             metrics.RESUMES.inc()
         s = self.gw.settings
@@ -435,8 +439,8 @@ class Connection:
         if self.delivery is None or self.ref is None or len(data) != 4:
             return
         proven = self.delivery.pong(int.from_bytes(data, "big"))
-        if proven is not None:
-            self.gw.hub.cursors.save(self.ref.event_id, self.ref.task_id, proven)
+        if proven is not None and self.lineage is not None:
+            self.lineage.save(proven)
             self._reschedule(self.loop.time())
 
     def _reschedule(self, now: float) -> None:
@@ -503,10 +507,11 @@ class Connection:
         metrics.CLOSES.labels(str(close.code)).inc()
         await self.ws.close(close.code, close.reason)
         # The client answered our close frame: every frame before it arrived (as with a pong).
-        if self.delivery is not None and self.ref is not None and not self._interrupted and self.wire.close_answered:
-            proven = self.delivery.close_acknowledged()
-            if proven is not None:
-                self.gw.hub.cursors.save(self.ref.event_id, self.ref.task_id, proven)
+        if self.delivery is not None and not self._interrupted and self.wire.close_answered:
+            self.delivery.close_acknowledged()
+        if self.lineage is not None and self.delivery is not None:
+            # Marked closed with no await since the close handshake: ahead of any reconnect.
+            self.lineage.close(self.delivery.proven)
 
     # --- inbound ---------------------------------------------------------------------------
     def _on_frame(self, frame: Frame) -> None:

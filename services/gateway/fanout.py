@@ -32,6 +32,7 @@ from services.gateway.delivery import (
     Item,
     StreamId,
 )
+from services.gateway.lineage import LineageStore
 from shared import keys, redis_client, redis_health
 from shared.aio import TaskSet, check_cancelled
 from shared.logs import log_context
@@ -46,7 +47,7 @@ READ_COUNT = 200
 # dead Redis connection is replaced within seconds.
 READ_DEADLINE_SECONDS = READ_BLOCK_MS / 1000 + 5.0
 FEED_CONNECT_TIMEOUT_SECONDS = 5.0
-# Short commands (task checks, cursor saves) give up after this: a frozen Redis (SIGSTOP) answers
+# Short commands (task checks) give up after this: a frozen Redis (SIGSTOP) answers
 # nothing and would hold them, and the pool's connections, until it thaws.
 COMMAND_DEADLINE_SECONDS = 5.0
 BACKOFF_MAX_SECONDS = 2.0  # Redis back → delivering again within this
@@ -252,67 +253,8 @@ class TaskFeed:
             sub.alert()
 
 
-class CursorWriter:
-    """Saves delivered cursors; concurrent saves of one task coalesce into one write.
-
-    The script never moves a cursor backwards (two connections of a task, or a late pong,
-    may prove an older position than one already saved).
-    """
-
-    SCRIPT = """
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local cm, cs = string.match(cur, '^(%d+)-(%d+)$')
-  local nm, ns = string.match(ARGV[1], '^(%d+)-(%d+)$')
-  cm, cs, nm, ns = tonumber(cm), tonumber(cs), tonumber(nm), tonumber(ns)
-  if cm and (nm < cm or (nm == cm and ns <= cs)) then
-    redis.call('EXPIRE', KEYS[1], ARGV[2])
-    return 0
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return 1
-"""
-
-    def __init__(self, client: aioredis.Redis, tasks: TaskSet, health: redis_health.RedisHealth) -> None:
-        self._script = client.register_script(self.SCRIPT)
-        self._health = health
-        self._tasks = tasks
-        self._pending: dict[str, StreamId] = {}
-        self._writers: dict[str, asyncio.Task[None]] = {}
-
-    def save(self, event_id: str, task_id: str, position: StreamId) -> None:
-        key = keys.delivered(event_id, task_id)
-        current = self._pending.get(key)
-        if current is None or position > current:
-            self._pending[key] = position
-        if key not in self._writers:
-            self._writers[key] = self._tasks.spawn(self._write(key), "cursor")
-
-    async def _write(self, key: str) -> None:
-        try:
-            while (position := self._pending.pop(key, None)) is not None:
-                try:
-                    async with asyncio.timeout(COMMAND_DEADLINE_SECONDS):
-                        await self._script(keys=[key], args=[str(position), keys.DELIVERED_TTL_SECONDS])
-                    metrics.CURSOR_SAVES.inc()
-                except (RedisError, TimeoutError) as exc:
-                    # The next pong saves a later position; a resume repeats a little more.
-                    if redis_health.is_outage(exc):
-                        self._health.lost(exc)
-                    else:
-                        log.warning("could not save delivered cursor: %s", exc)
-        finally:
-            self._writers.pop(key, None)
-
-    async def flush(self, timeout: float) -> None:
-        writers = list(self._writers.values())
-        if writers:
-            await asyncio.wait(writers, timeout=timeout)
-
-
 class CaptionHub:
-    """The replica's task feeds, the cursor writer and the revocation listener."""
+    """The replica's task feeds, its connections' lineages (cursors) and the revocation listener."""
 
     def __init__(
         self, client: aioredis.Redis, feed_client: aioredis.Redis, *, queue_frames: int, check_seconds: float
@@ -323,7 +265,7 @@ class CaptionHub:
         self.check_seconds = check_seconds
         self.tasks = TaskSet("gateway-hub")
         self.health = redis_health.get("gateway")
-        self.cursors = CursorWriter(client, self.tasks, self.health)
+        self.lineages = LineageStore(client, self.tasks, self.health)
         self.feeds: dict[tuple[str, str], TaskFeed] = {}
         # The revocation listener is subscribed (cleared while it reconnects): until it is, a
         # new connection could not be revoked, and the gateway refuses new ones.
@@ -415,7 +357,7 @@ class CaptionHub:
                     await pubsub.aclose()
 
     async def close(self, timeout: float) -> bool:
-        """Save pending cursors, then stop every feed, cursor writer and the revocation
-        listener and wait for them all; True when none is left running."""
-        await self.cursors.flush(timeout)
+        """Save pending cursors and close marks, then stop every feed, writer, the heartbeat and
+        the revocation listener and wait for them all; True when none is left running."""
+        await self.lineages.flush(timeout)
         return await self.tasks.close(timeout)

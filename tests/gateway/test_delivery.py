@@ -34,8 +34,14 @@ async def wait_for(predicate, timeout: float = 10.0, step: float = 0.02):
 
 
 def delivered(redis_client, event="E1", task="T1") -> str | None:
-    raw = redis_client.get(keys.delivered(event, task))
-    return raw.decode() if raw else None
+    """The furthest cursor proven on any of the task's connections (their lineage records)."""
+    cursors = [
+        StreamId.parse(value.split(b" ")[2])
+        for field, value in redis_client.hgetall(keys.lineage(event, task)).items()
+        if field.decode() != keys.LINEAGE_SEQ
+    ]
+    best = max(cursors, default=StreamId(0, 0))
+    return str(best) if best > StreamId(0, 0) else None
 
 
 async def closed_with(ws, timeout: float = 10.0) -> ConnectionClosed:
@@ -273,15 +279,16 @@ async def test_drain_closes_1001_and_the_client_resumes_on_another_replica(start
 
 async def test_cursor_never_moves_backwards(start_gateway, redis_client):
     gw = await start_gateway()
-    gw.hub.cursors.save("E1", "T1", StreamId(200, 1))
-    await gw.hub.cursors.flush(5)
-    gw.hub.cursors.save("E1", "T1", StreamId(150, 7))
-    await gw.hub.cursors.flush(5)
+    lineage, _cursor = await gw.hub.lineages.open("E1", "T1")
+    lineage.save(StreamId(200, 1))
+    await gw.hub.lineages.flush(5)
+    lineage.save(StreamId(150, 7))
+    await gw.hub.lineages.flush(5)
     assert delivered(redis_client) == "200-1"
-    gw.hub.cursors.save("E1", "T1", StreamId(200, 2))
-    await gw.hub.cursors.flush(5)
+    lineage.save(StreamId(200, 2))
+    await gw.hub.lineages.flush(5)
     assert delivered(redis_client) == "200-2"
-    assert 0 < redis_client.ttl(keys.delivered("E1", "T1")) <= keys.DELIVERED_TTL_SECONDS
+    assert 0 < redis_client.ttl(keys.lineage("E1", "T1")) <= keys.LINEAGE_TTL_SECONDS
 
 
 async def http_get(port: int, path: str) -> tuple[int, dict[str, str], str]:

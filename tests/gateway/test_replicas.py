@@ -10,8 +10,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from shared import keys
 from tests.gateway.helpers import add_caption, make_task, sid_key, stream_ids_by_response
+from tests.gateway.test_delivery import delivered
 from tests.support.proc import Service, free_port, wait_port
 
 pytestmark = pytest.mark.slow
@@ -52,9 +52,10 @@ async def test_replica_killed_mid_event_client_resumes_on_another_with_nothing_l
                 if len(first) == 20:
                     a.kill()  # SIGKILL mid-event: no close frame, no cursor save on the way out
         assert info.value.rcvd is None  # the socket died; nothing was closed cleanly
-        raw = redis_client.get(keys.delivered("E1", "T1"))
-        assert raw is not None, "no pong ever moved the cursor"
-        cursor = raw.decode()
+        cursor = delivered(redis_client)
+        assert cursor is not None, "no pong ever moved the cursor"
+        # The reconnect finds the killed replica's connection open in Redis: it takes it over
+        # once that replica's heartbeat has stopped (lineage.DEAD_AFTER_SECONDS), not before.
 
         second: list[str] = []
         async with connect(f"ws://127.0.0.1:{port_b}/v1/captions?token={token}") as ws2:

@@ -1,0 +1,221 @@
+"""Resume per connection lineage (issue 19 item 4), with real clients on real gateways over the
+test's Redis: every connection has its own proven cursor; a new one takes over the cursor of the
+most recently closed connection of its token that nobody has resumed yet, else it starts at the
+beginning of the retained captions. No connection skips a caption it was not proven to receive.
+
+A reader that "falls behind" stops reading its socket (``pause_reading``): its client answers no
+more pings, so nothing written after that is proven, exactly as for a stalled or cut-off reader."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from services.gateway.connection import Connection
+from services.gateway.server import Gateway
+from shared import keys
+from tests.gateway.conftest import ws_url
+from tests.gateway.helpers import add_caption, make_task, sid_key, stream_ids_by_response
+from tests.gateway.test_delivery import wait_for
+
+
+def records(redis_client, event: str = "E1", task: str = "T1") -> dict[str, tuple[int, str, str, str]]:
+    """The task's lineage records: connection id → (seq, "o" | "c", cursor, gateway instance)."""
+    out = {}
+    for field, value in redis_client.hgetall(keys.lineage(event, task)).items():
+        if field.decode() != keys.LINEAGE_SEQ:
+            seq, state, cursor, instance = value.decode().split(" ")
+            out[field.decode()] = (int(seq), state, cursor, instance)
+    return out
+
+
+def ordered_ids(redis_client, event: str = "E1", task: str = "T1") -> list[str]:
+    by_id = stream_ids_by_response(redis_client, event, task)
+    return sorted(by_id, key=lambda rid: sid_key(by_id[rid]))
+
+
+async def recv_ids(ws: ClientConnection, count: int, timeout: float = 10.0) -> list[str]:
+    return [json.loads(await asyncio.wait_for(ws.recv(), timeout))["response"]["id"] for _ in range(count)]
+
+
+async def nothing_more(ws: ClientConnection) -> None:
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(ws.recv(), 0.5)
+
+
+async def new_connection(gw: Gateway, before: set[Connection]) -> Connection:
+    """The server side of the connection just opened on ``gw`` (once it is delivering)."""
+    found = await wait_for(lambda: [c for c in gw.connections - before if c.delivery is not None])
+    assert len(found) == 1
+    return found[0]
+
+
+async def connect_to(gw: Gateway, token: str) -> tuple[ClientConnection, Connection]:
+    before = set(gw.connections)
+    ws = await connect(ws_url(gw, f"?token={token}"))
+    return ws, await new_connection(gw, before)
+
+
+def proven(conn: Connection) -> str:
+    assert conn.delivery is not None
+    return str(conn.delivery.proven)
+
+
+async def test_a_second_reader_gets_every_retained_caption_while_the_first_reads(start_gateway, redis_client):
+    """A backup reader's first connection, while the primary reader is connected and has proven
+    all ten captions: it gets all ten (today's single task cursor gave it none)."""
+    token = make_task(redis_client)
+    sids = [add_caption(redis_client, "E1", "T1", n) for n in range(10)]
+    gw = await start_gateway()
+    primary, on_server = await connect_to(gw, token)
+    first = await recv_ids(primary, 10)
+    await wait_for(lambda: proven(on_server) == sids[-1])
+    async with connect(ws_url(gw, f"?token={token}")) as backup:
+        second = await recv_ids(backup, 10, timeout=5)
+        await nothing_more(backup)
+    await primary.close()
+    assert first == second == ordered_ids(redis_client)
+
+
+async def test_concurrent_connections_each_get_everything_and_resume_from_their_own_point(start_gateway, redis_client):
+    token = make_task(redis_client)
+    gw = await start_gateway()
+    sids = [add_caption(redis_client, "E1", "T1", n) for n in range(5)]
+    a, server_a = await connect_to(gw, token)
+    got_a = await recv_ids(a, 5)
+    b, server_b = await connect_to(gw, token)
+    got_b = await recv_ids(b, 5, timeout=5)
+    sids += [add_caption(redis_client, "E1", "T1", n) for n in range(5, 10)]
+    got_a += await recv_ids(a, 5)
+    got_b += await recv_ids(b, 5)
+    everything = ordered_ids(redis_client)
+    assert got_a == got_b == everything  # each connection: every caption once, in order
+
+    # A's reader stalls (nothing after this is proven on A); B reads on and proves more.
+    await wait_for(lambda: proven(server_a) == sids[9])
+    a.transport.pause_reading()
+    sids += [add_caption(redis_client, "E1", "T1", n) for n in range(10, 15)]
+    got_b += await recv_ids(b, 5)
+    await wait_for(lambda: proven(server_b) == sids[14])
+    assert proven(server_a) == sids[9]
+    # A's connection is cut; its reader reconnects while B is still connected.
+    a.transport.abort()
+    await wait_for(lambda: server_a not in gw.connections)
+    a2, _ = await connect_to(gw, token)
+    resumed_a = await recv_ids(a2, 5, timeout=5)
+    await nothing_more(a2)
+    everything = ordered_ids(redis_client)
+    assert resumed_a == everything[10:15]  # from A's own proof: nothing skipped, nothing repeated
+
+    # B closes and reconnects (A's lineage, now on a2, is open): B resumes from its own proof.
+    await b.close()
+    await wait_for(lambda: server_b not in gw.connections)
+    sids += [add_caption(redis_client, "E1", "T1", n) for n in range(15, 17)]
+    resumed_a += await recv_ids(a2, 2)
+    async with connect(ws_url(gw, f"?token={token}")) as b2:
+        resumed_b = await recv_ids(b2, 2, timeout=5)
+        await nothing_more(b2)
+    await a2.close()
+    everything = ordered_ids(redis_client)
+    assert resumed_b == everything[15:17]
+    assert got_a[:10] + resumed_a == everything  # A's reader: every caption once
+    assert got_b + resumed_b == everything  # B's reader: every caption once
+
+
+async def test_a_reconnect_while_the_old_socket_lingers_starts_over_and_the_old_cursor_is_taken_later(
+    start_gateway, redis_client
+):
+    token = make_task(redis_client)
+    gw = await start_gateway()
+    sids = [add_caption(redis_client, "E1", "T1", n) for n in range(5)]
+    old, server_old = await connect_to(gw, token)
+    assert len(await recv_ids(old, 5)) == 5
+    await wait_for(lambda: proven(server_old) == sids[4])
+    old.transport.pause_reading()  # the reader gave up on this socket; the gateway still has it open
+
+    # The reconnect cannot take over a connection that is still open: it starts at the beginning.
+    new, _ = await connect_to(gw, token)
+    assert await recv_ids(new, 5, timeout=5) == ordered_ids(redis_client)
+    sids += [add_caption(redis_client, "E1", "T1", n) for n in range(5, 8)]
+    assert len(await recv_ids(new, 3)) == 3
+
+    # The old socket closes at last: its cursor is now the one a new connection takes over ...
+    old.transport.abort()
+    await wait_for(lambda: server_old not in gw.connections)
+    async with connect(ws_url(gw, f"?token={token}")) as third:
+        assert await recv_ids(third, 3, timeout=5) == ordered_ids(redis_client)[5:8]
+        await nothing_more(third)
+        # ... once: a connection opened after that (two open, none closed) starts over again.
+        async with connect(ws_url(gw, f"?token={token}")) as fourth:
+            assert await recv_ids(fourth, 8, timeout=5) == ordered_ids(redis_client)
+    await new.close()
+
+
+async def test_a_reconnect_to_another_gateway_takes_over_the_closed_connection(start_gateway, redis_client):
+    token = make_task(redis_client)
+    gw_a = await start_gateway()
+    gw_b = await start_gateway()
+    sids = [add_caption(redis_client, "E1", "T1", n) for n in range(5)]
+    a, server_a = await connect_to(gw_a, token)
+    got_a = await recv_ids(a, 5)
+    await wait_for(lambda: proven(server_a) == sids[4])
+    backup, server_backup = await connect_to(gw_b, token)  # another reader, on the other replica
+    got_backup = await recv_ids(backup, 5, timeout=5)
+    a.transport.pause_reading()
+    sids += [add_caption(redis_client, "E1", "T1", n) for n in range(5, 10)]
+    got_backup += await recv_ids(backup, 5)
+    await wait_for(lambda: proven(server_backup) == sids[9])
+    a.transport.abort()
+    await wait_for(lambda: server_a not in gw_a.connections)
+
+    async with connect(ws_url(gw_b, f"?token={token}")) as a2:  # A's reader, on the other replica
+        resumed = await recv_ids(a2, 5, timeout=15)
+        await nothing_more(a2)
+    everything = ordered_ids(redis_client)
+    assert got_a + resumed == everything and resumed == everything[5:]
+    assert got_backup == everything
+    await backup.close()
+
+
+async def test_takeover_order_and_bounded_state(start_gateway, redis_client):
+    """Straight against the store: the most recently closed record is taken over first, each
+    once; cursors never move back and never reopen; the hash expires with the captions stream
+    and keeps at most ``LINEAGE_MAX_RECORDS`` records."""
+    from services.gateway.delivery import StreamId
+
+    make_task(redis_client)
+    add_caption(redis_client, "E1", "T1", 0)
+    redis_client.expire(keys.captions("E1", "T1"), 500)
+    gw = await start_gateway()
+    store = gw.hub.lineages
+    opened = [await store.open("E1", "T1") for _ in range(3)]
+    assert [cursor for _lineage, cursor in opened] == [None, None, None]
+    (l1, _), (l2, _), (l3, _) = opened
+    l1.save(StreamId(100, 0))
+    l2.save(StreamId(200, 0))
+    l3.save(StreamId(300, 0))
+    await store.flush(5)
+    l3.save(StreamId(250, 0))  # an older proof never moves a cursor back
+    for lineage in (l2, l1, l3):  # closed in this order
+        lineage.close(None)
+        await store.flush(5)
+    l1.save(StreamId(150, 0))  # a closed record keeps its state (only its cursor may grow)
+    await store.flush(5)
+    assert sorted((state, cursor) for _seq, state, cursor, _inst in records(redis_client).values()) == [
+        ("c", "150-0"),
+        ("c", "200-0"),
+        ("c", "300-0"),
+    ]
+    # Most recently closed first, each taken over once; then the beginning.
+    taken = [(await store.open("E1", "T1"))[1] for _ in range(4)]
+    assert taken == [StreamId(300, 0), StreamId(150, 0), StreamId(200, 0), None]
+    assert len(records(redis_client)) == 4 and all(r[1] == "o" for r in records(redis_client).values())
+
+    ttl = redis_client.pttl(keys.lineage("E1", "T1"))
+    assert 0 < ttl <= 500_000
+    for _ in range(keys.LINEAGE_MAX_RECORDS + 5):
+        await store.open("E1", "T1")
+    assert len(records(redis_client)) == keys.LINEAGE_MAX_RECORDS
