@@ -5,7 +5,8 @@ The reader handles the four chunk header types, 1-3 byte basic headers, extended
 (including on type-3 continuation chunks, which ffmpeg and the spec's errata send, and which
 old Flash peers omit: we skip them only when they repeat the header's value), 32-bit
 timestamp arithmetic that wraps, Abort, and a chunk size changed between chunks. Every
-length is bounded by ``Limits`` before anything is allocated.
+length is bounded by ``Limits`` before anything is allocated, and the limits can be changed
+between messages (a server holds an unauthenticated peer to much smaller ones: ``PREPUBLISH``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ AUDIO, VIDEO = 8, 9
 DATA_AMF3, SHARED_OBJECT_AMF3, COMMAND_AMF3 = 15, 16, 17
 DATA_AMF0, SHARED_OBJECT_AMF0, COMMAND_AMF0 = 18, 19, 20
 AGGREGATE = 22
+_MEDIA = frozenset((AUDIO, VIDEO, AGGREGATE))
 
 DEFAULT_CHUNK_SIZE = 128  # section 5.4.1: until a Set Chunk Size, chunks carry 128 bytes
 EXTENDED = 0xFFFFFF
@@ -31,13 +33,42 @@ _HEADER_LEN = (11, 7, 3, 0)
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Bounds on what a peer may make us hold (a hostile peer must not allocate without bound)."""
+    """Bounds on what a peer may make us hold (a hostile peer must not allocate without bound).
+
+    A Set Chunk Size above ``max_chunk_size`` is refused; one up to it is honoured only up to
+    ``max_message_size``: no chunk is larger than its message (RTMP 1.0 section 5.4.1), and a
+    longer message is refused at its header, so a larger chunk size parses every acceptable
+    message exactly alike, and the bytes waiting for a chunk to complete stay within the limit.
+    """
 
     max_chunk_size: int = 1 << 24  # 16 MiB: far above any real encoder (ffmpeg 4096, OBS 4096)
     max_message_size: int = 8 << 20  # a 3 Mbps keyframe is well under 1 MiB
     max_control_size: int = 64 << 10  # commands, metadata, user control
     max_buffered_bytes: int = 16 << 20  # all partial messages of one connection together
     max_chunk_streams: int = 64  # distinct chunk stream ids with state
+    media: bool = True  # audio, video and aggregate messages; False: skipped as they arrive, never held
+
+
+# Before a publish is accepted the peer is unauthenticated: what it may send then (handshake,
+# connect, releaseStream, FCPublish, createStream, publish: each a few hundred bytes) needs no
+# more than this, and no media (skipped unheld). 20 peers that set a 4 MiB chunk size and each
+# sent most of an 8 MiB message took an ingest from 75 to 482 MiB under the normal limits
+# (issue 19); under these a peer holds at most two such messages' worth.
+PREPUBLISH_MESSAGE_SIZE = 16 << 10
+
+
+def prepublish_limits(max_message_size: int = PREPUBLISH_MESSAGE_SIZE) -> Limits:
+    """The limits before a publish is accepted, for a message size (a driver's setting)."""
+    return Limits(
+        max_message_size=max_message_size,
+        max_control_size=min(max_message_size, 64 << 10),
+        max_buffered_bytes=2 * max_message_size,
+        max_chunk_streams=16,
+        media=False,
+    )
+
+
+PREPUBLISH = prepublish_limits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +83,18 @@ class Message:
 class _Stream:
     """Per chunk stream id: the last header (for header compression) and a message in progress."""
 
-    __slots__ = ("delta", "ext_value", "extended", "length", "partial", "stream_id", "timestamp", "type_id")
+    __slots__ = (
+        "delta",
+        "discard",
+        "ext_value",
+        "extended",
+        "got",
+        "length",
+        "partial",
+        "stream_id",
+        "timestamp",
+        "type_id",
+    )
 
     def __init__(self) -> None:
         self.timestamp = 0
@@ -62,7 +104,9 @@ class _Stream:
         self.stream_id = 0
         self.extended = False
         self.ext_value = 0
-        self.partial: bytearray | None = None
+        self.partial: bytearray | None = None  # None: no message in progress
+        self.got = 0  # bytes of the message in progress received so far
+        self.discard = False  # the message in progress is skipped, not held (media before a publish)
 
 
 class ChunkReader:
@@ -74,8 +118,8 @@ class ChunkReader:
     """
 
     def __init__(self, limits: Limits | None = None) -> None:
-        self.limits = limits or Limits()
-        self.chunk_size = DEFAULT_CHUNK_SIZE
+        self.limits = limits or Limits()  # may be replaced between messages (ServerConnection)
+        self.declared_chunk_size = DEFAULT_CHUNK_SIZE  # the peer's last Set Chunk Size
         self._buf = bytearray()
         self._pos = 0
         self._streams: dict[int, _Stream] = {}
@@ -89,13 +133,25 @@ class ChunkReader:
 
     @property
     def pending_bytes(self) -> int:
+        """Bytes fed and not yet parsed (at most one chunk's worth once parsing is done)."""
         return len(self._buf) - self._pos
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of partly received messages held (``Limits.max_buffered_bytes`` bounds it)."""
+        return self._buffered
+
+    @property
+    def chunk_size(self) -> int:
+        """The chunk size parsing uses: the declared one, honoured up to the message size limit
+        (equivalent for every message we accept, see ``Limits``)."""
+        return min(self.declared_chunk_size, self.limits.max_message_size)
 
     def set_chunk_size(self, size: int) -> None:
         # Section 5.4.1: 1 .. 0x7FFFFFFF; we refuse sizes no encoder uses (Limits).
         if not 1 <= size <= self.limits.max_chunk_size:
             raise ProtocolError("chunk_size", f"chunk size {size} outside 1..{self.limits.max_chunk_size}")
-        self.chunk_size = size
+        self.declared_chunk_size = size
 
     def abort(self, csid: int) -> None:
         """Abort Message (section 5.4.2): drop the partly received message of a chunk stream."""
@@ -172,7 +228,7 @@ class ChunkReader:
         if new_message:
             remaining = length if fmt <= 1 else st.length  # type: ignore[union-attr]
         else:
-            remaining = st.length - len(st.partial)  # type: ignore[union-attr,arg-type]
+            remaining = st.length - st.got  # type: ignore[union-attr]
         take = min(self.chunk_size, remaining)
         if avail < off + take:
             return None
@@ -200,19 +256,25 @@ class ChunkReader:
             if st.length > self.limits.max_message_size:
                 raise ProtocolError("message_size", f"message of {st.length} bytes")
             st.partial = bytearray()
+            st.got = 0
+            # Media from a peer without an accepted publish: its bytes are skipped as they come.
+            st.discard = not self.limits.media and st.type_id in _MEDIA
         start = pos + off
         partial = st.partial
         assert partial is not None
-        if take:
+        if take and not st.discard:
             if self._buffered + take > self.limits.max_buffered_bytes:
                 raise ProtocolError("buffered", "partial messages exceed the connection's buffer limit")
             partial += buf[start : start + take]
             self._buffered += take
+        st.got += take
         self._pos = start + take
-        if len(partial) < st.length:
+        if st.got < st.length:
             return True
         self._buffered -= len(partial)
         st.partial = None
+        if st.discard:
+            return True
         return Message(csid, st.type_id, st.stream_id, st.timestamp, bytes(partial))
 
 

@@ -6,6 +6,10 @@ releaseStream, FCPublish, createStream) and leaves the one decision that needs t
 world, whether a publish is allowed, to the driver: ``PublishRequested`` →
 ``accept_publish`` / ``reject_publish``. No sockets, no clocks: times are passed in.
 
+Until a publish is accepted the peer has proven nothing, and the chunk reader holds it to
+``prepublish_limits`` (small messages, a chunk size honoured only up to them, no audio or video);
+the normal ``limits`` apply from the accepted publish on.
+
 Answers follow what publishers (ffmpeg's rtmpproto.c, OBS via librtmp) expect from
 FMS/Wowza/nginx-rtmp: Window Acknowledgement Size, Set Peer Bandwidth and Set Chunk Size
 before the connect ``_result``; StreamBegin and ``onStatus NetStream.Publish.Start`` (or an
@@ -28,6 +32,7 @@ from shared.rtmp.chunks import (
     COMMAND_AMF3,
     DATA_AMF0,
     DATA_AMF3,
+    PREPUBLISH,
     SET_CHUNK_SIZE,
     SET_PEER_BANDWIDTH,
     USER_CONTROL,
@@ -109,14 +114,25 @@ class ServerConnection:
         self,
         *,
         limits: Limits | None = None,
+        prepublish_limits: Limits | None = None,
         chunk_size: int = 4096,
         window_ack_size: int = 2_500_000,
         epoch_ms: int = 0,
         handshake_random: bytes | None = None,
     ) -> None:
         self.limits = limits or Limits()
+        pre = prepublish_limits or PREPUBLISH
+        # Never looser than the normal limits: the reader only ever widens its limits.
+        self.prepublish_limits = Limits(
+            max_chunk_size=min(pre.max_chunk_size, self.limits.max_chunk_size),
+            max_message_size=min(pre.max_message_size, self.limits.max_message_size),
+            max_control_size=min(pre.max_control_size, self.limits.max_control_size),
+            max_buffered_bytes=min(pre.max_buffered_bytes, self.limits.max_buffered_bytes),
+            max_chunk_streams=min(pre.max_chunk_streams, self.limits.max_chunk_streams),
+            media=pre.media and self.limits.media,
+        )
         self._handshake = ServerHandshake(epoch_ms, handshake_random)
-        self._reader = ChunkReader(self.limits)
+        self._reader = ChunkReader(self.prepublish_limits)
         self._writer = ChunkWriter()
         self._out = bytearray()
         self._chunk_size = chunk_size
@@ -160,6 +176,11 @@ class ServerConnection:
     def awaiting_decision(self) -> bool:
         return bool(self._requested)
 
+    @property
+    def held_bytes(self) -> int:
+        """What the peer's input holds here: bytes not parsed yet and partly received messages."""
+        return self._reader.pending_bytes + self._reader.buffered_bytes
+
     def _maybe_ack(self) -> None:
         # Section 5.4.3: acknowledge after receiving a window's worth of bytes.
         if self.peer_window and self.bytes_received - self._last_ack >= self.peer_window:
@@ -178,7 +199,7 @@ class ServerConnection:
                     if sub_type in (AUDIO, VIDEO):
                         events.append(MediaMessage(msg.stream_id, sub_type, ts, body))
             return
-        if len(msg.payload) > self.limits.max_control_size:
+        if len(msg.payload) > self._reader.limits.max_control_size:
             raise ProtocolError("message_size", f"type {t} message of {len(msg.payload)} bytes")
         if t == SET_CHUNK_SIZE:
             size = _u32(msg.payload, "Set Chunk Size")
@@ -302,6 +323,8 @@ class ServerConnection:
     def accept_publish(self, stream_id: int, description: str = "Publishing.") -> None:
         _txn, name = self._requested.pop(stream_id)
         self.publishing[stream_id] = name
+        # The peer holds a valid key now: media, and the normal limits, from the next message on.
+        self._reader.limits = self.limits
         self._control(USER_CONTROL, struct.pack(">HI", STREAM_BEGIN, stream_id))
         self._status(stream_id, "status", "NetStream.Publish.Start", description)
 
