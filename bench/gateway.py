@@ -192,7 +192,7 @@ def run(redis_url: str, tmp: Path, seconds: float, n_tasks: int, per_task: int) 
     for i in range(n_tasks):
         task, token = f"T{i}", f"bench-token-{i:04d}-xxxxxxxxxxxxxxxx"
         write_task(sync, TaskRecord(id=task, event="BENCH", status=3), caption_token=token)
-        sync.delete(keys.captions("BENCH", task), keys.delivered("BENCH", task))
+        sync.delete(keys.captions("BENCH", task), keys.lineage("BENCH", task))
         tasks.append(task)
         tokens += [token] * per_task
     port = free_port()

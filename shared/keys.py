@@ -163,19 +163,13 @@ def lineage(event_id: str | int, task_id: str | int) -> str:
     return f"{_tag(event_id)}:lineage:{task_id}"
 
 
-def delivered(event_id: str | int, task_id: str | int) -> str:
-    """String: the captions stream id proven delivered to the task's client (pong after it)."""
-    return f"{_tag(event_id)}:delivered:{task_id}"
-
-
 LINEAGE_SEQ = "~seq"  # field of ``lineage(E, T)``: the counter behind the records' seq
 
 
 def gateway_instance(instance_id: str) -> str:
     """String with TTL: a gateway process's heartbeat counter, bumped every second; a process
-    whose counter stops moving is dead and its open lineage records count as closed. One hash
-    tag for all of them: a prober reads a few at once (MGET) on a Redis Cluster too."""
-    return f"{PREFIX}:{{gateway}}:instance:{instance_id}"
+    whose counter stops moving is dead and its open lineage records count as closed."""
+    return f"{PREFIX}:gateway:instance:{instance_id}"
 
 
 # --- TTLs and retention --------------------------------------------------------------------
@@ -189,7 +183,6 @@ INGEST_PRIMARY_TTL_SECONDS = 5
 # A task's lineage hash expires with its captions stream (the relay sets that stream's expiry at
 # each commit: the event's end + CAPTIONS_RETENTION_AFTER_END_SECONDS); this until it has one.
 LINEAGE_TTL_SECONDS = 86400
-DELIVERED_TTL_SECONDS = 86400  # gateway cursor, refreshed at each save; outlives any event
 LINEAGE_MAX_RECORDS = 64  # per task: far above the per-replica connection cap of a task
 GATEWAY_INSTANCE_TTL_SECONDS = 60  # only to clear a dead process's key: death is a counter that stops
 
