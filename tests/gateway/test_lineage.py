@@ -12,14 +12,17 @@ import asyncio
 import json
 
 import pytest
+import redis
 from websockets.asyncio.client import ClientConnection, connect
 
 from services.gateway.connection import Connection
 from services.gateway.server import Gateway
 from shared import keys
+from shared.settings import GatewaySettings, load
 from tests.gateway.conftest import ws_url
 from tests.gateway.helpers import add_caption, make_task, sid_key, stream_ids_by_response
 from tests.gateway.test_delivery import wait_for
+from tests.support.outage import OutageRedis
 
 
 def records(redis_client, event: str = "E1", task: str = "T1") -> dict[str, tuple[int, str, str, str]]:
@@ -219,3 +222,37 @@ async def test_takeover_order_and_bounded_state(start_gateway, redis_client):
     for _ in range(keys.LINEAGE_MAX_RECORDS + 5):
         await store.open("E1", "T1")
     assert len(records(redis_client)) == keys.LINEAGE_MAX_RECORDS
+
+
+@pytest.mark.slow
+async def test_a_close_during_a_redis_outage_is_marked_when_redis_is_back(tmp_path):
+    """The reader closes while Redis is down: the close mark is retried until Redis is back, so
+    a reconnect to another gateway then takes the connection over (instead of starting over)."""
+    with OutageRedis(tmp_path) as server:
+        client = redis.Redis.from_url(server.url)
+        token = make_task(client)
+        sids = [add_caption(client, "E1", "T1", n) for n in range(5)]
+        settings = load(GatewaySettings, ping_interval_seconds=5.0, ack_interval_seconds=0.2, drain_seconds=2.0)
+        gateways = [Gateway(server.url, settings, "transcript,captions") for _ in range(2)]
+        for gw in gateways:
+            await gw.start("127.0.0.1", 0)
+        try:
+            a, server_a = await connect_to(gateways[0], token)
+            assert len(await recv_ids(a, 5)) == 5
+            await wait_for(lambda: [r for r in records(client).values() if r[2] == sids[4]])
+            server.stop()
+            await wait_for(lambda: gateways[0].health.down, 15)
+            await a.close()
+            await wait_for(lambda: server_a not in gateways[0].connections)
+            server.start()
+            client = redis.Redis.from_url(server.url)
+            await wait_for(lambda: [r for r in records(client).values() if r[1] == "c"], 20)
+            sids += [add_caption(client, "E1", "T1", n) for n in range(5, 7)]
+            await wait_for(lambda: gateways[1].accepting(), 20)
+            async with connect(ws_url(gateways[1], f"?token={token}")) as a2:
+                assert await recv_ids(a2, 2, timeout=15) == ordered_ids(client)[5:]
+                await nothing_more(a2)
+        finally:
+            for gw in gateways:
+                await gw.drain()
+            client.close()
