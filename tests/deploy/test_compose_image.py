@@ -10,6 +10,7 @@ import re
 import tomllib
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jsonschema
 import yaml
@@ -98,6 +99,38 @@ def test_compose_gateway_lb_outlasts_the_two_hour_limit() -> None:
     assert f"gateway:{port}" in conf
 
 
+def test_compose_gateway_exposes_only_captions_and_logs_no_token() -> None:
+    """Issue 19: the LB proxies the caption path alone; the gateways' probes and metrics are on
+    the metrics port; the access log never has the query (?token=); the gateway keys its
+    failed-auth limit on the address the LB appends to X-Forwarded-For."""
+    services = COMPOSE["services"]
+    gateway = services["gateway"]
+    env = _env(gateway)
+    metrics_port = env["REACHLIVE_METRICS_PORT"]
+    check = " ".join(gateway["healthcheck"]["test"])
+    assert f"127.0.0.1:{metrics_port}/readyz" in check, check
+    listen_port = env["REACHLIVE_GATEWAY_LISTEN"].rpartition(":")[2]
+    assert f":{listen_port}/" not in check
+    conf_host = services["gateway-lb"]["volumes"][0].split(":")[0]
+    conf = re.sub(r"#.*", "", (ROOT / conf_host).read_text())
+    public_path = urlsplit(env["REACHLIVE_GATEWAY_PUBLIC_URL"]).path
+    proxied = re.findall(r"location\s+([^{]*?)\s*\{([^}]*)\}", conf)
+    assert [loc for loc, body in proxied if "proxy_pass" in body] == [f"= {public_path}"]
+    assert all("return 404" in body for loc, body in proxied if "proxy_pass" not in body)
+    # Every access log has a named format, and no format holds the query string.
+    formats = dict(re.findall(r"log_format\s+(\w+)\s+((?:'[^']*'\s*)+);", conf))
+    assert formats
+    for name, fmt in formats.items():
+        for var in ("$request", "$request_uri", "$args", "$query_string", "$http_referer"):
+            assert not re.search(re.escape(var) + r"\b", fmt), (name, var)
+        assert "$arg_" not in fmt, name
+    logs = re.findall(r"access_log\s+(\S+)(?:\s+(\w+))?\s*;", conf)
+    assert logs and all(fmt in formats for _, fmt in logs), logs
+    assert re.search(r"error_log\s+\S+\s+crit;", conf), "error lines carry the request line"
+    assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in conf
+    assert env["REACHLIVE_GATEWAY_TRUSTED_PROXY_HOPS"] == "1"
+
+
 def test_compose_mounts_exist_and_prometheus_scrapes_every_service() -> None:
     services = COMPOSE["services"]
     for name, svc in services.items():
@@ -118,8 +151,7 @@ def test_compose_mounts_exist_and_prometheus_scrapes_every_service() -> None:
     assert set(scraped) == set(SERVICES)
     metrics_port = int(_env(services["relay"])["REACHLIVE_METRICS_PORT"])
     for name, port in scraped.items():
-        expected = 8080 if name == "gateway" else metrics_port
-        assert port == expected, name
+        assert port == metrics_port, name  # the gateway too: never its public port (issue 19)
     assert any(r["target_label"] == "service" for r in job["relabel_configs"])
 
 
