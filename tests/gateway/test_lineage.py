@@ -16,6 +16,8 @@ import redis
 from websockets.asyncio.client import ClientConnection, connect
 
 from services.gateway.connection import Connection
+from services.gateway.delivery import StreamId
+from services.gateway.lineage import dead_records
 from services.gateway.server import Gateway
 from shared import keys
 from shared.settings import GatewaySettings, load
@@ -65,6 +67,12 @@ async def connect_to(gw: Gateway, token: str) -> tuple[ClientConnection, Connect
 def proven(conn: Connection) -> str:
     assert conn.delivery is not None
     return str(conn.delivery.proven)
+
+
+def test_dead_records_are_ours_no_longer_served_and_every_one_of_a_dead_gateway():
+    candidates = [("c1", "me"), ("c2", "me"), ("c3", "other"), ("c4", "gone"), ("c5", "gone")]
+    assert dead_records(candidates, "me", live={"c1"}, dead_instances={"gone"}) == ["c2", "c4", "c5"]
+    assert dead_records(candidates, "me", live={"c1", "c2"}, dead_instances=set()) == []
 
 
 async def test_a_second_reader_gets_every_retained_caption_while_the_first_reads(start_gateway, redis_client):
@@ -187,8 +195,6 @@ async def test_takeover_order_and_bounded_state(start_gateway, redis_client):
     """Straight against the store: the most recently closed record is taken over first, each
     once; cursors never move back and never reopen; the hash expires with the captions stream
     and keeps at most ``LINEAGE_MAX_RECORDS`` records."""
-    from services.gateway.delivery import StreamId
-
     make_task(redis_client)
     add_caption(redis_client, "E1", "T1", 0)
     redis_client.expire(keys.captions("E1", "T1"), 500)
