@@ -82,7 +82,9 @@ class TaskRecord:
     start: float = 0.0
     end: float = 0.0
     error: str = ""
-    extra: dict[str, str] = field(default_factory=dict)  # poller-private fields, kept on rewrite
+    # Poller-private fields, kept on rewrite; out of repr (a record of the previous version holds
+    # the plain accessKey here, issue 19).
+    extra: dict[str, str] = field(default_factory=dict, repr=False)
 
     def fields(self) -> dict[str, str]:
         d = asdict(self)
@@ -145,7 +147,8 @@ def write_task(client: redis.Redis, task: TaskRecord, media_key: str = "", capti
 
 
 def revoke_task(client: redis.Redis, event_id: str, task_id: str) -> None:
-    """Cancel a task at once: its media key and caption token stop working, listeners are told."""
+    """Cancel a task at once: its media key and caption token stop working, listeners are told,
+    its accessKey is dropped."""
     task = TaskRecord.parse(client.hgetall(keys.task(event_id, task_id)))
     if task is None:
         return
@@ -155,6 +158,8 @@ def revoke_task(client: redis.Redis, event_id: str, task_id: str) -> None:
     if task.caption_token_hash:
         pipe.delete(keys.caption_token(task.caption_token_hash))
     pipe.hset(keys.task(event_id, task_id), "cancelled", "1")
+    # Its Kaltura accessKey is no longer needed (issue 19: not kept beyond need).
+    pipe.hdel(keys.task(event_id, task_id), keys.TASK_ACCESS_KEY_SEALED, keys.TASK_ACCESS_KEY)
     pipe.srem(keys.TASKS, task_id)
     pipe.execute()
     others = [read_task_sync(client, event_id, t) for t in client.smembers(keys.event_tasks(event_id))]

@@ -9,11 +9,14 @@ process of a service.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 
 from services.all.supervisor import Child, Supervisor
+from services.poller import sealing
 from shared.embedded_redis import redis_url_or_embedded
 from shared.runtime import prepare
+from shared.settings import PollerSettings, load
 
 SERVICES = ("worker", "poller", "ingest", "relay", "gateway")
 # The beat schedules every poll: two would send each one twice. The others scale by replicas on
@@ -56,6 +59,18 @@ def build_children(
     return children
 
 
+def encryption_keys(redis_url: str) -> None:
+    """The workers seal each task's accessKey in Redis (issue 19; README "Secrets"). On the
+    embedded Redis, which keeps nothing past this run, a key made for the run and handed to every
+    child serves; an external Redis outlives the run, so its keys must be set (SettingsError)."""
+    poller = load(PollerSettings)
+    if sealing.split_keys(poller.encryption_keys.get_secret_value()):
+        return
+    if redis_url:
+        sealing.require_keys(poller)
+    os.environ[sealing.VARIABLE] = sealing.new_key()  # the children inherit the environment
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="reachlive all", description=__doc__)
     parser.add_argument("--only", default=",".join(SERVICES), help="comma list of services to run")
@@ -74,6 +89,8 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:
         parser.error(f"--replicas: {exc}")
     common = prepare("all")
+    if "worker" in only:
+        encryption_keys(common.redis_url)
     with redis_url_or_embedded(common.redis_url, common.data_dir) as redis_url:
         supervisor = Supervisor(build_children(redis_url, common.metrics_port, only, replicas))
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -17,8 +17,9 @@ from typing import Any
 
 from emulators.kaltura_admin import KalturaAdmin
 from services.all.supervisor import Child, Supervisor
+from services.poller import sealing
 from shared.embedded_redis import EmbeddedRedis
-from shared.settings import CommonSettings, KalturaSettings, KwikmotionSettings, load
+from shared.settings import CommonSettings, KalturaSettings, KwikmotionSettings, PollerSettings, load
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,10 @@ class Stack:
         self.real_kaltura = load(KalturaSettings).partner_id > 0
         self.real_kwik = bool(load(KwikmotionSettings).token.get_secret_value())
         base = {"REACHLIVE_REDIS_URL": self.redis_url, "REACHLIVE_DATA_DIR": str(self.data_dir)}
+        if not sealing.split_keys(load(PollerSettings).encryption_keys.get_secret_value()):
+            # The demo's (and the tests') own key for the run, shared by its workers: what it
+            # seals is demo data (issue 19; README "Secrets"). A key given in env= wins.
+            base[sealing.VARIABLE] = sealing.new_key()
         if not self.real_kaltura:
             from emulators.kaltura import KalturaEmulator
 

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import uuid
 from typing import Any
@@ -16,10 +15,10 @@ from celery import Celery, Task
 from services.poller import lifecycle, metrics
 from services.poller.context import Context
 from services.poller.provision import give_up, provision
+from services.poller.sealing import Sealer
 from shared import commands, keys, redis_client
 from shared.kaltura import KalturaFacade, errors
 from shared.kaltura.errors import KalturaRetryableError
-from shared.kaltura.models import VendorTask
 from shared.settings import GatewaySettings, IngestSettings, KalturaSettings, PollerSettings, load
 
 log = logging.getLogger(__name__)
@@ -93,43 +92,45 @@ def make_app(
         media_url=media_url,
         caption_url=caption_url or load(GatewaySettings).public_url,
         window_margin_seconds=window_margin_seconds,
+        sealer=Sealer.from_settings(poller),
     )
     app.reachlive = ctx  # type: ignore[attr-defined]
     _register(app, ctx)
     return app
 
 
-def _send_provision(app: Celery, job: VendorTask, holder: str) -> None:
-    # The accessKey travels in the message (the worker needs it as ks); kwargsrepr keeps it out
-    # of Celery's logs and events.
-    app.send_task(
-        commands.PROVISION,
-        args=[job.id],
-        kwargs={"job": dataclasses.asdict(job)},
-        task_id=holder,
-        queue=commands.QUEUE,
-        kwargsrepr=repr({"job": job.public()}),
-    )
+# Messages carry ids, never an accessKey (issue 19): a Celery message sits in Redis in the clear,
+# is redelivered and may be logged. The worker re-reads the job from getJobs (vendor KS) to
+# provision, and the task's sealed accessKey from the registry to check it.
+def _send_provision(app: Celery, task_id: str, holder: str) -> None:
+    app.send_task(commands.PROVISION, args=[task_id], task_id=holder, queue=commands.QUEUE)
 
 
 def _send_check(
-    app: Celery, event_id: str, task_ids: list[str], jobs: dict[str, VendorTask], holder: str, countdown: float
+    app: Celery, event_id: str, task_ids: list[str], listed: dict[str, int], holder: str, countdown: float
 ) -> None:
     app.send_task(
         commands.CHECK_EVENT,
         args=[event_id, task_ids],
-        kwargs={"jobs": {t: dataclasses.asdict(j) for t, j in jobs.items()}},
+        kwargs={"listed": listed},
         task_id=holder,
         queue=commands.QUEUE,
         countdown=countdown or None,
-        kwargsrepr=repr({"jobs": {t: j.public() for t, j in jobs.items()}}),
     )
 
 
+def _listed(listed: dict[str, Any] | None, jobs: dict[str, Any] | None) -> dict[str, int]:
+    """Task id → the status getJobs listed; ``jobs`` is a message of the previous version (whole
+    jobs, accessKeys included: only their status is read)."""
+    if listed is not None:
+        return {str(t): int(s) for t, s in listed.items()}
+    return {str(t): int(j.get("status", 0)) for t, j in (jobs or {}).items()}
+
+
 def _register(app: Celery, ctx: Context) -> None:
-    ctx.send_provision = lambda job, holder: _send_provision(app, job, holder)
-    ctx.send_check = lambda event_id, task_ids, jobs, holder, countdown: _send_check(
-        app, event_id, task_ids, jobs, holder, countdown
+    ctx.send_provision = lambda task_id, holder: _send_provision(app, task_id, holder)
+    ctx.send_check = lambda event_id, task_ids, listed, holder, countdown: _send_check(
+        app, event_id, task_ids, listed, holder, countdown
     )
     retry: dict[str, Any] = {
         "autoretry_for": (KalturaRetryableError,),
@@ -150,27 +151,31 @@ def _register(app: Celery, ctx: Context) -> None:
 
     @app.task(name=commands.CHECK_EVENT, shared=False, bind=True, ignore_result=True)
     def check_event(
-        self: Task, event_id: str, task_ids: list[str], jobs: dict[str, Any] | None = None
+        self: Task,
+        event_id: str,
+        task_ids: list[str],
+        listed: dict[str, int] | None = None,
+        jobs: dict[str, Any] | None = None,
     ) -> dict[str, int]:
-        listing = {t: VendorTask(**j) for t, j in (jobs or {}).items()}
         try:
-            return lifecycle.check_event(ctx, str(event_id), [str(t) for t in task_ids], listing)
+            return lifecycle.check_event(ctx, str(event_id), [str(t) for t in task_ids], _listed(listed, jobs))
         finally:
             ctx.check_lock(str(event_id), self.request.id or "").release()
 
     @app.task(name=commands.PROVISION, shared=False, bind=True, ignore_result=True, **retry)
     def provision_task(self: Task, task_id: str, job: dict[str, Any] | None = None) -> str:
+        # ``job``: a message of the previous version carried the listed job, accessKey included;
+        # it is not used: the job is re-read from getJobs now (fresher, too, after a queue wait).
         holder = self.request.id or str(uuid.uuid4())
-        vendor_task = VendorTask(**job) if job else None
         try:
-            return provision(ctx, task_id, vendor_task, holder)
+            return provision(ctx, task_id, None, holder)
         except KalturaRetryableError as exc:
             spent = self.request.retries >= self.max_retries or (
                 exc.code == errors.CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE
                 and self.request.retries >= ctx.poller.feature_lock_retries
             )
             if spent:
-                return give_up(ctx, str(task_id), vendor_task, holder, exc)
+                return give_up(ctx, str(task_id), None, holder, exc)
             log.info("provision will retry after %s", exc.code, extra={"task_id": task_id})
             ctx.lock(str(task_id), holder).extend()
             raise

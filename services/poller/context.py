@@ -1,4 +1,5 @@
-"""What every poller task body needs: Redis, the Kaltura facade, settings, public endpoints."""
+"""What every poller task body needs: Redis, the Kaltura facade, settings, public endpoints, the
+sealer of task accessKeys."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from dataclasses import dataclass, field
 
 import redis
 
+from services.poller.sealing import Sealer
 from services.poller.store import CheckLock, ProvisionLock
 from shared import keys
 from shared.kaltura import KalturaFacade
-from shared.kaltura.models import VendorTask
 from shared.settings import KalturaSettings, PollerSettings
 
 
@@ -26,12 +27,15 @@ class Context:
     # REACHLIVE_INGEST_WINDOW_MARGIN_SECONDS: the ingest accepts media this long after a window's
     # end; a window has passed for the poller only after it (services/poller/window.py).
     window_margin_seconds: float = 300.0
-    # Enqueue reach.provision for a job under a given Celery task id (the lock holder).
-    send_provision: Callable[[VendorTask, str], None] = field(default=lambda job, holder: None)
-    # Enqueue reach.check_event (event id, its live task ids, their listed jobs, lock holder,
-    # countdown seconds).
-    send_check: Callable[[str, list[str], dict[str, VendorTask], str, float], None] = field(
-        default=lambda event_id, task_ids, jobs, holder, countdown: None
+    # Seals each task's accessKey in its record (REACHLIVE_POLLER_ENCRYPTION_KEYS, sealing.py).
+    sealer: Sealer = field(default_factory=Sealer.ephemeral)
+    # Enqueue reach.provision for a task id under a given Celery task id (the lock holder). Ids
+    # only (issue 19): the worker re-reads the job, accessKey included, from getJobs.
+    send_provision: Callable[[str, str], None] = field(default=lambda task_id, holder: None)
+    # Enqueue reach.check_event (event id, its live task ids, the status getJobs listed for those
+    # it listed, lock holder, countdown seconds). No accessKey: the check reads the sealed one.
+    send_check: Callable[[str, list[str], dict[str, int], str, float], None] = field(
+        default=lambda event_id, task_ids, listed, holder, countdown: None
     )
     clock: Callable[[], float] = time.time
 

@@ -8,6 +8,11 @@ persistence or a broker hiccup is never re-sent, so reconcile is the safety net:
 live task's relay end in the same pipelined round trips as its record, notes when it first saw
 it, and after ``RELAY_END_GRACE_POLLS`` poll periods (the command path goes first) the event's
 check finalizes the task with the stored outcome and reason (``_recover``).
+
+AccessKeys (issue 19): messages carry ids and listed statuses only. Reconcile, which has getJobs'
+listing in hand, stores each listed task's accessKey sealed in its record when it changed (and
+seals a plain one of the previous version, re-seals one of an older key); a check opens the
+stored one, and extends it with the vendor KS when it has expired or cannot be opened.
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ from services.poller.context import Context
 from services.poller.provision import cancel
 from services.poller.store import (
     RelayEnd,
+    access_key,
     find_task,
     finish_task,
+    keep_access_keys,
     live_task_ids,
     note_relay_ends,
     read_live,
+    save_access_key,
     set_task_fields,
     sizes,
 )
@@ -77,7 +85,7 @@ def poll(ctx: Context) -> dict[str, int]:
             lock = ctx.lock(job.id, holder)
             if lock.take():
                 try:
-                    ctx.send_provision(job, holder)
+                    ctx.send_provision(job.id, holder)
                 except Exception:
                     lock.release()  # not sent: let the next poll try at once
                     raise
@@ -116,10 +124,12 @@ def reconcile(ctx: Context, listing: dict[str, VendorTask] | None = None) -> dic
     late = now - OVERDUE_MARGIN_SECONDS
     seen: list[TaskRecord] = []
     unseen: list[TaskRecord] = []
+    live: list[tuple[TaskRecord, str]] = []
     for task_id, found, end in read_live(ctx.redis, live_task_ids(ctx.redis)):
         rec = _live_record(ctx, task_id, found)
         if rec is None:
             continue
+        live.append((rec, listing[task_id].access_key if task_id in listing else ""))
         by_event[rec.event].append(task_id)
         overdue += rec.status == SCHEDULED and 0 < rec.start < late
         marked = keys.TASK_RELAY_END_SEEN in rec.extra
@@ -129,17 +139,27 @@ def reconcile(ctx: Context, listing: dict[str, VendorTask] | None = None) -> dic
             unseen.append(rec)  # not ended after all (never seen in practice): the grace restarts
     if seen or unseen:
         note_relay_ends(ctx.redis, seen, unseen, now)
+    # Before the checks are sent: they read the keys stored here.
+    written, unreadable = keep_access_keys(ctx.redis, ctx.sealer, live)
+    if unreadable:
+        log.warning(
+            "reconcile: %d stored accessKeys open with no key of REACHLIVE_POLLER_ENCRYPTION_KEYS "
+            "(a key removed too soon?): their checks extend them",
+            unreadable,
+        )
+    elif written:
+        log.debug("reconcile: %d accessKeys stored", written)
     sent = 0
     gap = check_gap(len(by_event), ctx.poller.check_rate_per_second, ctx.kaltura_settings.poll_seconds)
     for i, (event_id, task_ids) in enumerate(by_event.items()):
-        jobs = {t: listing[t] for t in task_ids if t in listing}
+        listed = {t: listing[t].status for t in task_ids if t in listing}
         holder = str(uuid.uuid4())
         lock = ctx.check_lock(event_id, holder)
         if not lock.take():
             metrics.EVENT_CHECKS.labels("busy").inc()
             continue
         try:
-            ctx.send_check(event_id, task_ids, jobs, holder, i * gap)
+            ctx.send_check(event_id, task_ids, listed, holder, i * gap)
         except Exception:
             lock.release()
             raise
@@ -175,9 +195,10 @@ def _live_record(ctx: Context, task_id: str, rec: TaskRecord | None) -> TaskReco
     return rec
 
 
-def check_event(ctx: Context, event_id: str, task_ids: list[str], listing: dict[str, VendorTask]) -> dict[str, int]:
+def check_event(ctx: Context, event_id: str, task_ids: list[str], listed: dict[str, int]) -> dict[str, int]:
     """``reach.check_event``: reconcile's Kaltura checks of one event's live tasks (records
-    re-read now: one may have finished since the poll). Not retried: the next poll is the retry."""
+    re-read now: one may have finished since the poll), ``listed`` the status getJobs listed for
+    those it listed. Not retried: the next poll is the retry."""
     tasks: list[TaskRecord] = []
     cancelled = moved = no_shows = recovered = 0
     now = ctx.clock()
@@ -191,7 +212,7 @@ def check_event(ctx: Context, event_id: str, task_ids: list[str], listing: dict[
                     recovered += 1
                     continue
                 try:
-                    alive = _check_task(ctx, rec, listing.get(task_id))
+                    alive = _check_task(ctx, rec, listed.get(task_id))
                 except KalturaError as exc:
                     metrics.EVENT_CHECKS.labels("failed").inc()
                     _check_failed(ctx, [rec], "task", exc)
@@ -284,18 +305,10 @@ def _check_failed(ctx: Context, tasks: list[TaskRecord], what: str, exc: Kaltura
     log.warning("reconcile: could not check the %s: %s", what, exc.code)
 
 
-def _access_key(ctx: Context, rec: TaskRecord, job: VendorTask | None) -> str:
-    if job is not None and job.access_key and job.access_key != rec.extra.get("access_key"):
-        set_task_fields(ctx.redis, rec, access_key=job.access_key)
-        rec.extra["access_key"] = job.access_key
-    return rec.extra.get("access_key", "")
-
-
-def _check_task(ctx: Context, rec: TaskRecord, job: VendorTask | None) -> bool:
-    """False if the task was cancelled (or became final) here."""
-    if job is not None and job.status in (PENDING, SCHEDULED):
-        _access_key(ctx, rec, job)
-        return True
+def _check_task(ctx: Context, rec: TaskRecord, listed: int | None) -> bool:
+    """False if the task was cancelled (or became final) here. ``listed``: its getJobs status."""
+    if listed in (PENDING, SCHEDULED):
+        return True  # reconcile stored the accessKey getJobs listed with it
     # Not listed (PROCESSING, or final, or gone): ask for the task itself.
     try:
         status = _task_status(ctx, rec)
@@ -321,18 +334,40 @@ def _check_task(ctx: Context, rec: TaskRecord, job: VendorTask | None) -> bool:
 
 
 def _task_status(ctx: Context, rec: TaskRecord) -> int:
-    key = rec.extra.get("access_key", "")
-    try:
-        return ctx.kaltura.get_task(rec.id, key).task.status
-    except KalturaPermanentError as exc:
-        if exc.code != errors.INVALID_KS:
-            raise
-    # The access key expired: extendAccessKey (vendor KS) works in SCHEDULED/PROCESSING only.
+    key = access_key(ctx.sealer, rec)
+    if key:
+        try:
+            return ctx.kaltura.get_task(rec.id, key).task.status
+        except KalturaPermanentError as exc:
+            if exc.code != errors.INVALID_KS:
+                raise
+    else:
+        log.warning("no readable accessKey stored for the task: extending it")
+    fresh = _extend(ctx, rec)
+    return fresh.status or ctx.kaltura.get_task(rec.id, fresh.access_key).task.status
+
+
+def _extend(ctx: Context, rec: TaskRecord) -> VendorTask:
+    """The access key expired (or cannot be opened): extendAccessKey with the vendor KS, which
+    works in SCHEDULED/PROCESSING only; the fresh key is stored sealed."""
     fresh = ctx.kaltura.extend_access_key(rec.id)
     if fresh.access_key:
-        set_task_fields(ctx.redis, rec, access_key=fresh.access_key)
-        rec.extra["access_key"] = fresh.access_key
-    return fresh.status or ctx.kaltura.get_task(rec.id, fresh.access_key).task.status
+        save_access_key(ctx.redis, ctx.sealer, rec, fresh.access_key)
+    return fresh
+
+
+def _event_key(ctx: Context, tasks: list[TaskRecord]) -> str:
+    """An accessKey for the event's scheduleEvent.get: any of its tasks' (each is scoped to its
+    event); if none opens, one extended."""
+    for rec in tasks:
+        key = access_key(ctx.sealer, rec)
+        if key:
+            return key
+    for rec in tasks:
+        if rec.status in (SCHEDULED, PROCESSING):
+            log.warning("no readable accessKey stored for the event's tasks: extending one")
+            return _extend(ctx, rec).access_key
+    return ""
 
 
 def _cancel(ctx: Context, rec: TaskRecord, why: str) -> None:
@@ -342,9 +377,8 @@ def _cancel(ctx: Context, rec: TaskRecord, why: str) -> None:
 
 def _check_event(ctx: Context, event_id: str, tasks: list[TaskRecord]) -> tuple[int, int]:
     """One scheduleEvent.get per event: features that vanished → cancel; a moved window → move."""
-    key = next((t.extra.get("access_key") for t in tasks if t.extra.get("access_key")), "")
     try:
-        event = ctx.kaltura.get_schedule_event(int(event_id), key, tasks[0].id)
+        event = ctx.kaltura.get_schedule_event(int(event_id), _event_key(ctx, tasks), tasks[0].id)
     except KalturaPermanentError as exc:
         if exc.code != errors.SCHEDULE_EVENT_ID_NOT_FOUND:
             raise

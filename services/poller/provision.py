@@ -5,12 +5,15 @@ re-run after a crash never hands out a second set silently:
 
 1. the provision lock (``keys.provision_lock``) and the registry: done or in progress → no-op;
    a task whose window has passed (getJobs' dates) → ERROR instead, once (``window.py``);
+   the job (its accessKey included) is read from getJobs with the vendor KS here, never taken from
+   the message (issue 19: Celery messages carry ids only);
 2. ``entryVendorTask.get`` (reach_vendor profile) with the accessKey: catalog item, reach profile;
 3. refusals → ERROR with a readable errDescription: not a live feature, unsupported language,
    window longer than ``durationLimit``, a source language other than the event's;
 4. ``scheduleEvent.get``: the task's feature ``LiveCaptionFeature-reach-<taskId>``; gone → cancel;
 5. if the feature already carries endpoints whose hashes are ours (a crash after
-   updateLiveFeature), keep them; otherwise fresh key/token: registry first, then
+   updateLiveFeature), keep them; otherwise fresh key/token: registry first (with the accessKey
+   sealed, ``sealing.py``, for reconcile's checks), then
    ``updateLiveFeature`` (the four fields), and a warning when endpoints of someone else are replaced;
 6. ``updateJob`` SCHEDULED with ``externalTaskId`` (vendor KS), then the registry status.
 """
@@ -78,7 +81,8 @@ def provision(ctx: Context, task_id: str, job: VendorTask | None, holder: str) -
             return "duplicate"
         started = time.perf_counter()
         try:
-            outcome = _provision(ctx, task_id, job)
+            done, job = _job(ctx, task_id, job)
+            outcome = done or _provision(ctx, task_id, job)
         except KalturaPermanentError as exc:
             outcome = handle_permanent(ctx, task_id, job, exc)
         except KalturaError:
@@ -93,18 +97,29 @@ def provision(ctx: Context, task_id: str, job: VendorTask | None, holder: str) -
         return outcome
 
 
-def _provision(ctx: Context, task_id: str, job: VendorTask | None) -> str:
+def _job(ctx: Context, task_id: str, job: VendorTask | None) -> tuple[str | None, VendorTask | None]:
+    """(an outcome if there is nothing to do, the job to provision): done or in progress in the
+    registry → duplicate; else the job from getJobs (vendor KS) unless given (in-process callers)."""
     rec = find_task(ctx.redis, task_id)
     if rec is not None and (rec.status in (SCHEDULED, PROCESSING) or rec.status in FINAL_STATUSES or rec.cancelled):
         log.info("task already provisioned: no-op", extra={"status": rec.status})
-        return "duplicate"
+        return "duplicate", job
     if job is None:
         job = ctx.kaltura.find_job(task_id)
+        if job is None and rec is not None:
+            # An earlier attempt (this one before its retry) stored endpoints that may have
+            # reached Kaltura; the order has left PENDING/SCHEDULED without us: final or gone.
+            cancel(ctx, task_id, "no longer pending or scheduled at Kaltura")
+            return "cancelled", None
         if job is None:
             log.info("task no longer pending or scheduled at Kaltura: nothing to provision")
-            return "gone"
+            return "gone", None
     if job.status not in (PENDING, SCHEDULED):
-        return "gone"
+        return "gone", job
+    return None, job
+
+
+def _provision(ctx: Context, task_id: str, job: VendorTask) -> str:
     with log_context(event_id=job.scheduled_event_id):
         late = _past_window(ctx, task_id, job)
         if late is not None:
@@ -263,6 +278,7 @@ def _endpoints(
             source_language_code=plan.source_code,
         ),
     )
+    kept = {k: v for k, v in (rec.extra if rec else {}).items() if k != keys.TASK_ACCESS_KEY}
     record = TaskRecord(
         id=task_id,
         event=str(event.id),
@@ -277,11 +293,13 @@ def _endpoints(
         start=float(job.start or event.start),
         end=float(job.end or event.end),
         extra={
-            **(rec.extra if rec else {}),
-            "access_key": job.access_key,
+            **kept,
+            keys.TASK_ACCESS_KEY_SEALED: ctx.sealer.seal(task_id, job.access_key),
             "external_task_id": ctx.external_task_id(event.id, task_id),
         },
     )
+    if rec is not None and keys.TASK_ACCESS_KEY in rec.extra:  # a record of the previous version
+        ctx.redis.hdel(keys.task(record.event, task_id), keys.TASK_ACCESS_KEY)
     if ours:
         # A run before us crashed after updateLiveFeature: Kaltura holds our endpoints already.
         assert rec is not None
@@ -366,19 +384,24 @@ def give_up(ctx: Context, task_id: str, job: VendorTask | None, holder: str, exc
     with log_context(task_id=task_id):
         try:
             outcome = "failed"
-            if job is not None:
-                try:
+            try:
+                job = job or ctx.kaltura.find_job(task_id)  # the message carries no job (issue 19)
+                if job is None:
+                    # Not listed PENDING/SCHEDULED any more, and never provisioned: final or gone.
+                    cancel(ctx, task_id, f"after {exc.code}: no longer pending or scheduled at Kaltura")
+                    outcome = "cancelled"
+                else:
                     details = ctx.kaltura.get_task(task_id, job.access_key)
                     event = ctx.kaltura.get_schedule_event(job.scheduled_event_id, job.access_key, task_id)
                     if details.task.status in FINAL_STATUSES or event.feature(task_id) is None:
                         cancel(ctx, task_id, f"after {exc.code}: the task or its feature is gone")
                         outcome = "cancelled"
-                except KalturaPermanentError as again:
-                    if again.code in CANCEL_CODES:
-                        cancel(ctx, task_id, f"after {exc.code}: Kaltura answered {again.code}")
-                        outcome = "cancelled"
-                except KalturaError:
-                    pass
+            except KalturaPermanentError as again:
+                if again.code in CANCEL_CODES:
+                    cancel(ctx, task_id, f"after {exc.code}: Kaltura answered {again.code}")
+                    outcome = "cancelled"
+            except KalturaError:
+                pass
             if outcome == "failed":
                 log.error("provision gave up after retries (%s); the next poll tries again", exc.code)
             metrics.TASKS.labels(outcome).inc()

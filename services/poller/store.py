@@ -1,5 +1,6 @@
 """The poller's side of the registry (shared.registry): provisional records, event merging, the
-provision lock. Keys and fields are those of shared.keys; only hashes of keys/tokens are stored.
+provision lock, the task's sealed accessKey. Keys and fields are those of shared.keys; only hashes
+of media keys/caption tokens are stored, and the Kaltura accessKey only sealed (sealing.py).
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from dataclasses import dataclass
 
 import redis
 
+from services.poller.sealing import Sealer
 from shared import keys, registry
+from shared.kaltura.models import FINAL_STATUSES
 from shared.registry import EventRecord, TaskRecord
 
 # Compare-and-delete / compare-and-extend: only the holder releases or extends its lock.
@@ -18,6 +21,18 @@ _EXTEND = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('expi
 # HSETNX only on a record that still exists: a field written on an expired record would leave a
 # record without an id behind.
 _MARK = "if redis.call('exists', KEYS[1]) == 1 then return redis.call('hsetnx', KEYS[1], ARGV[1], ARGV[2]) end return 0"
+# The sealed accessKey (and the plain field of a record written before issue 19 gone) only on a
+# record that still exists and has not ended: a key extended while a finalize ran must not stay
+# behind on the ended record (ARGV[4..]: the final statuses).
+_SET_ACCESS_KEY = """
+if redis.call('exists', KEYS[1]) == 0 or redis.call('hget', KEYS[1], 'cancelled') == '1' then return 0 end
+local status = redis.call('hget', KEYS[1], 'status')
+for i = 4, #ARGV do if status == ARGV[i] then return 0 end end
+redis.call('hset', KEYS[1], ARGV[1], ARGV[2])
+redis.call('hdel', KEYS[1], ARGV[3])
+return 1
+"""
+_FINAL = [str(s) for s in sorted(FINAL_STATUSES)]
 # Live tasks read per pipeline: two round trips per batch, bounded replies.
 READ_BATCH = 500
 
@@ -122,9 +137,10 @@ def set_task_fields(client: redis.Redis, task: TaskRecord, **fields: str) -> Non
 
 
 def finish_task(client: redis.Redis, task: TaskRecord, status: int, error: str = "") -> None:
-    """A final status: the task leaves the set of live tasks."""
+    """A final status: the task leaves the set of live tasks, and its accessKey the registry."""
     pipe = client.pipeline()
     pipe.hset(keys.task(task.event, task.id), mapping={"status": str(status), "error": error})
+    pipe.hdel(keys.task(task.event, task.id), keys.TASK_ACCESS_KEY_SEALED, keys.TASK_ACCESS_KEY)
     pipe.srem(keys.TASKS, task.id)
     pipe.execute()
 
@@ -202,3 +218,55 @@ def note_relay_ends(client: redis.Redis, seen: Iterable[TaskRecord], unseen: Ite
     for rec in unseen:
         pipe.hdel(keys.task(rec.event, rec.id), keys.TASK_RELAY_END_SEEN)
     pipe.execute()
+
+
+# --- the task's accessKey (issue 19) ----------------------------------------------------------
+def access_key(sealer: Sealer, rec: TaskRecord) -> str:
+    """The task's accessKey from its record: the sealed field, else the plain one a record of the
+    previous version has; "" if there is none or no configured key opens it."""
+    sealed = rec.extra.get(keys.TASK_ACCESS_KEY_SEALED)
+    if sealed:
+        opened = sealer.open(rec.id, sealed)
+        return opened.access_key if opened else ""
+    return rec.extra.get(keys.TASK_ACCESS_KEY, "")
+
+
+def save_access_key(client: redis.Redis, sealer: Sealer, rec: TaskRecord, key: str) -> None:
+    """Store ``key`` sealed on the task's live record (and on ``rec``)."""
+    sealed = sealer.seal(rec.id, key)
+    client.eval(_SET_ACCESS_KEY, 1, *_access_key_args(rec, sealed))
+    rec.extra[keys.TASK_ACCESS_KEY_SEALED] = sealed
+    rec.extra.pop(keys.TASK_ACCESS_KEY, None)
+
+
+def _access_key_args(rec: TaskRecord, sealed: str) -> list[str]:
+    return [keys.task(rec.event, rec.id), keys.TASK_ACCESS_KEY_SEALED, sealed, keys.TASK_ACCESS_KEY, *_FINAL]
+
+
+def keep_access_keys(client: redis.Redis, sealer: Sealer, live: Iterable[tuple[TaskRecord, str]]) -> tuple[int, int]:
+    """Reconcile's pass over the live tasks, each with the accessKey getJobs listed for it ("" if
+    not listed): store the listed key when it differs from the stored one, seal a plain one (a
+    record of the previous version) and re-seal one sealed with an older key (rotation). One
+    round trip for the writes. Returns (written, unreadable): unreadable ones no configured key
+    opens and getJobs did not list; their next check extends them (vendor KS)."""
+    writes: list[tuple[TaskRecord, str]] = []
+    unreadable = 0
+    for rec, listed in live:
+        sealed = rec.extra.get(keys.TASK_ACCESS_KEY_SEALED)
+        opened = sealer.open(rec.id, sealed) if sealed else None
+        current = opened.access_key if opened else ("" if sealed else rec.extra.get(keys.TASK_ACCESS_KEY, ""))
+        if listed and listed != current:
+            writes.append((rec, listed))
+        elif current and (opened is None or opened.stale):
+            writes.append((rec, current))  # plain (previous version), or sealed with an older key
+        elif sealed and opened is None:
+            unreadable += 1
+    if writes:
+        pipe = client.pipeline(transaction=False)
+        for rec, key in writes:
+            sealed = sealer.seal(rec.id, key)
+            pipe.eval(_SET_ACCESS_KEY, 1, *_access_key_args(rec, sealed))
+            rec.extra[keys.TASK_ACCESS_KEY_SEALED] = sealed
+            rec.extra.pop(keys.TASK_ACCESS_KEY, None)
+        pipe.execute()
+    return len(writes), unreadable

@@ -13,6 +13,7 @@ from celery.exceptions import CPendingDeprecationWarning
 
 from services.poller import broker
 from services.poller.app import make_app
+from services.poller.sealing import require_keys
 from shared import commands, probes
 from shared.runtime import prepare, require_redis
 from shared.settings import KalturaSettings, PollerSettings, load
@@ -32,6 +33,7 @@ def main(argv: list[str]) -> int:
     common = prepare("worker")
     kaltura, poller = load(KalturaSettings), load(PollerSettings)
     redis_url = require_redis(common)
+    require_keys(poller)  # the accessKeys it stores must open in every worker, and after a restart
     # Ready: the consumer's loop turns, Redis answers, and the broker consumer is connected.
     probe = probes.install("worker", ready_stale=5.0)
     probe.add_check("broker consumer connected", lambda: broker.Consumer.connected)

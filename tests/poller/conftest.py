@@ -17,6 +17,8 @@ from tests.kaltura.support import Admin, running_emulator, settings_for
 
 MEDIA_URL = "rtmp://ingest.example.com:1935/live"
 CAPTION_URL = "wss://captions.example.com/v1/captions"
+# REACHLIVE_POLLER_ENCRYPTION_KEYS of the tests' workers (a Fernet key: 32 bytes, url-safe base64).
+ENCRYPTION_KEY = "dGVzdHMtcG9sbGVyLWVuY3J5cHRpb24ta2V5LTMyYiE="
 
 
 @pytest.fixture
@@ -31,7 +33,12 @@ def admin(emulator: Any) -> Admin:
 
 
 def build_app(redis_url: str, service_url: str, **poller: Any) -> Celery:
-    opts: dict[str, Any] = {"retry_backoff_max_seconds": 1, "max_retries": 4, "feature_lock_retries": 2}
+    opts: dict[str, Any] = {
+        "retry_backoff_max_seconds": 1,
+        "max_retries": 4,
+        "feature_lock_retries": 2,
+        "encryption_keys": ENCRYPTION_KEY,
+    }
     opts.update(poller)
     return make_app(
         redis_url, settings_for(service_url), PollerSettings(**opts), media_url=MEDIA_URL, caption_url=CAPTION_URL

@@ -14,7 +14,7 @@ import redis
 from shared import commands, keys
 from shared.kaltura.models import SCHEDULED
 from tests.kaltura.support import ADMIN_SECRET, CAPTION, VENDOR_PARTNER, Admin, event_spec, translation, wait_for
-from tests.poller.conftest import CAPTION_URL, MEDIA_URL
+from tests.poller.conftest import CAPTION_URL, ENCRYPTION_KEY, MEDIA_URL
 from tests.poller.test_provision import wait_status
 from tests.support.proc import Service
 
@@ -34,6 +34,7 @@ def _env(redis_url: str, service_url: str, poll: float = 0.5) -> dict[str, str]:
         "REACHLIVE_POLLER_CONCURRENCY": "4",
         "REACHLIVE_INGEST_PUBLIC_URL": MEDIA_URL,
         "REACHLIVE_GATEWAY_PUBLIC_URL": CAPTION_URL,
+        "REACHLIVE_POLLER_ENCRYPTION_KEYS": ENCRYPTION_KEY,
     }
 
 

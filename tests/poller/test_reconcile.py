@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from services.poller import lifecycle
+from services.poller.store import access_key
 from shared import commands, keys, registry
 from shared.hashing import same_secret
 from shared.kaltura import errors
@@ -134,16 +135,21 @@ def test_finalize_of_an_aborted_task_meets_final_state(
 
 
 def test_expired_access_key_is_extended_in_processing(
-    worker: Any, admin: Admin, send: Any, redis_client: redis.Redis, emulator: Any
+    worker: Any, poller_app: Any, admin: Admin, send: Any, redis_client: redis.Redis, emulator: Any
 ) -> None:
     event_id, (task_id,) = _scheduled(admin, send, redis_client)
     send(commands.PROCESSING, event_id)
     wait_for(lambda: registry.read_task_sync(redis_client, event_id, task_id).status == PROCESSING)
-    old = registry.read_task_sync(redis_client, event_id, task_id).extra["access_key"]
+
+    def stored() -> str:
+        return access_key(poller_app.reachlive.sealer, registry.read_task_sync(redis_client, event_id, task_id))
+
+    old = stored()
+    assert old
     emulator.expire_sessions(kind="access_key", task_id=task_id)
     send(commands.POLL)
     wait_for(lambda: admin.calls_of("reach_entryvendortask", "extendAccessKey"))
-    wait_for(lambda: registry.read_task_sync(redis_client, event_id, task_id).extra["access_key"] != old)
+    wait_for(lambda: stored() not in ("", old))
     assert not registry.read_task_sync(redis_client, event_id, task_id).cancelled
 
 

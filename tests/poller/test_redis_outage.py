@@ -21,7 +21,7 @@ import pytest
 
 from shared import commands
 from tests.kaltura.support import ADMIN_SECRET, VENDOR_PARTNER, Admin, wait_for
-from tests.poller.conftest import CAPTION_URL, MEDIA_URL
+from tests.poller.conftest import CAPTION_URL, ENCRYPTION_KEY, MEDIA_URL
 from tests.support.outage import OutageRedis
 from tests.support.proc import Service, free_port
 
@@ -45,6 +45,7 @@ def env_for(redis_url: str, service_url: str, metrics_port: int = 0) -> dict[str
         "REACHLIVE_GATEWAY_PUBLIC_URL": CAPTION_URL,
         "REACHLIVE_METRICS_PORT": str(metrics_port),
         "REACHLIVE_METRICS_HOST": "127.0.0.1",
+        "REACHLIVE_POLLER_ENCRYPTION_KEYS": ENCRYPTION_KEY,
     }
 
 
