@@ -289,6 +289,17 @@ def test_ingest_and_gateway_exposure(overlay: str) -> None:
     assert url.hostname in ing["spec"]["tls"][0]["hosts"]
     assert any(url.path.startswith(p["path"]) for p in rule["http"]["paths"])
 
+    # Issue 19: the Ingress exposes the caption path alone, logs no request line (?token=), and
+    # the gateway keys its failed-auth limit on the one X-Forwarded-For entry the controller sets.
+    assert [(p["path"], p["pathType"]) for p in rule["http"]["paths"]] == [(url.path, "Exact")]
+    assert ann["nginx.ingress.kubernetes.io/enable-access-log"] == "false"
+    assert int(setting_value("REACHLIVE_GATEWAY_TRUSTED_PROXY_HOPS", cfg)) == 1
+    service = by_name(docs, "Service", "gateway")
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    (c,) = by_name(docs, "Deployment", "gateway")["spec"]["template"]["spec"]["containers"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"]["port"] == "metrics", probe  # never on the public port
+
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_autoscaling_signals(overlay: str) -> None:
@@ -373,6 +384,8 @@ def test_monitors_scrape_every_service(overlay: str) -> None:
                     assert ep["port"] in {p["name"] for p in svc["spec"]["ports"]}
                     assert ep["path"] == "/metrics"
                 scraped.add(component(svc))
+        for ep in spec.get("podMetricsEndpoints") or spec.get("endpoints"):
+            assert ep["port"] == "metrics", "scraped on the metrics port only (issue 19)"
         endpoints = spec.get("podMetricsEndpoints") or spec.get("endpoints")
         for ep in endpoints:
             # Every target carries the "service" label the rules and dashboards group by.
@@ -386,7 +399,7 @@ def test_metrics_port_matches_setting() -> None:
     docs = render("overlays/prod")
     port = int(setting_value("REACHLIVE_METRICS_PORT", config(docs)))
     for w in workloads(docs):
-        if component(w) in ("poller", "worker", "ingest", "relay"):
+        if component(w) in SERVICES:
             (c,) = w["spec"]["template"]["spec"]["containers"]
             assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in c["ports"]
 
