@@ -16,8 +16,15 @@ REJECTED = Counter(
 )
 CLOSED = Counter(
     "reachlive_ingest_connections_closed_total",
-    "connections closed, by cause (eof, idle, handshake_timeout, protocol, revoked, window, shutdown)",
+    "connections closed, by cause (eof, idle, handshake_timeout, protocol, revoked, window, shutdown; "
+    "write_buffer, write_timeout: the peer did not read what we sent)",
     ["cause"],
+)
+CONNECTIONS_REFUSED = Counter(
+    "reachlive_ingest_connections_refused_total",
+    "connections refused at accept by a cap (total: REACHLIVE_INGEST_MAX_CONNECTIONS; per_address: "
+    "REACHLIVE_INGEST_MAX_PENDING_PER_ADDRESS)",
+    ["cap"],
 )
 PROTOCOL_ERRORS = Counter(
     "reachlive_ingest_protocol_errors_total", "connections closed for breaking RTMP, by kind", ["kind"]

@@ -6,6 +6,12 @@ Redis outages (issue 18) never cost a publisher its connection: every Redis call
 outage error as "Redis is down" (``Link``), after which publishers buffer, revalidation and the
 sweep wait, and a new publish waits for Redis up to the handshake timeout, then is refused with a
 "temporarily unavailable, retry" status. A prober PINGs until Redis answers.
+
+Hostile and careless peers (issue 19): connections are capped overall and, while they have no
+accepted publish, per client address (``caps``); until its publish is accepted a connection is
+held to the codec's small pre-publish limits and to the handshake deadline, its writes included
+(a peer that does not read cannot keep it open); every connection is aborted when what it has
+not read of ours passes ``max_write_buffer_bytes``; publishers are capped per task (``slots``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import logging
 import socket
 import ssl
 import time
+import uuid
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -25,10 +32,12 @@ from redis.backoff import NoBackoff
 
 from services.ingest import metrics
 from services.ingest.admission import Admission, Rejected, admit, check
+from services.ingest.caps import ConnectionCaps, Refusal, Slot
 from services.ingest.coordinator import Coordinator
 from services.ingest.outage import OUTAGE_ERRORS, Health, Link
 from services.ingest.publisher import Publisher
 from services.ingest.readpause import ReadPause, coalesce_pause, wake_at
+from services.ingest.slots import PublisherSlots
 from shared import keys, redis_health, registry
 from shared.aio import TaskSet, check_cancelled
 from shared.commands import PROCESSING, send_async
@@ -42,7 +51,7 @@ from shared.rtmp import (
     ServerConnection,
     Unpublished,
 )
-from shared.rtmp.chunks import AUDIO
+from shared.rtmp.chunks import AUDIO, prepublish_limits
 from shared.settings import IngestSettings, split_listen
 
 log = logging.getLogger(__name__)
@@ -62,6 +71,10 @@ PAUSED_AFTER_SECONDS = 5.0
 REDIS_TIMEOUT_SECONDS = 2.0
 PROBE_SECONDS = 0.5  # PING period while Redis is down
 UNAVAILABLE = "Captioning is temporarily unavailable, retry in a few seconds"
+TOO_MANY = "Too many publishers for this stream key"
+# A closing connection's last statuses (a refusal, a stop) get this long to be read, then the
+# connection is aborted: a peer that does not read must not hold it (and its buffer) open.
+FLUSH_SECONDS = 2.0
 
 
 class _Closed(Exception):
@@ -77,6 +90,7 @@ class _Live:
     admission: Admission
     publisher: Publisher
     stream_id: int
+    slot: str  # the publish's slot in the task's publisher cap (PublisherSlots)
     revoked: str = ""
     registered: bool = False  # the accepted publish was recorded (event seen, media session open)
 
@@ -107,6 +121,8 @@ class IngestServer:
             self.client, chunk_ms=settings.chunk_ms, retention_seconds=settings.audio_retention_seconds
         )
         self.tasks = TaskSet("ingest")
+        self.caps = ConnectionCaps(settings.max_connections, settings.max_pending_per_address)
+        self.slots = PublisherSlots(self.client, settings.max_publishers_per_task)
         self._server: asyncio.base_events.Server | None = None
         self._live: dict[tuple[str, str], set[_Live]] = {}
         self.port = 0
@@ -150,18 +166,31 @@ class IngestServer:
     # --- one connection ---------------------------------------------------------------------
     def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        self.tasks.spawn(self._connection(reader, writer), f"conn:{peer}")
+        host = peer[0] if isinstance(peer, tuple) and peer else ""
+        slot = self.caps.open(host, time.monotonic())
+        if isinstance(slot, Refusal):
+            metrics.CONNECTIONS_REFUSED.labels(slot.cap).inc()
+            if slot.log:
+                log.warning("%s", slot.log)
+            writer.transport.abort()  # nothing was read or written: no buffer to hold
+            return
+        self.tasks.spawn(self._connection(reader, writer, slot), f"conn:{peer}")
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, slot: Slot) -> None:
         metrics.CONNECTIONS.inc()
+        s = self.settings
         conn = ServerConnection(
-            limits=None, chunk_size=self.settings.rtmp_chunk_size, epoch_ms=int(time.monotonic() * 1000)
+            prepublish_limits=prepublish_limits(s.prepublish_max_message_bytes),
+            chunk_size=s.rtmp_chunk_size,
+            epoch_ms=int(time.monotonic() * 1000),
         )
+        # Drain (stop reading the peer) from a quarter of the write limit on; abort past it.
+        writer.transport.set_write_buffer_limits(high=s.max_write_buffer_bytes // 4)
         box: list[_Live | None] = [None]  # the connection's accepted publish, for the cleanup
         paused = ReadPause(writer.transport, asyncio.get_running_loop())
         cause = "eof"
         try:
-            await self._serve(conn, reader, writer, box, paused)
+            await self._serve(conn, reader, writer, box, paused, slot)
         except _Closed as exc:
             cause = exc.cause
         except ProtocolError as exc:
@@ -177,24 +206,54 @@ class IngestServer:
             paused.cancel()
             metrics.CLOSED.labels(cause).inc()
             metrics.CONNECTIONS.dec()
-            live = box[0]
-            if live is not None:
-                try:
-                    await asyncio.shield(self._close_publisher(live))
-                except Exception:
-                    log.exception("flushing a closed publisher failed")
-            with contextlib.suppress(Exception):
-                await self._send(conn, writer)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 2)
+            try:
+                live = box[0]
+                if live is not None:
+                    try:
+                        await asyncio.shield(self._close_publisher(live))
+                    except Exception:
+                        log.exception("flushing a closed publisher failed")
+                await self._finish(conn, writer, cause)
+            finally:
+                slot.release()
 
-    async def _send(self, conn: ServerConnection, writer: asyncio.StreamWriter) -> None:
+    async def _finish(self, conn: ServerConnection, writer: asyncio.StreamWriter, cause: str) -> None:
+        """Close the connection. Its last statuses (a refusal, a stop) get FLUSH_SECONDS to be
+        read, then it is aborted: a close waits for the buffer to drain, forever if the peer never
+        reads. A peer that did not read in time (the handshake deadline included) is aborted now."""
+        transport = writer.transport
+        if cause in ("write_buffer", "write_timeout"):
+            transport.abort()
+            return
+        with contextlib.suppress(Exception):
+            data = conn.data_to_send()
+            if data:
+                writer.write(data)
+        pending = transport.get_write_buffer_size()
+        if pending and (cause == "handshake_timeout" or pending > self.settings.max_write_buffer_bytes):
+            transport.abort()
+            return
+        writer.close()
+        try:
+            await asyncio.wait_for(writer.wait_closed(), FLUSH_SECONDS)
+        except Exception:
+            transport.abort()
+
+    async def _send(self, conn: ServerConnection, writer: asyncio.StreamWriter, until: float, cause: str) -> None:
+        """Write what the connection has to send. What the peer has not read is bounded: past
+        ``max_write_buffer_bytes`` the connection is aborted, and above the transport's high-water
+        mark we stop reading until it reads, at most until loop time ``until`` (then ``cause``)."""
         data = conn.data_to_send()
-        if data:
-            writer.write(data)
-            # A peer that does not read what we send is as dead as one that sends nothing.
-            await asyncio.wait_for(writer.drain(), self.settings.idle_timeout_seconds)
+        if not data:
+            return
+        writer.write(data)
+        if writer.transport.get_write_buffer_size() > self.settings.max_write_buffer_bytes:
+            raise _Closed("write_buffer")
+        try:
+            async with asyncio.timeout_at(until):
+                await writer.drain()
+        except TimeoutError:
+            raise _Closed(cause) from None
 
     async def _serve(
         self,
@@ -203,10 +262,19 @@ class IngestServer:
         writer: asyncio.StreamWriter,
         box: list[_Live | None],
         paused: ReadPause,
+        slot: Slot,
     ) -> None:
         s = self.settings
         loop = asyncio.get_running_loop()
         deadline = loop.time() + s.handshake_timeout_seconds  # handshake + connect + publish
+
+        def write_deadline() -> tuple[float, str]:
+            # Before a publish is accepted, writes are bounded by the handshake deadline too.
+            if live is None:
+                return deadline, "handshake_timeout"
+            # A peer that does not read what we send is as dead as one that sends nothing.
+            return loop.time() + s.idle_timeout_seconds, "write_timeout"
+
         last_data = loop.time()
         next_beat = loop.time() + s.heartbeat_seconds
         next_check = loop.time() + VALIDATE_SECONDS
@@ -238,9 +306,11 @@ class IngestServer:
                 while batch:
                     for ev in batch:
                         live = box[0] = await self._on_event(conn, ev, live, epoch)
+                        if live is not None:
+                            slot.published()  # no longer counted against its address
                     # parsing paused at a publish until we decided; go on with what is buffered
                     batch = conn.receive_data(b"") if not conn.closed else []
-                await self._send(conn, writer)
+                await self._send(conn, writer, *write_deadline())
                 if conn.closed:
                     raise _Closed("rejected" if live is None else "stopped")
                 pause = coalesce_pause(live.publisher.seconds_to_chunk()) if live is not None else 0.0
@@ -253,7 +323,7 @@ class IngestServer:
             if live is not None:
                 if live.revoked:
                     self._stop(conn, live, "The caption order was cancelled")
-                    await self._send(conn, writer)
+                    await self._send(conn, writer, *write_deadline())
                     raise _Closed(live.revoked)
                 if now >= next_beat:
                     next_beat = now + s.heartbeat_seconds
@@ -262,12 +332,12 @@ class IngestServer:
                     await live.publisher.heartbeat(receiving=now - last_data < STALL_SECONDS)
                 if now >= next_check:
                     next_check = now + VALIDATE_SECONDS
-                    await self._revalidate(live)
+                    await self._revalidate(live, receiving=now - last_data < STALL_SECONDS)
 
     def _stop(self, conn: ServerConnection, live: _Live, description: str) -> None:
         conn.stop_publish(live.stream_id, description, code="NetStream.Publish.BadName")
 
-    async def _revalidate(self, live: _Live) -> None:
+    async def _revalidate(self, live: _Live, *, receiving: bool) -> None:
         # While Redis is down nothing can be checked, and a publish is never closed for that.
         if not self.link.up:
             return
@@ -276,6 +346,8 @@ class IngestServer:
             key_exists, event, task = await registry.read_publish(
                 self.client, live.admission.key_hash, ev.id, live.admission.task.id
             )
+            if receiving:  # a publisher that stopped sending lets its slot lapse (slots.py)
+                await self.slots.renew(ev.id, live.admission.task.id, live.slot)
         except OUTAGE_ERRORS as exc:
             self.link.lost(exc)
             return
@@ -322,6 +394,7 @@ class IngestServer:
         # network fault). A publish is never accepted without the registry's word.
         loop = asyncio.get_running_loop()
         hold_until = loop.time() + self.settings.handshake_timeout_seconds
+        slot = uuid.uuid4().hex
         while True:
             if not await self.link.wait_up(hold_until - loop.time()):
                 self._reject(conn, ev.stream_id, Rejected("unavailable", UNAVAILABLE), "NetStream.Publish.Failed")
@@ -335,6 +408,9 @@ class IngestServer:
                     now=time.time(),
                     margin=self.settings.window_margin_seconds,
                 )
+                # Last: a refused publish must not hold a slot.
+                if not await self.slots.take(adm.event.id, adm.task.id, slot):
+                    raise Rejected("too_many_publishers", TOO_MANY)
                 break
             except Rejected as exc:
                 self._reject(conn, ev.stream_id, exc)
@@ -351,7 +427,7 @@ class IngestServer:
             outage_buffer_seconds=self.settings.outage_buffer_seconds,
             link=self.link,
         )
-        live = _Live(adm, publisher, ev.stream_id)
+        live = _Live(adm, publisher, ev.stream_id, slot)
         self._live.setdefault((adm.event.id, adm.task.id), set()).add(live)
         conn.accept_publish(ev.stream_id)
         await self._register(live)
@@ -386,6 +462,11 @@ class IngestServer:
         """The publish ended; its audio still held during a Redis outage is written when Redis
         is back (in the background, for at most the outage buffer's length)."""
         self._forget(live)
+        if self.link.up:  # while Redis is down the slot lapses by itself
+            try:
+                await self.slots.release(live.admission.event.id, live.admission.task.id, live.slot)
+            except OUTAGE_ERRORS as exc:
+                self.link.lost(exc)
         if await live.publisher.close():
             wait = self.settings.outage_buffer_seconds
             self.tasks.spawn(live.publisher.finish(wait), f"finish:{live.admission.event.id}")
