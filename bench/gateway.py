@@ -195,10 +195,14 @@ def run(redis_url: str, tmp: Path, seconds: float, n_tasks: int, per_task: int) 
         sync.delete(keys.captions("BENCH", task), keys.lineage("BENCH", task))
         tasks.append(task)
         tokens += [token] * per_task
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
         "REACHLIVE_REDIS_URL": redis_url,
         "REACHLIVE_GATEWAY_LISTEN": f"127.0.0.1:{port}",
+        "REACHLIVE_METRICS_PORT": str(metrics_port),  # /metrics is not on the public port (issue 19)
+        "REACHLIVE_METRICS_HOST": "127.0.0.1",
+        # per_task readers of one token: a fan-out load, above the per-task cap of production.
+        "REACHLIVE_GATEWAY_MAX_CONNECTIONS_PER_TASK": str(max(per_task, 10)),
         "REACHLIVE_LOG_LEVEL": "WARNING",
     }
     with Service(["gateway"], env, tmp, name="bench-gateway") as gw:
@@ -237,7 +241,7 @@ def run(redis_url: str, tmp: Path, seconds: float, n_tasks: int, per_task: int) 
         metrics_text = ""
         import urllib.request
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as resp:
             metrics_text = resp.read().decode()
         busy = rss_kib(gw.proc.pid)
         warnings = [line for line in gw.log().splitlines() if '"level": "warning"' in line or "error" in line]
