@@ -79,6 +79,7 @@ def test_start_up_with_redis_down_then_ready_once_it_is_up(tmp_path) -> None:
         "REACHLIVE_KALTURA_POLL_SECONDS": "3600",
         "REACHLIVE_POLLER_BEAT_MAX_INTERVAL_SECONDS": "0.5",
         "REACHLIVE_GATEWAY_LISTEN": f"127.0.0.1:{free_port()}",
+        "REACHLIVE_POLLER_ENCRYPTION_KEYS": "dGVzdHMtcG9sbGVyLWVuY3J5cHRpb24ta2V5LTMyYiE=",  # the worker needs one
     }
     procs = {
         name: Service([name], {**common, "REACHLIVE_METRICS_PORT": str(port)}, tmp_path, name=f"start-{name}")

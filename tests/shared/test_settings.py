@@ -26,6 +26,7 @@ def test_defaults_match_the_design() -> None:
 
 
 def test_values_come_from_reachlive_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REACHLIVE_ALLOW_INSECURE_HOSTS", "cache")  # redis:// to a remote host (issue 19)
     monkeypatch.setenv("REACHLIVE_REDIS_URL", "redis://cache:6380/2")
     monkeypatch.setenv("REACHLIVE_KALTURA_PARTNER_ID", "5173642")
     monkeypatch.setenv("REACHLIVE_KALTURA_ADMIN_SECRET", "s3cret")
