@@ -25,6 +25,10 @@ connections are open or lingering: the new connection starts at the beginning); 
 not moved for ``DEAD_AFTER_SECONDS`` of our own watching, while we read Redis, is dead, and its
 open records count as closed as of then. Watching ourselves (rather than trusting a TTL or a
 timestamp) keeps a Redis outage, which stops every counter, from making live gateways look dead.
+A gateway found dead stays so while its counter stands still (one read per later connection).
+The one case this misjudges: a live gateway cut off from Redis (a partition, or a loop stalled)
+for that long while others reach Redis; a connection opened then may take over one of its
+connections' cursors, which skips only if it is another reader's.
 The open records of this process are known locally (``live``).
 """
 
@@ -55,6 +59,7 @@ BEAT_SECONDS = 1.0
 DEAD_AFTER_SECONDS = 5.0
 WATCH_STEP_SECONDS = 0.25
 RETRY_MAX_SECONDS = 2.0
+MAX_DEAD_REMEMBERED = 256
 
 _LUA_COMMON = """
 local SEQ = 'SEQ_FIELD'
@@ -216,6 +221,9 @@ class LineageStore:
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._writers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._watches: dict[str, asyncio.Future[bool]] = {}
+        # Gateways found dead, with their counter then: a later connection checks that it still
+        # stands there (one read) instead of watching for DEAD_AFTER_SECONDS again.
+        self._dead: dict[str, bytes | None] = {}
         self._beating = False
 
     # --- open ------------------------------------------------------------------------------
@@ -249,9 +257,8 @@ class LineageStore:
         return [v.decode() if isinstance(v, bytes) else str(v) for v in reply]
 
     # --- saves and close marks -------------------------------------------------------------
-    def write(self, lineage: Lineage, position: StreamId, *, closed: bool) -> asyncio.Task[None] | None:
-        """Queue a save (or a close mark) of one record; saves of one record coalesce. Returns
-        the record's writer task."""
+    def write(self, lineage: Lineage, position: StreamId, *, closed: bool) -> None:
+        """Queue a save (or a close mark) of one record; saves of one record coalesce."""
         if closed:
             self.live.discard(lineage.conn)
         slot = (lineage.key, lineage.conn)
@@ -261,10 +268,8 @@ class LineageStore:
         else:
             pending.position = max(pending.position, position)
             pending.closed = pending.closed or closed
-        writer = self._writers.get(slot)
-        if writer is None:
-            writer = self._writers[slot] = self.tasks.spawn(self._write(slot), "lineage")
-        return writer
+        if slot not in self._writers:
+            self._writers[slot] = self.tasks.spawn(self._write(slot), "lineage")
 
     async def _write(self, slot: tuple[str, str]) -> None:
         key, conn = slot
@@ -327,6 +332,12 @@ class LineageStore:
 
     async def _alive(self, instance: str) -> bool:
         """Whether another gateway process is alive; concurrent askers share one watch."""
+        if instance in self._dead:
+            async with asyncio.timeout(COMMAND_DEADLINE_SECONDS):
+                value = await self.redis.get(keys.gateway_instance(instance))
+            if value is None or value == self._dead[instance]:  # None: its key expired since
+                return False
+            del self._dead[instance]  # it moved after all (it was cut off from Redis): watch again
         watch = self._watches.get(instance)
         if watch is None:
             watch = self._watches[instance] = asyncio.get_running_loop().create_future()
@@ -338,7 +349,7 @@ class LineageStore:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(COMMAND_DEADLINE_SECONDS):
-                first = await self.redis.get(key)
+                first = value = await self.redis.get(key)
             deadline = loop.time() + DEAD_AFTER_SECONDS
             alive = False
             while not alive and loop.time() < deadline:
@@ -348,6 +359,9 @@ class LineageStore:
                 alive = value is not None and value != first
             if not alive:
                 log.info("gateway %s is gone: its connections count as closed", instance)
+                if len(self._dead) >= MAX_DEAD_REMEMBERED:
+                    del self._dead[next(iter(self._dead))]
+                self._dead[instance] = value
             result.set_result(alive)
         except Exception as exc:  # a Redis error: the askers cannot tell, and fail with it
             result.set_exception(exc)
