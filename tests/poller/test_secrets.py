@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -262,6 +263,8 @@ def _cli(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.Com
     script = Path(sys.executable).parent / "reachlive"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "shared.cli"]
     full = {"PATH": "/usr/bin:/bin", "REACHLIVE_DATA_DIR": str(tmp_path / "data"), "REACHLIVE_METRICS_PORT": "0", **env}
+    if "PYTHONPATH" in os.environ:  # a checkout other than the installed one (a worktree)
+        full["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return subprocess.run([*command, *args], env=full, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
