@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from emulators.kaltura_admin import KalturaAdmin  # noqa: E402
+from services.poller.sealing import new_key  # noqa: E402
 from shared import commands  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
 
@@ -139,6 +140,7 @@ def main(argv: list[str]) -> int:
             "REACHLIVE_KALTURA_PARTNER_ID": str(PARTNER),
             "REACHLIVE_KALTURA_ADMIN_SECRET": SECRET,
             "REACHLIVE_KALTURA_POLL_SECONDS": "1",
+            "REACHLIVE_POLLER_ENCRYPTION_KEYS": new_key(),  # the worker seals accessKeys (issue 19)
         }
         worker = spawn(["worker"], env, workdir / "worker.log")
         beat = spawn(["poller"], env, workdir / "poller.log")
