@@ -149,6 +149,8 @@ def collect(
                 "REACHLIVE_KWIKMOTION_URL": f"ws://127.0.0.1:{free_port()}/",
                 "REACHLIVE_INGEST_LISTEN": f"127.0.0.1:{ports['rtmp']}",
                 "REACHLIVE_GATEWAY_LISTEN": f"127.0.0.1:{ports['http']}",
+                # The worker refuses to start without one (issue 19): any Fernet key.
+                "REACHLIVE_POLLER_ENCRYPTION_KEYS": "dGVzdHMtcG9sbGVyLWVuY3J5cHRpb24ta2V5LTMyYiE=",
             }
             procs[stage] = (Service([stage], env, log_dir, name=f"metrics-{stage}"), ports)
         deadline = time.monotonic() + timeout
