@@ -269,7 +269,8 @@ class GatewaySettings(BaseSettings):
     ack_interval_seconds: PositiveSeconds = 0.5
     # Failed authentications per client address, then HTTP 429 for bad tokens (never a valid one).
     auth_failures_per_minute: int = Field(default=20, gt=0)
-    # Inbound client messages and control frames (pings, pongs) per connection (burst: twice that).
+    # Inbound client messages and control frames per connection (burst: twice that): pings, and
+    # pongs other than the answer to our own outstanding ping.
     messages_per_second: PositiveSeconds = 5.0
     # Proxies in front that each append to X-Forwarded-For (compose nginx, ingress-nginx: 1). The
     # client address is the entry this many from the right; 0: the TCP peer's (no proxy).
