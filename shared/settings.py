@@ -214,6 +214,7 @@ class IngestSettings(BaseSettings):
     # Hostile and careless peers (issue 19). Until its publish is accepted a connection may send
     # RTMP messages of at most this many bytes (connect, publish: a few hundred), no media.
     prepublish_max_message_bytes: int = Field(default=16384, ge=1024, le=1 << 20)
+    prepublish_max_messages: int = Field(default=256, ge=16)  # a publisher sends a dozen (pings answered)
     # Bytes we have to send that a connection has not read: past this it is aborted (what we
     # send is acknowledgements and statuses, a few kB; a peer that floods pings and reads
     # nothing would make us hold their answers).
