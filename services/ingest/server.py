@@ -180,7 +180,7 @@ class IngestServer:
         metrics.CONNECTIONS.inc()
         s = self.settings
         conn = ServerConnection(
-            prepublish_limits=prepublish_limits(s.prepublish_max_message_bytes),
+            prepublish_limits=prepublish_limits(s.prepublish_max_message_bytes, s.prepublish_max_messages),
             chunk_size=s.rtmp_chunk_size,
             epoch_ms=int(time.monotonic() * 1000),
         )

@@ -47,24 +47,31 @@ class Limits:
     max_buffered_bytes: int = 16 << 20  # all partial messages of one connection together
     max_chunk_streams: int = 64  # distinct chunk stream ids with state
     media: bool = True  # audio, video and aggregate messages; False: skipped as they arrive, never held
+    max_messages: int = 0  # messages of the connection so far (0: no limit)
 
 
 # Before a publish is accepted the peer is unauthenticated: what it may send then (handshake,
-# connect, releaseStream, FCPublish, createStream, publish: each a few hundred bytes) needs no
-# more than this, and no media (skipped unheld). 20 peers that set a 4 MiB chunk size and each
-# sent most of an 8 MiB message took an ingest from 75 to 482 MiB under the normal limits
-# (issue 19); under these a peer holds at most two such messages' worth.
+# connect, releaseStream, FCPublish, createStream, publish: each a few hundred bytes, a dozen
+# messages with the control ones) needs no more than this, and no media (skipped unheld). 20
+# peers that set a 4 MiB chunk size and each sent most of an 8 MiB message took an ingest from
+# 75 to 482 MiB under the normal limits (issue 19); under these a peer holds at most two such
+# messages' worth. The count of messages bounds the work (and the answers: pings) an
+# unauthenticated peer gets out of us.
 PREPUBLISH_MESSAGE_SIZE = 16 << 10
+PREPUBLISH_MESSAGES = 256
 
 
-def prepublish_limits(max_message_size: int = PREPUBLISH_MESSAGE_SIZE) -> Limits:
-    """The limits before a publish is accepted, for a message size (a driver's setting)."""
+def prepublish_limits(
+    max_message_size: int = PREPUBLISH_MESSAGE_SIZE, max_messages: int = PREPUBLISH_MESSAGES
+) -> Limits:
+    """The limits before a publish is accepted (a driver's settings)."""
     return Limits(
         max_message_size=max_message_size,
         max_control_size=min(max_message_size, 64 << 10),
         max_buffered_bytes=2 * max_message_size,
         max_chunk_streams=16,
         media=False,
+        max_messages=max_messages,
     )
 
 
@@ -124,6 +131,7 @@ class ChunkReader:
         self._pos = 0
         self._streams: dict[int, _Stream] = {}
         self._buffered = 0
+        self.messages = 0  # complete messages read (skipped ones too)
 
     def feed(self, data: bytes) -> None:
         if self._pos:
@@ -273,6 +281,9 @@ class ChunkReader:
             return True
         self._buffered -= len(partial)
         st.partial = None
+        self.messages += 1
+        if self.limits.max_messages and self.messages > self.limits.max_messages:
+            raise ProtocolError("messages", f"more than {self.limits.max_messages} messages")
         if st.discard:
             return True
         return Message(csid, st.type_id, st.stream_id, st.timestamp, bytes(partial))

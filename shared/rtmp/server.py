@@ -122,7 +122,8 @@ class ServerConnection:
     ) -> None:
         self.limits = limits or Limits()
         pre = prepublish_limits or PREPUBLISH
-        # Never looser than the normal limits: the reader only ever widens its limits.
+        # Never looser than the normal limits (the reader only ever widens its limits; a count of
+        # messages applies before the publish only).
         self.prepublish_limits = Limits(
             max_chunk_size=min(pre.max_chunk_size, self.limits.max_chunk_size),
             max_message_size=min(pre.max_message_size, self.limits.max_message_size),
@@ -130,6 +131,7 @@ class ServerConnection:
             max_buffered_bytes=min(pre.max_buffered_bytes, self.limits.max_buffered_bytes),
             max_chunk_streams=min(pre.max_chunk_streams, self.limits.max_chunk_streams),
             media=pre.media and self.limits.media,
+            max_messages=pre.max_messages,
         )
         self._handshake = ServerHandshake(epoch_ms, handshake_random)
         self._reader = ChunkReader(self.prepublish_limits)

@@ -129,7 +129,10 @@ async def test_a_preauth_peer_that_does_not_read_is_closed_at_the_handshake_dead
     """A peer that floods pings (each answered) and reads nothing blocks our writes; it used to
     outlive the handshake deadline, waiting on them (for the idle timeout, then a close that
     waits for the buffer to drain: for ever)."""
-    server = await start_ingest(handshake_timeout_seconds=1.0, max_write_buffer_bytes=4 << 20)
+    # (pings answered without the pre-publish message count, which would end this at once)
+    server = await start_ingest(
+        handshake_timeout_seconds=1.0, max_write_buffer_bytes=4 << 20, prepublish_max_messages=1 << 20
+    )
     small_send_buffers(server)
     before = count(metrics.CLOSED, cause="handshake_timeout")
     _reader, writer = await open_from(server.port, rcvbuf=4096)
@@ -146,7 +149,9 @@ async def test_a_preauth_peer_that_does_not_read_is_closed_at_the_handshake_dead
 async def test_a_peer_that_does_not_read_is_aborted_past_the_write_buffer(start_ingest, redis_client):
     """Before and after its publish: what a peer has not read of ours is bounded."""
     make_event(redis_client)
-    server = await start_ingest(handshake_timeout_seconds=60.0, max_write_buffer_bytes=8192)
+    server = await start_ingest(
+        handshake_timeout_seconds=60.0, max_write_buffer_bytes=8192, prepublish_max_messages=1 << 20
+    )
     small_send_buffers(server)
     for prefix in (b"", bytes(Client().publish_flow().out)):
         before = count(metrics.CLOSED, cause="write_buffer")
@@ -158,6 +163,18 @@ async def test_a_peer_that_does_not_read_is_aborted_past_the_write_buffer(start_
             await wait_for(lambda: not server_side_established(server.port, client_port), 5)  # noqa: B023
         finally:
             writer.transport.abort()
+
+
+async def test_a_preauth_ping_flood_is_cut_at_the_message_count(start_ingest, redis_client):
+    """Each ping is answered: before its publish a peer gets at most a few hundred messages'
+    worth of our work and answers (it used to get them all until the handshake deadline)."""
+    server = await start_ingest(handshake_timeout_seconds=60.0)
+    before = count(metrics.PROTOCOL_ERRORS, kind="messages")
+    reader, writer = await open_from(server.port)
+    writer.write(handshake() + ping_flood(50_000))
+    assert await closed_by_server(reader, 10.0)
+    assert count(metrics.PROTOCOL_ERRORS, kind="messages") == before + 1
+    writer.close()
 
 
 # --- connection caps --------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from shared.rtmp import Connected, MediaMessage, ProtocolError, PublishRequested, ServerConnection
-from shared.rtmp.chunks import AUDIO, COMMAND_AMF0, PREPUBLISH, VIDEO, ChunkReader, prepublish_limits
+from shared.rtmp.chunks import AUDIO, COMMAND_AMF0, PREPUBLISH, USER_CONTROL, VIDEO, ChunkReader, prepublish_limits
 from tests.rtmp.helpers import AAC_CONFIG, Client, commands, handshake
 
 BIG_CHUNKS = 4 << 20  # what the issue's attacker set
@@ -117,6 +117,22 @@ def test_a_rejected_publish_keeps_the_small_limits():
     conn.reject_publish(1, "Unknown or revoked stream key")
     assert conn._reader.limits == conn.prepublish_limits
     assert commands(conn.data_to_send())[-1][3]["code"] == "NetStream.Publish.BadName"
+
+
+def test_messages_before_a_publish_are_counted():
+    """Pings are answered: an unauthenticated peer gets a few hundred; a publisher any number."""
+    pings = Client()
+    for i in range(PREPUBLISH.max_messages + 1):
+        pings.raw(2, USER_CONTROL, 0, 0, struct.pack(">HI", 6, i))
+    with pytest.raises(ProtocolError) as err:
+        feed(ServerConnection(), handshake() + bytes(pings.out))
+    assert err.value.kind == "messages"
+    conn = ServerConnection()
+    c = Client().publish_flow()
+    for i in range(5 * PREPUBLISH.max_messages):
+        c.raw(2, USER_CONTROL, 0, 0, struct.pack(">HI", 6, i))
+    feed(conn, handshake() + bytes(c.out))
+    assert conn.data_to_send().count(struct.pack(">H", 7)) >= 5 * PREPUBLISH.max_messages
 
 
 def test_chunk_reader_declared_and_effective_chunk_size():
