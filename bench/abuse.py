@@ -648,7 +648,8 @@ def run_attack(ctx: Ctx, probes: Probes, name: str) -> Row:
     now = time.monotonic()
     watched = (GATEWAY, INGEST)
     base = {s: ctx.rss.median(s, now - 2, now) for s in watched}
-    cpu0 = {s: h.cpu_seconds(ctx.stack.pid(s)) for s in watched}
+    pids = {s: ctx.stack.pid(s) for s in watched}
+    cpu0 = {s: h.cpu_seconds(pids[s]) for s in watched}
     counters0 = {s: h.metrics_counters(ctx.stack.metrics_ports[s]) for s in watched}
     restarts0 = ctx.stack.restarts()
     t0, wall0 = time.monotonic(), time.time()
@@ -660,7 +661,9 @@ def run_attack(ctx: Ctx, probes: Probes, name: str) -> Row:
     t1 = time.monotonic()
     row = Row(name, per_connection, notes=list(outcome.notes), refused=list(outcome.refused))
     for service in outcome.connections or {GATEWAY: 0}:
-        cpu = (h.cpu_seconds(ctx.stack.pid(service)) - cpu0[service]) / max(t1 - t0, 1e-3)
+        cpu = (h.cpu_seconds(pids[service]) - cpu0[service]) / max(t1 - t0, 1e-3)
+        if ctx.stack.pid(service) != pids[service]:  # restarted: its CPU time started again at 0
+            cpu = float("nan")
         answered, back = recover(ctx, probes, service, base[service])
         peak = ctx.rss.peak(service, t0, time.monotonic())
         row.services[service] = {

@@ -227,6 +227,7 @@ class BenchStack:
                 "REACHLIVE_INGEST_WINDOW_MARGIN_SECONDS": "2",
                 "REACHLIVE_METRICS_HOST": "127.0.0.1",
                 "REACHLIVE_LOG_FORMAT": "json",
+                **poller_keys(),
                 **self.env,
             }
             for name in ("worker", "poller", "ingest", "relay", "gateway"):
@@ -296,6 +297,19 @@ class BenchStack:
                 yield f"ws://127.0.0.1:{port}/"
             finally:
                 stop_process(proc)
+
+
+def poller_keys() -> dict[str, str]:
+    """A key to seal the tasks' accessKeys with, if this tree's worker needs one (issue 19) and
+    none is set: the run's own, as ``reachlive all`` and the demo make."""
+    from shared.settings import PollerSettings
+
+    variable = "REACHLIVE_POLLER_ENCRYPTION_KEYS"
+    if "encryption_keys" not in PollerSettings.model_fields or os.environ.get(variable):
+        return {}
+    from cryptography.fernet import Fernet
+
+    return {variable: Fernet.generate_key().decode()}
 
 
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
@@ -641,6 +655,7 @@ def caption_reader(url: str, token: str, conn: Any) -> None:
     """Child process: Kaltura's caption client on the live task (transcript responses) until the
     end of stream or "stop"; sends back every response with its arrival time, and when the
     client's connection count changed (a reconnect: a valid client dropped)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the bench stops us
 
     async def go() -> dict[str, Any]:
         client = CaptionClient(url=url, token=token, types="transcript", ping_interval=20)
