@@ -223,8 +223,9 @@ class IngestSettings(BaseSettings):
     # Connections from one client address (an IPv6 /64) with no accepted publish yet; accepted
     # publishers do not count (Kaltura restreams many events from a few addresses).
     max_pending_per_address: int = Field(default=64, gt=0)
-    # Accepted publishers of one task (media key) across replicas: a primary and a backup
-    # restream, each restarting once while its old connection lingers.
+    # Accepted publishers of one task (media key) across replicas. Normally one (an event's other
+    # features, each on its own key, are its hot standbys); 4 leaves room for a failover restream
+    # (Kaltura's backup) and, for each, a restarted encoder while its old connection lingers.
     max_publishers_per_task: int = Field(default=4, gt=0)
 
 

@@ -1,9 +1,10 @@
 """The cap on accepted publishers per task, across replicas (issue 19: 30 publishes with one
 valid key were all accepted, each decoding audio).
 
-A few publishers of one task are legitimate: Kaltura's primary and backup restreams (the hot
-standby of DESIGN section 3), and an encoder that restarted while its old connection lingers
-(half-open until the idle timeout). Each accepted publish holds a slot in
+A task normally has one publisher (an event's other features, each on its own key, are its hot
+standbys, DESIGN section 2), but a few are legitimate: a failover restream (Kaltura's backup),
+and an encoder that restarted while its old connection lingers (half-open until the idle
+timeout). Each accepted publish holds a slot in
 ``keys.ingest_publishers(E, T)``, a sorted set of publish ids scored by when they lapse; the
 connection renews its slot while bytes arrive and gives it back when it closes. A connection that
 stopped sending (the lingering one) stops renewing, so its slot lapses after ``TTL_SECONDS`` even
