@@ -307,10 +307,9 @@ class RawPublisher:
 
 
 async def test_publishers_per_task_are_capped(start_ingest, redis_client):
-    """The default cap keeps failover working (primary and backup restreams, each restarting once
-    while its old connection lingers: 4); a fifth publisher of the task is refused with the
-    status every refusal uses, counted; other tasks are untouched; a publisher that leaves frees
-    its slot."""
+    """The default cap (4) leaves room for failover (a second restream, a restarted encoder while
+    its old connection lingers); a fifth publisher of the task is refused with the status every
+    refusal uses, counted; other tasks are untouched; a publisher that leaves frees its slot."""
     make_event(redis_client)
     make_event(redis_client, "ev2", "t2", "key-2")
     server = await start_ingest()
