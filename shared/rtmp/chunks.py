@@ -125,8 +125,11 @@ class ChunkReader:
     """
 
     def __init__(self, limits: Limits | None = None) -> None:
-        self.limits = limits or Limits()  # may be replaced between messages (ServerConnection)
+        self._limits = limits or Limits()
         self.declared_chunk_size = DEFAULT_CHUNK_SIZE  # the peer's last Set Chunk Size
+        # What parsing uses: the declared size, honoured up to the message size limit (equivalent
+        # for every message we accept, see ``Limits``).
+        self.chunk_size = min(DEFAULT_CHUNK_SIZE, self._limits.max_message_size)
         self._buf = bytearray()
         self._pos = 0
         self._streams: dict[int, _Stream] = {}
@@ -150,16 +153,21 @@ class ChunkReader:
         return self._buffered
 
     @property
-    def chunk_size(self) -> int:
-        """The chunk size parsing uses: the declared one, honoured up to the message size limit
-        (equivalent for every message we accept, see ``Limits``)."""
-        return min(self.declared_chunk_size, self.limits.max_message_size)
+    def limits(self) -> Limits:
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        """Other limits from the next message on (ServerConnection: the publish was accepted)."""
+        self._limits = limits
+        self.chunk_size = min(self.declared_chunk_size, limits.max_message_size)
 
     def set_chunk_size(self, size: int) -> None:
         # Section 5.4.1: 1 .. 0x7FFFFFFF; we refuse sizes no encoder uses (Limits).
-        if not 1 <= size <= self.limits.max_chunk_size:
-            raise ProtocolError("chunk_size", f"chunk size {size} outside 1..{self.limits.max_chunk_size}")
+        if not 1 <= size <= self._limits.max_chunk_size:
+            raise ProtocolError("chunk_size", f"chunk size {size} outside 1..{self._limits.max_chunk_size}")
         self.declared_chunk_size = size
+        self.chunk_size = min(size, self._limits.max_message_size)
 
     def abort(self, csid: int) -> None:
         """Abort Message (section 5.4.2): drop the partly received message of a chunk stream."""
@@ -178,7 +186,7 @@ class ChunkReader:
 
     def _one_chunk(self) -> Message | bool | None:
         """Parse one chunk: a finished Message, True (chunk consumed, message not done), or None."""
-        buf, pos = self._buf, self._pos
+        buf, pos, lim = self._buf, self._pos, self._limits
         avail = len(buf) - pos
         if avail < 1:
             return None
@@ -200,8 +208,8 @@ class ChunkReader:
         if st is None:
             if fmt != 0:
                 raise ProtocolError("chunk_header", f"type {fmt} header on chunk stream {csid} with no type 0 before")
-            if len(self._streams) >= self.limits.max_chunk_streams:
-                raise ProtocolError("chunk_streams", f"more than {self.limits.max_chunk_streams} chunk streams")
+            if len(self._streams) >= lim.max_chunk_streams:
+                raise ProtocolError("chunk_streams", f"more than {lim.max_chunk_streams} chunk streams")
         h = pos + hl
         new_message = st is None or st.partial is None
         if fmt != 3 and not new_message:
@@ -229,8 +237,8 @@ class ChunkReader:
             else:
                 off += 4
         if new_message:
-            if fmt <= 1 and length > self.limits.max_message_size:
-                raise ProtocolError("message_size", f"message of {length} bytes (limit {self.limits.max_message_size})")
+            if fmt <= 1 and length > lim.max_message_size:
+                raise ProtocolError("message_size", f"message of {length} bytes (limit {lim.max_message_size})")
             if fmt == 3 and st is not None:
                 length = st.length
         if new_message:
@@ -261,17 +269,17 @@ class ChunkReader:
             if fmt <= 2:
                 st.extended = extended
                 st.ext_value = ext_value
-            if st.length > self.limits.max_message_size:
+            if st.length > lim.max_message_size:
                 raise ProtocolError("message_size", f"message of {st.length} bytes")
             st.partial = bytearray()
             st.got = 0
             # Media from a peer without an accepted publish: its bytes are skipped as they come.
-            st.discard = not self.limits.media and st.type_id in _MEDIA
+            st.discard = not lim.media and st.type_id in _MEDIA
         start = pos + off
         partial = st.partial
         assert partial is not None
         if take and not st.discard:
-            if self._buffered + take > self.limits.max_buffered_bytes:
+            if self._buffered + take > lim.max_buffered_bytes:
                 raise ProtocolError("buffered", "partial messages exceed the connection's buffer limit")
             partial += buf[start : start + take]
             self._buffered += take
@@ -282,8 +290,8 @@ class ChunkReader:
         self._buffered -= len(partial)
         st.partial = None
         self.messages += 1
-        if self.limits.max_messages and self.messages > self.limits.max_messages:
-            raise ProtocolError("messages", f"more than {self.limits.max_messages} messages")
+        if lim.max_messages and self.messages > lim.max_messages:
+            raise ProtocolError("messages", f"more than {lim.max_messages} messages")
         if st.discard:
             return True
         return Message(csid, st.type_id, st.stream_id, st.timestamp, bytes(partial))
