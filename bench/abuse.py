@@ -37,6 +37,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -716,14 +717,17 @@ def recover(ctx: Ctx, probes: Probes, bases: dict[str, int]) -> dict[str, tuple[
     t0 = time.monotonic()
     answered: dict[str, float | None] = dict.fromkeys(bases)
     back: dict[str, float | None] = dict.fromkeys(bases)
-    while time.monotonic() - t0 < ctx.d.recover and None in [*answered.values(), *back.values()]:
-        for service, base in bases.items():
-            if back[service] is None and ctx.rss.now(service) <= base + max(4 * h.MIB, base // 20):
-                back[service] = time.monotonic() - t0
+    with ThreadPoolExecutor(len(bases)) as pool:  # the services probed at once, not one after the other
+        while time.monotonic() - t0 < ctx.d.recover and None in [*answered.values(), *back.values()]:
             started = time.monotonic()
-            if answered[service] is None and not probes.check(service):
-                answered[service] = started - t0  # when the probe that was served began
-        time.sleep(0.25)
+            checks = {s: pool.submit(probes.check, s) for s in bases if answered[s] is None}
+            for service, base in bases.items():
+                if back[service] is None and ctx.rss.now(service) <= base + max(4 * h.MIB, base // 20):
+                    back[service] = time.monotonic() - t0
+            for service, check in checks.items():
+                if not check.result():
+                    answered[service] = started - t0  # when the probe that was served began
+            time.sleep(0.25)
     return {s: (answered[s], back[s]) for s in bases}
 
 
