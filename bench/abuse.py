@@ -445,12 +445,12 @@ def secrets(ctx: Ctx) -> Outcome:
 # --- the attacks that pass today --------------------------------------------------------------------
 def _hold(socks: list[Any], seconds: float, t0: float, drip: Callable[[int], None] | None = None) -> dict[int, float]:
     """Wait up to ``seconds`` (from ``t0``) for the server to close the sockets; ``drip(i)`` is
-    called once a second on each open one. Returns index → seconds until the server closed it."""
+    called once a second on each open one. Returns index → when (monotonic) the server closed it."""
     ended: dict[int, float] = {}
     next_drip = time.monotonic()
     while time.monotonic() - t0 < seconds and len(ended) < len(socks):
         for i in h.closed_by_peer(socks):
-            ended.setdefault(i, time.monotonic() - t0)
+            ended.setdefault(i, time.monotonic())
         if drip is not None and time.monotonic() >= next_drip:
             next_drip += 1.0
             for i in range(len(socks)):
@@ -458,16 +458,17 @@ def _hold(socks: list[Any], seconds: float, t0: float, drip: Callable[[int], Non
                     try:
                         drip(i)
                     except OSError:
-                        ended.setdefault(i, time.monotonic() - t0)
+                        ended.setdefault(i, time.monotonic())
         time.sleep(0.05)
     return ended
 
 
-def _open_many(port: int, n: int, source: str) -> tuple[list[Any], int]:
+def _open_many(port: int, n: int, source: str) -> tuple[list[tuple[Any, float]], int]:
+    """``n`` connections from ``source``, each with when it was opened; and how many were refused."""
     socks, failed = [], 0
     for _ in range(n):
         try:
-            socks.append(h.tcp(port, source, timeout=5))
+            socks.append((h.tcp(port, source, timeout=5), time.monotonic()))
         except OSError:
             failed += 1
     return socks, failed
@@ -478,14 +479,14 @@ def _both_ports(ctx: Ctx, n: int, first: Callable[[str], bytes], seconds: float,
     ``first(service)`` at once (or, with ``drip``, one byte of it a second), then is held until
     the service closes it or ``seconds`` pass."""
     ports = {GATEWAY: ctx.stack.gateway_port, INGEST: ctx.stack.ingest_port}
-    conns: list[tuple[str, Any, bytes]] = []  # (service, socket, what it sends)
+    conns: list[tuple[str, Any, bytes, float]] = []  # (service, socket, what it sends, opened at)
     failed = Counter()
     source = ctx.attacker()
     t0 = time.monotonic()
     for service, port in ports.items():
         socks, failed[service] = _open_many(port, n, source)
-        conns += [(service, s, first(service)) for s in socks]
-    for _service, sock, payload in conns:
+        conns += [(service, s, first(service), at) for s, at in socks]
+    for _service, sock, payload, _at in conns:
         sock.setblocking(False)
         if not drip and payload:
             with contextlib.suppress(OSError):
@@ -499,13 +500,13 @@ def _both_ports(ctx: Ctx, n: int, first: Callable[[str], bytes], seconds: float,
             position[i] += 1
 
     ended = _hold([c[1] for c in conns], seconds, t0, one_byte if drip else None)
-    notes, counts = [], Counter(service for service, _s, _p in conns)
+    notes, counts = [], Counter(c[0] for c in conns)
     for service in ports:
-        mine = [ended[i] for i, c in enumerate(conns) if c[0] == service and i in ended]
+        mine = [ended[i] - c[3] for i, c in enumerate(conns) if c[0] == service and i in ended]
         refused = f", {failed[service]} refused at connect" if failed[service] else ""
         notes.append(f"{service} closed {len(mine)}/{counts[service]} ({spread(mine)}){refused}")
-    for _service, sock, _payload in conns:
-        h.abort(sock)
+    for c in conns:
+        h.abort(c[1])
     return Outcome({s: counts[s] for s in ports}, notes)
 
 
