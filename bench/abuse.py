@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis
 from websockets.frames import Opcode
 
-from bench import hostile as h
+from bench import _hostile as h
 from emulators.kaltura_admin import KalturaAdmin
 from emulators.media import JFK_FLAC
 from emulators.restreamer import encode_flv, publish_url
