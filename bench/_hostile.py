@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import difflib
 import json
 import os
@@ -39,6 +38,7 @@ from emulators.caption_client import CaptionClient
 from emulators.media import JFK_FLAC, JFK_TEXT
 from services.all.supervisor import Child, Supervisor
 from services.demo.stack import VENDOR_PARTNER_ID, VENDOR_SECRET
+from shared.child import die_with_parent, free_port, wait_port
 from shared.embedded_redis import EmbeddedRedis
 from shared.rtmp import amf0
 from shared.rtmp.chunks import COMMAND_AMF0, SET_CHUNK_SIZE, USER_CONTROL, ChunkReader, ChunkWriter
@@ -52,26 +52,6 @@ MIB = 1 << 20
 SAMPLE_SECONDS = 11.0  # the speech sample's length (485100 samples at 44.1 kHz): one loop of the live event
 GOOD = "127.0.0.1"  # valid clients (the live event, the probes) connect from here; attackers never do
 KWIK_TOKEN = "bench-abuse-kwikmotion-token"
-
-
-def _die_with_parent() -> None:
-    # Between fork and exec: the kernel SIGTERMs the child when the bench dies (even by SIGKILL).
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f} s")
 
 
 def words(text: str) -> list[str]:
@@ -290,7 +270,7 @@ class BenchStack:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
             try:
                 wait_port(port, 30)
@@ -693,7 +673,7 @@ def start_publisher(url: str, log: Path) -> subprocess.Popen[bytes]:
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
 

@@ -31,10 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from shared import keys  # noqa: E402
+from shared.child import Service, free_port, wait_port  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
 from shared.registry import EventRecord, TaskRecord, write_event, write_task  # noqa: E402
 from shared.streams import CaptionEntry  # noqa: E402
-from tests.support.proc import Service, free_port, wait_port  # noqa: E402
 
 CLIENT_PROCS = 2
 

@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from shared import keys, registry  # noqa: E402
+from shared.child import free_port, wait_port  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
 from shared.registry import EventRecord, TaskRecord  # noqa: E402
-from tests.support.proc import free_port, wait_port  # noqa: E402
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 SAMPLE = ROOT / "emulators" / "media" / "jfk.flac"

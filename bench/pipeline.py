@@ -55,8 +55,8 @@ from emulators.media import JFK_FLAC, JFK_TEXT
 from emulators.restreamer import encode_flv, publish_url
 from services.demo import scenario
 from services.demo.stack import Stack
+from shared.child import free_port, wait_port
 from shared.settings import RelaySettings
-from tests.support.proc import free_port, wait_port
 
 LOOPS = 4  # 44 s of speech per event
 STARTS_OVER_CHUNKS = 5  # publishers start over this many KWIKmotion chunk periods

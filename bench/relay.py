@@ -35,6 +35,8 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from emulators.media import jfk_pcm  # noqa: E402
+from emulators.registry import make_event  # noqa: E402
 from services.relay import metrics  # noqa: E402
 from services.relay.main import serve  # noqa: E402
 from services.relay.session import Config  # noqa: E402
@@ -42,7 +44,8 @@ from shared import keys  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
 from shared.settings import KwikmotionSettings, RelaySettings  # noqa: E402
 from shared.streams import AudioChunk, EndOfStream, SessionEntry  # noqa: E402
-from tests.relay.helpers import TOKEN, jfk_pcm, make_event  # noqa: E402
+
+TOKEN = "bench-relay-kwikmotion-token"  # the emulator is started with it
 
 
 def feeder(redis_url: str, events: list[str], seconds: float, start: mp.Event) -> None:

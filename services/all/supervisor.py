@@ -4,7 +4,6 @@ leaves no orphans)."""
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -15,11 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.child import die_with_parent
+
 log = logging.getLogger(__name__)
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -42,7 +39,7 @@ class Child:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT if out else None,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         finally:
             if out:

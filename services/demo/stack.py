@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from emulators.kaltura_admin import KalturaAdmin
 from services.all.supervisor import Child, Supervisor
 from services.poller import sealing
+from shared.child import free_port
 from shared.embedded_redis import EmbeddedRedis
 from shared.settings import CommonSettings, KalturaSettings, KwikmotionSettings, PollerSettings, load
 
@@ -26,12 +26,6 @@ log = logging.getLogger(__name__)
 VENDOR_PARTNER_ID = 5173642  # the seed's vendorPartnerId
 VENDOR_SECRET = "emulated-vendor-admin-secret"
 KWIK_TOKEN = "emulated-kwikmotion-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -7,7 +7,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from tests.support.proc import ROOT
+from shared.child import ROOT
 
 
 @dataclass

@@ -17,8 +17,8 @@ from pathlib import Path
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared.child import Service, free_port, wait_port
 from shared.cli import available
-from tests.support.proc import Service, free_port, wait_port
 
 # Each stage, the metrics module whose families it must show (the worker runs the poller's tasks).
 STAGES = {

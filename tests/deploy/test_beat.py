@@ -10,8 +10,8 @@ import time
 
 import pytest
 
+from shared.child import Service
 from shared.cli import available
-from tests.support.proc import Service
 
 ACQUIRED = "beat: Acquired lock"
 

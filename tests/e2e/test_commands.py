@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from emulators.media import JFK_TEXT
-from tests.support.proc import free_port, wait_port
+from shared.child import free_port, wait_port
 
 SERVICES = 5  # worker, poller, ingest, relay, gateway
 

@@ -20,7 +20,7 @@ import pytest
 from emulators.media import JFK_FLAC
 from emulators.restreamer import Publish, late_restream, restream, restream_segments, restream_with_gap
 from services.demo import scenario
-from tests.support.proc import ROOT, free_port, wait_port
+from shared.child import ROOT, free_port, wait_port
 
 JFK_SECONDS = 11.0
 AAC_FRAME_MS = 1024 / 44.1  # one AAC frame at 44.1 kHz

@@ -8,7 +8,7 @@ import pytest
 
 from services.gateway.server import Gateway
 from shared import probes
-from shared.embedded_redis import free_port
+from shared.child import free_port
 from shared.settings import GatewaySettings, load
 
 GatewayFactory = Callable[..., Awaitable[Gateway]]

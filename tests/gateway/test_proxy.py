@@ -21,7 +21,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from shared.embedded_redis import free_port
+from shared.child import free_port
 from tests.gateway.helpers import add_caption, make_task
 from tests.gateway.test_hostile import expect_close, recv_json, wait_for
 

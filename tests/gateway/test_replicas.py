@@ -10,9 +10,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from shared.child import Service, free_port, wait_port
 from tests.gateway.helpers import add_caption, make_task, sid_key, stream_ids_by_response
 from tests.gateway.test_delivery import delivered
-from tests.support.proc import Service, free_port, wait_port
 
 pytestmark = pytest.mark.slow
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from shared.child import Service, free_port, wait_port
 from tests.ingest.conftest import end_window, ffmpeg_publish, make_event
-from tests.support.proc import Service, free_port, wait_port
 
 
 async def test_reachlive_ingest_process(redis_url, redis_client, tmp_path):

@@ -15,6 +15,7 @@ import pytest
 from services.ingest import metrics
 from services.ingest.server import PAUSED_AFTER_SECONDS
 from shared import keys, streams
+from shared.child import ROOT
 from shared.registry import TaskRecord, write_task
 from tests.ingest.conftest import (
     audio_entries,
@@ -27,7 +28,6 @@ from tests.ingest.conftest import (
     source_pcm,
     wait_for,
 )
-from tests.support.proc import ROOT
 
 REF = source_pcm()
 CHUNK = 8000  # 500 ms at 16 kHz

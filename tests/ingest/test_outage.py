@@ -22,6 +22,7 @@ import redis
 from services.ingest import metrics
 from services.ingest.server import IngestServer
 from shared import keys, streams
+from shared.child import Service, free_port, wait_port
 from shared.settings import IngestSettings
 from tests.ingest.conftest import (
     audio_entries,
@@ -36,7 +37,6 @@ from tests.ingest.redis_proc import RedisProcess
 from tests.ingest.test_interop import REF, check_audio
 from tests.ingest.test_rejections import statuses
 from tests.rtmp.helpers import Client, handshake
-from tests.support.proc import Service, free_port, wait_port
 
 OUTAGE_SECONDS = 8.0
 LOOPS = 1  # the sample published twice (-stream_loop 1): 22 s

@@ -39,7 +39,7 @@ async def test_two_replicas_two_publishers_one_timeline(start_ingest, redis_clie
 async def test_replicas_on_one_host_share_the_port(start_ingest, redis_client):
     """SO_REUSEPORT: replicas on one machine (``reachlive all``, the pipeline bench) listen on the
     same address and the kernel spreads publishers among them; each serves whom it accepted."""
-    from tests.support.proc import free_port
+    from shared.child import free_port
 
     port = free_port()
     a = await start_ingest(listen=f"127.0.0.1:{port}")

@@ -12,11 +12,11 @@ import pytest
 import redis
 
 from shared import commands, keys
+from shared.child import Service
 from shared.kaltura.models import SCHEDULED
 from tests.kaltura.support import ADMIN_SECRET, CAPTION, VENDOR_PARTNER, Admin, event_spec, translation, wait_for
 from tests.poller.conftest import CAPTION_URL, ENCRYPTION_KEY, MEDIA_URL
 from tests.poller.test_provision import wait_status
-from tests.support.proc import Service
 
 QUEUE_KEY = f"{keys.BROKER_PREFIX}{commands.QUEUE}"  # kombu's list for the queue, under the prefix
 ACQUIRED = "beat: Acquired lock"

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from shared import commands
+from shared.child import Service, free_port
 from tests.kaltura.support import ADMIN_SECRET, VENDOR_PARTNER, Admin, wait_for
 from tests.poller.conftest import CAPTION_URL, ENCRYPTION_KEY, MEDIA_URL
 from tests.support.outage import OutageRedis
-from tests.support.proc import Service, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -27,11 +27,11 @@ from services.poller.context import Context
 from services.poller.sealing import Sealer, new_key
 from services.poller.store import access_key
 from shared import commands, keys, registry
+from shared.child import ROOT
 from shared.kaltura.models import PROCESSING, READY, SCHEDULED
 from tests.kaltura.support import CAPTION, Admin, event_spec, translation, wait_for
 from tests.poller.conftest import ENCRYPTION_KEY
 from tests.poller.test_provision import wait_status
-from tests.support.proc import ROOT
 
 QUEUE_KEY = f"{keys.BROKER_PREFIX}{commands.QUEUE}"  # kombu's list for the queue
 

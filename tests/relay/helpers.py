@@ -9,38 +9,20 @@ import itertools
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import cache
 
-import av
 import numpy as np
 import redis
 
+from emulators.media import jfk_pcm
 from services.relay.session import Config
 from shared import commands, keys
 from shared.captions import Envelope
-from shared.registry import LIVE_CAPTION, LIVE_TRANSLATION, EventRecord, TaskRecord, write_event, write_task
+from shared.registry import LIVE_CAPTION, LIVE_TRANSLATION, TaskRecord, write_task
 from shared.settings import KwikmotionSettings, RelaySettings
 from shared.streams import AudioChunk, CaptionEntry, EndOfStream, SessionEntry
 
 TOKEN = "test-token"
 CHUNK_BYTES = 64000  # RELAY_CHUNK_SECONDS = 2 at 16 kHz s16le
-
-
-@cache
-def jfk_pcm() -> bytes:
-    """emulators/media/jfk.flac decoded with PyAV to 16 kHz mono s16le (what ingest produces)."""
-    from emulators.media import JFK_FLAC
-
-    out = bytearray()
-    with av.open(str(JFK_FLAC)) as container:
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
-        for frame in container.decode(audio=0):
-            for f in resampler.resample(frame):
-                out += f.to_ndarray().tobytes()
-        for f in resampler.resample(None):
-            out += f.to_ndarray().tobytes()
-    return bytes(out)
 
 
 def event_pcm(index: int) -> bytes:
@@ -97,69 +79,6 @@ def relay_env(redis_url: str, kwik_url: str, name: str) -> dict[str, str]:
         "REACHLIVE_RELAY_CONSUMER_NAME": name,
         "REACHLIVE_LOG_LEVEL": "DEBUG",
     }
-
-
-@dataclass
-class Event:
-    id: str
-    caption_task: str
-    translation_tasks: dict[str, str]  # language → task id
-
-    @property
-    def task_ids(self) -> list[str]:
-        return [self.caption_task, *self.translation_tasks.values()]
-
-
-def make_event(client: redis.Redis, event_id: str, source: str = "en", targets: tuple[str, ...] = ("fr",)) -> Event:
-    now = time.time()
-    write_event(
-        client,
-        EventRecord(
-            id=event_id,
-            start=now - 60,
-            end=now + 3600,
-            source_language=source,
-            source_language_code=f"{source}-US",
-            status="live",
-            session="1",
-        ),
-    )
-    cap = f"{event_id}1"
-    write_task(
-        client,
-        TaskRecord(
-            id=cap,
-            event=event_id,
-            feature=LIVE_CAPTION,
-            kind="caption",
-            language=source,
-            language_code=f"{source}-US",
-            max_chars=32,
-            status=3,
-            start=now - 60,
-            end=now + 3600,
-        ),
-    )
-    trans = {}
-    for i, lang in enumerate(targets):
-        tid = f"{event_id}{i + 2}"
-        write_task(
-            client,
-            TaskRecord(
-                id=tid,
-                event=event_id,
-                feature=LIVE_TRANSLATION,
-                kind="translation",
-                language=lang,
-                language_code=lang,
-                max_chars=32,
-                status=3,
-                start=now - 60,
-                end=now + 3600,
-            ),
-        )
-        trans[lang] = tid
-    return Event(event_id, cap, trans)
 
 
 def open_session(client: redis.Redis, event_id: str) -> None:

@@ -7,13 +7,13 @@ import asyncio
 
 import pytest
 
+from emulators.registry import make_event
 from services.relay.audio import Chunker, id_le, parse_id
 from services.relay.backoff import Backoff
 from services.relay.claim import Claimer
 from services.relay.output import CaptionWriter, Fenced, Pending, claim_epoch
 from shared import keys
 from shared.streams import AudioChunk, SessionEntry
-from tests.relay.helpers import make_event
 
 
 async def _session(aredis, event_id: str) -> str:
@@ -148,9 +148,9 @@ async def test_sessions_kept_while_redis_is_unreachable() -> None:
 
     from services.relay.claim import Claimed
     from services.relay.service import Relay
+    from shared.child import free_port
     from shared.redis_health import RedisHealth
     from shared.settings import RelaySettings
-    from tests.support.proc import free_port
 
     stopped = asyncio.Event()
 

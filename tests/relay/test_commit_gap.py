@@ -16,6 +16,7 @@ import redis
 from prometheus_client import REGISTRY
 
 from emulators.media import JFK_TEXT
+from emulators.registry import make_event
 from services.relay.output import CaptionWriter, CommitGap, Pending, claim_epoch
 from shared import keys
 from tests.relay.helpers import (
@@ -26,7 +27,6 @@ from tests.relay.helpers import (
     feed_part,
     finalize_commands,
     jfk_pcm,
-    make_event,
     open_session,
     responses,
     session_acked,

@@ -12,7 +12,9 @@ import pytest
 import redis
 
 from emulators.kwikmotion import KwikmotionEmulator
+from emulators.registry import make_event
 from shared import keys
+from shared.child import Service
 from tests.relay.helpers import (
     CHUNK_BYTES,
     check_audio,
@@ -21,14 +23,12 @@ from tests.relay.helpers import (
     feed_paced,
     finalize_commands,
     jfk_pcm,
-    make_event,
     open_session,
     relay_env,
     responses,
     session_acked,
     wait_for,
 )
-from tests.support.proc import Service
 
 pytestmark = pytest.mark.slow
 

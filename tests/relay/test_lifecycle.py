@@ -13,6 +13,7 @@ import redis
 from prometheus_client import REGISTRY
 
 from emulators.media import JFK_TEXT
+from emulators.registry import make_event
 from shared import commands, keys
 from tests.relay.helpers import (
     add_task,
@@ -23,7 +24,6 @@ from tests.relay.helpers import (
     feed_part,
     finalize_commands,
     jfk_pcm,
-    make_event,
     open_session,
     responses,
     sent_commands,

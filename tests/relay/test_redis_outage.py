@@ -28,7 +28,9 @@ import pytest
 import redis
 
 from emulators.media import JFK_TEXT
+from emulators.registry import make_event
 from shared import keys
+from shared.child import Service, free_port
 from tests.relay.helpers import (
     CHUNK_BYTES,
     check_audio,
@@ -36,7 +38,6 @@ from tests.relay.helpers import (
     feed_part,
     finalize_commands,
     jfk_pcm,
-    make_event,
     open_session,
     relay_env,
     responses,
@@ -44,7 +45,6 @@ from tests.relay.helpers import (
     wait_for,
 )
 from tests.support.outage import OutageRedis
-from tests.support.proc import Service, free_port
 
 pytestmark = pytest.mark.slow
 

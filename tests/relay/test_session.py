@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 
 from emulators.kwikmotion import KwikmotionEmulator
 from emulators.media import JFK_TEXT
+from emulators.registry import make_event
 from shared import keys
 from shared.registry import revoke_task
 from tests.relay.conftest import RelayRunner
@@ -23,7 +24,6 @@ from tests.relay.helpers import (
     feed,
     finalize_commands,
     jfk_pcm,
-    make_event,
     open_session,
     responses,
     session_acked,

@@ -22,6 +22,7 @@ from prometheus_client import REGISTRY
 from emulators.kwikmotion import KwikmotionEmulator
 from emulators.kwikmotion.variants import VARIANT_NAMES, VARIANTS
 from emulators.media import JFK_TEXT
+from emulators.registry import make_event
 from shared import keys
 from shared.kwikmotion import DROP_REASONS, MISSING_REASONS
 from tests.relay.conftest import RelayRunner
@@ -34,7 +35,6 @@ from tests.relay.helpers import (
     feed_paced,
     finalize_commands,
     jfk_pcm,
-    make_event,
     open_session,
     responses,
     session_acked,

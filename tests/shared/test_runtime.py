@@ -12,9 +12,9 @@ import urllib.request
 
 import pytest
 
+from shared.child import Service, free_port
 from shared.runtime import unknown_variables
 from tests.support.outage import OutageRedis
-from tests.support.proc import Service, free_port
 
 SERVICES = ("gateway", "poller", "worker", "ingest", "relay")
 

@@ -18,8 +18,8 @@ from pydantic_settings import BaseSettings
 
 from shared import cleartext
 from shared import settings as settings_module
+from shared.child import ROOT
 from shared.settings import CommonSettings, KalturaSettings, KwikmotionSettings, SettingsError, load
-from tests.support.proc import ROOT
 
 SECRET = "Hunter2-s3cr3t"
 ALLOW = "REACHLIVE_ALLOW_INSECURE_HOSTS"

@@ -11,7 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from shared.embedded_redis import _die_with_parent, free_port, redis_server_binary
+from shared.child import die_with_parent, free_port
+from shared.embedded_redis import redis_server_binary
 
 
 class OutageRedis:
@@ -40,7 +41,7 @@ class OutageRedis:
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import redis
 
-from shared.embedded_redis import _die_with_parent, free_port, redis_server_binary
+from shared.child import die_with_parent, free_port
+from shared.embedded_redis import redis_server_binary
 
 MASTER_NAME = "reach"
 DOWN_AFTER_MS = 1000
@@ -51,7 +52,7 @@ class SentinelCluster:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
     def _data_node(self, port: int, replica_of: int | None) -> None:

@@ -11,8 +11,8 @@ import urllib.request
 
 import pytest
 
+from shared.child import Service
 from tests.emulators.kaltura.conftest import SECRET, VENDOR, admin, order, post, vendor_ks
-from tests.support.proc import Service
 
 
 def raw_status(emu, service, action, fields):

@@ -16,9 +16,9 @@ from websockets.sync.client import connect as sync_connect
 
 from emulators.kwikmotion import BANNER, KwikmotionEmulator
 from emulators.media import JFK_FLAC
+from shared.child import Service
 from shared.kwikmotion import AudioAdded, KwikSession, TranscriptResult
 from tests.emulators.kwikmotion.support import TOKEN, eventually, open_ws, start
-from tests.support.proc import Service
 
 CHUNK = b"\x02\x00" * 16000
 

@@ -15,9 +15,9 @@ import pytest
 
 from emulators.kwikmotion import VARIANTS, KwikmotionEmulator, ResultShaper, Variant
 from emulators.media import JFK_TEXT
+from shared.child import Service
 from shared.kwikmotion.messages import end_of_stream, start_recognition
 from tests.emulators.kwikmotion.support import TOKEN, chunks, open_ws, recv_json
-from tests.support.proc import Service
 
 SEED_TRANSCRIPT_KEYS = ["transcript", "start_time", "end_time", "language", "chunk_index", "word_count"]
 SILENCE_2S = b"\x00\x00" * 32000

@@ -1,7 +1,14 @@
-"""Run reachlive commands as real child processes in tests (no mocks of our own components)."""
+"""Child processes and ports: the one home for what ``reachlive all``, the embedded Redis, the
+demo, the benches and the tests use to start a process and wait for it (issue 21).
+
+``Service`` runs a reachlive command as a real child process with its log in a file; every
+child started through here gets ``PR_SET_PDEATHSIG`` (``die_with_parent``), so it dies with the
+process that started it even when that one is SIGKILLed: no orphan keeps a port or a lock.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -10,16 +17,26 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
+_PR_SET_PDEATHSIG = 1
 
 
-def free_port() -> int:
+def die_with_parent() -> None:
+    """``preexec_fn``: between fork and exec, ask the kernel to SIGTERM the child when its parent
+    dies (Linux; a no-op elsewhere would hide orphans, so it is only passed on posix)."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now (the kernel's pick): a child told to listen on it gets it unless another
+    process takes it first, which on one test machine does not happen in practice."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 20.0, host: str = "127.0.0.1") -> None:
+    """Until something accepts connections on ``host:port``; TimeoutError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -27,11 +44,11 @@ def wait_port(port: int, timeout: float = 20.0, host: str = "127.0.0.1") -> None
                 return
         except OSError:
             time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f} s")
 
 
 class Service:
-    """``reachlive <args>`` in a child process with extra environment; logs go to a file."""
+    """``reachlive <args>`` in a child process with extra environment; logs (JSON) go to a file."""
 
     def __init__(self, args: list[str], env: dict[str, str], log_dir: Path, name: str | None = None) -> None:
         self.args = args
@@ -46,6 +63,7 @@ class Service:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent if os.name == "posix" else None,
         )
 
     def log(self) -> str:
@@ -61,6 +79,7 @@ class Service:
             self.proc.wait(10)
 
     def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, then SIGKILL past ``timeout`` s; the exit code."""
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
             try:
