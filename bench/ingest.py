@@ -125,6 +125,7 @@ def main() -> int:
             "REACHLIVE_METRICS_PORT": "0",
             "REACHLIVE_LOG_LEVEL": "WARNING",
             "REACHLIVE_INGEST_GRACE_SECONDS": "2",
+            "REACHLIVE_INGEST_MAX_PENDING_PER_ADDRESS": "100000",  # every publisher is 127.0.0.1
         }
         ingest = subprocess.Popen([sys.executable, "-m", "services.ingest"], cwd=ROOT, env=env)
         try:

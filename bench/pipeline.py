@@ -342,6 +342,10 @@ def run_n(
 ) -> dict[str, Any]:
     env = {
         "REACHLIVE_RELAY_MAX_SESSIONS": str(max(50, n)),
+        # Every publisher connects from 127.0.0.1: the per-address cap on connections that have
+        # not published yet (issue 19) is for hostile clients, not for the bench's own.
+        "REACHLIVE_INGEST_MAX_PENDING_PER_ADDRESS": str(max(64, 2 * n)),
+        "REACHLIVE_INGEST_MAX_CONNECTIONS": str(max(1000, 2 * n)),
         "REACHLIVE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         "REACHLIVE_KALTURA_POLL_SECONDS": "30",  # the production default
     }

@@ -61,7 +61,7 @@ def config(
 
 
 def relay_env(redis_url: str, kwik_url: str, name: str) -> dict[str, str]:
-    """The same settings as ``config`` for a relay run as a process (tests/support/proc.py)."""
+    """The same settings as ``config`` for a relay run as a process (shared.child.Service)."""
     return {
         "REACHLIVE_REDIS_URL": redis_url,
         "REACHLIVE_KWIKMOTION_URL": kwik_url,
