@@ -1,6 +1,6 @@
 """Ingest benchmark (issue 4): CPU time of the ingest process per stream-minute, for audio-only
 AAC and for a 3 Mbps audio+video stream, and how many concurrent real-time publishers one
-process sustains. Prints figures; asserts nothing (DESIGN section 9: timing claims live here).
+process sustains. Prints figures; asserts nothing (docs/design.md section 9: timing claims live here).
 
     .venv/bin/python bench/ingest.py [--seconds 60] [--concurrency 10,20,40] [--window 20]
 

@@ -55,7 +55,7 @@ class Publish:
 
 
 def publish_url(media_url: str, media_key: str) -> str:
-    """Kaltura publishes to ``<mediaUrl>/<mediaKey>`` (DESIGN section 2)."""
+    """Kaltura publishes to ``<mediaUrl>/<mediaKey>`` (docs/design.md section 2)."""
     return f"{media_url.rstrip('/')}/{media_key}"
 
 

@@ -1,4 +1,4 @@
-"""``reachlive``: one console command, a subcommand per deployable (DESIGN section 6).
+"""``reachlive``: one console command, a subcommand per deployable (docs/design.md section 6).
 
 A subcommand is listed only if its module is installed, so ``--help`` shows only what works.
 Each module exposes ``main(argv: list[str]) -> int``.

@@ -1,4 +1,4 @@
-"""The Celery commands other services send to the poller (DESIGN section 2).
+"""The Celery commands other services send to the poller (docs/design.md section 2).
 
 Ingest and relay do not import the poller's tasks: they send by name through a broker-only
 Celery app, so the poller is the only component that talks to Kaltura.

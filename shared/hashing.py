@@ -1,4 +1,4 @@
-"""Secrets (media keys, caption tokens) are stored only as hashes (DESIGN section 2)."""
+"""Secrets (media keys, caption tokens) are stored only as hashes (docs/design.md section 2)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import secrets
 
 
 def new_secret() -> str:
-    """A fresh URL-safe random secret of 192 bits (≥128 bits as DESIGN section 2 asks)."""
+    """A fresh URL-safe random secret of 192 bits (≥128 bits as docs/design.md section 2 asks)."""
     return secrets.token_urlsafe(24)
 
 

@@ -1,7 +1,7 @@
 """Every Redis key, stream, consumer group, channel and TTL of reachlive, in one place.
 
 Keys of one scheduled event share the hash tag ``{<event id>}`` so that a Redis Cluster keeps
-them on one node (DESIGN section 8). Global indexes (by media-key / caption-token hash, the
+them on one node (docs/design.md section 8). Global indexes (by media-key / caption-token hash, the
 sessions stream) have no tag: they are looked up alone.
 
 Who writes what (the contract between services):
@@ -154,7 +154,7 @@ def captions(event_id: str | int, task_id: str | int) -> str:
 
 # --- delivery (gateway) --------------------------------------------------------------------
 def lineage(event_id: str | int, task_id: str | int) -> str:
-    """Hash: the task's caption connections (services/gateway/lineage.py, DESIGN section 5).
+    """Hash: the task's caption connections (services/gateway/lineage.py, docs/design.md section 5).
     Field: a connection id; value ``"<seq> <o|c> <cursor> <instance>"``: the order of its open
     (``o``) or close (``c``), the captions stream id proven delivered on it (``0-0``: nothing),
     and the gateway process serving it. A new connection takes over (deletes) the closed record
@@ -173,7 +173,7 @@ def gateway_instance(instance_id: str) -> str:
 
 
 # --- TTLs and retention --------------------------------------------------------------------
-# Captions stay readable for the event plus an hour (DESIGN section 4), so a client that
+# Captions stay readable for the event plus an hour (docs/design.md section 4), so a client that
 # reconnects late still resumes; the registry outlives the event by a day for reconciliation.
 CAPTIONS_RETENTION_AFTER_END_SECONDS = 3600
 REGISTRY_TTL_AFTER_END_SECONDS = 86400

@@ -1,5 +1,5 @@
 """Prometheus helpers shared by the services; each service defines its own metrics in its own
-``metrics.py`` (DESIGN section 8), on the default registry unless a test passes another."""
+``metrics.py`` (docs/design.md section 8), on the default registry unless a test passes another."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The task/event registry in Redis (DESIGN section 2): typed records over the hashes named in
+"""The task/event registry in Redis (docs/design.md section 2): typed records over the hashes named in
 ``shared.keys``. The poller writes it (sync, from Celery tasks); ingest, relay and gateway read it
 (async). Tests of those services use the same writers to set up an event, so every side agrees on
 one definition of the fields.
@@ -39,7 +39,7 @@ class EventRecord:
     session: str = "0"  # "1" once the media session was opened
 
     def window(self, margin: float = 0.0) -> tuple[float, float]:
-        """The time span in which media for the event is accepted (DESIGN section 3)."""
+        """The time span in which media for the event is accepted (docs/design.md section 3)."""
         return self.start - self.pre_start - margin, self.end + self.post_end + margin
 
     def fields(self) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The common shape of every entry point (DESIGN section 8): settings → logging → metrics and
+"""The common shape of every entry point (docs/design.md section 8): settings → logging → metrics and
 probes server → explicit Redis → build → run → drain on SIGTERM/SIGINT.
 
 Issue 18: a single service never starts an embedded Redis (only ``reachlive all`` and

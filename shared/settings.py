@@ -1,4 +1,4 @@
-"""Settings for every reachlive command (DESIGN section 6).
+"""Settings for every reachlive command (docs/design.md section 6).
 
 Each group is its own ``BaseSettings`` with a flat ``REACHLIVE_<GROUP>_`` prefix, so the public
 variable names stay exactly those of the design (``REACHLIVE_KALTURA_SERVICE_URL``, not a nested
@@ -119,7 +119,7 @@ class CommonSettings(BaseSettings):
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     data_dir: str = ".reachlive"
-    # DESIGN section 5: which response types each task's stream carries.
+    # docs/design.md section 5: which response types each task's stream carries.
     caption_types: Annotated[str, AfterValidator(lambda v: _types(v))] = "transcript,captions"
 
 
@@ -267,7 +267,7 @@ class GatewaySettings(BaseSettings):
     max_message_bytes: int = Field(default=4096, gt=0)
     send_buffer_frames: int = Field(default=1000, gt=0)
     drain_seconds: PositiveSeconds = 10.0
-    # After frames, a ping at most this often (its pong moves the resume cursor, DESIGN section 5).
+    # After frames, a ping at most this often (its pong moves the resume cursor, docs/design.md section 5).
     ack_interval_seconds: PositiveSeconds = 0.5
     # Failed authentications per client address, then HTTP 429 for bad tokens (never a valid one).
     auth_failures_per_minute: int = Field(default=20, gt=0)

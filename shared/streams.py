@@ -1,4 +1,4 @@
-"""Versioned payloads of the Redis streams that connect the services (DESIGN section 8).
+"""Versioned payloads of the Redis streams that connect the services (docs/design.md section 8).
 
 Fields are flat strings or raw bytes (never pickle). Readers reject an unknown version with
 ``PayloadError`` instead of guessing. ``redis`` returns bytes keys/values unless

@@ -23,7 +23,7 @@ MASK = "***"
 
 
 def mask(params: Any) -> Any:
-    """A copy of nested params with every secret value replaced (DESIGN section 8: no secret in records)."""
+    """A copy of nested params with every secret value replaced (docs/design.md section 8: no secret in records)."""
     if isinstance(params, dict):
         return {
             k: (MASK if str(k).lower() in SECRET_KEYS and v not in (None, NULL, "") else mask(v))

@@ -1,7 +1,7 @@
 """Where in the reference audio is this chunk? The emulator's stand-in for speech recognition.
 
 A real KWIKmotion transcribes the audio it receives, so a session that starts mid-speech (our
-relay replaying audio not yet transcribed after a drop or a takeover, DESIGN section 4) gets the
+relay replaying audio not yet transcribed after a drop or a takeover, docs/design.md section 4) gets the
 words of *that* audio, not the start of the transcript. The emulator mimics that for its one
 reference recording: it locates each received window of audio inside the (looped) reference by
 normalised cross-correlation and answers with the reference words whose start lies in the matched

@@ -1,4 +1,4 @@
-"""Faults the KWIKmotion emulator injects on demand (DESIGN section 4, issue 6).
+"""Faults the KWIKmotion emulator injects on demand (docs/design.md section 4, issue 6).
 
 ``*_after_chunks = N``: the fault fires in a session right after its N-th audio chunk has been
 answered (AudioAdded, AddTranscript, AddTranslations); later chunks of that session are not

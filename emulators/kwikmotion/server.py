@@ -1,5 +1,5 @@
 """The KWIKmotion EMULATOR: a WebSocket server that speaks the seed's protocol to the letter, with
-faults on demand, recording every session's audio (DESIGN section 4). Transcripts are the words of
+faults on demand, recording every session's audio (docs/design.md section 4). Transcripts are the words of
 the reference recording heard in each chunk (``align.py``), or the reference transcript replayed
 in step with the session's audio time (``align="time"``).
 

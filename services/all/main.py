@@ -1,4 +1,4 @@
-"""``reachlive all``: every service in one process tree on one machine (DESIGN section 6).
+"""``reachlive all``: every service in one process tree on one machine (docs/design.md section 6).
 
 One embedded Redis (unless REACHLIVE_REDIS_URL is set) shared by a Celery worker, the beat,
 ingest, relay and gateway, each a child process with its own metrics port (METRICS_PORT + i

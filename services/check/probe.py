@@ -1,4 +1,4 @@
-"""What a KWIKmotion server did during ``reachlive check kwikmotion``, sans-I/O (DESIGN section 8).
+"""What a KWIKmotion server did during ``reachlive check kwikmotion``, sans-I/O (docs/design.md section 8).
 
 :class:`Probe` is told what the driver sent (chunks, with their place in the audio and the time)
 and fed every server message raw, as text: unlike :class:`~shared.kwikmotion.KwikSession`, which

@@ -117,7 +117,7 @@ async def _play(stack: Stack, args: argparse.Namespace) -> bool:
         for thread in threads:
             await asyncio.to_thread(thread.join, args.timeout)
         # The media is over: the organiser ends the event, so its window closes now. A publisher
-        # that goes away alone only pauses an event; its end follows the window (DESIGN section 3).
+        # that goes away alone only pauses an event; its end follows the window (docs/design.md section 3).
         _say("\nKaltura: the media is over; the event's organiser ends it now")
         await asyncio.to_thread(stack.kaltura.end_window, run.event_id)
     done = await scenario.wait_clients(run, args.timeout)

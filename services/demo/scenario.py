@@ -90,7 +90,7 @@ def start_restreams(
     run: EventRun, source: Path, stop: threading.Event, *, standby: bool = True, **options: Any
 ) -> list[threading.Thread]:
     """Kaltura restreams to every feature's endpoint; the first is the primary, the rest are hot
-    standbys (DESIGN section 2). ``standby=False`` publishes to the first feature only."""
+    standbys (docs/design.md section 2). ``standby=False`` publishes to the first feature only."""
     threads = []
     for task_id in run.task_ids[: None if standby else 1]:
         feature = run.features[task_id]

@@ -1,1 +1,1 @@
-"""Gateway: the caption WebSocket that Kaltura's caption client reads (DESIGN section 5)."""
+"""Gateway: the caption WebSocket that Kaltura's caption client reads (docs/design.md section 5)."""

@@ -1,4 +1,4 @@
-"""Caption-token authentication (DESIGN section 5; facts.md "The caption WebSocket (unknowns)").
+"""Caption-token authentication (docs/design.md section 5; facts.md "The caption WebSocket (unknowns)").
 
 How Kaltura's client presents ``captionToken`` is not documented, so three transports are
 accepted: ``Authorization: Bearer <token>``, a ``token`` query parameter, and a first JSON text

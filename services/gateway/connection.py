@@ -1,4 +1,4 @@
-"""The asyncio driver of one caption connection (DESIGN section 5).
+"""The asyncio driver of one caption connection (docs/design.md section 5).
 
 Authenticate → subscribe to the task's feed → catch up from the delivered cursor with XRANGE →
 deliver live entries from the shared reader, pinging after frames so that pongs move the cursor.

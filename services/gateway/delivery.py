@@ -1,10 +1,10 @@
-"""The delivery state of one caption connection, sans-I/O (DESIGN sections 5 and 8).
+"""The delivery state of one caption connection, sans-I/O (docs/design.md sections 5 and 8).
 
 Fed caption entries, "sent" notices, pings and pongs with the time passed in; it answers which
 frames to write, when to ping, which cursor a pong proves, and when and how to close. The asyncio
 driver (``connection.py``) owns the socket and the timers.
 
-Resume (DESIGN section 5): a WebSocket pong proves that every frame written before its ping
+Resume (docs/design.md section 5): a WebSocket pong proves that every frame written before its ping
 arrived, because TCP keeps order. So the cursor a pong proves is the stream position the
 connection had reached when the ping was written. ``position`` also moves over entries that the
 type filter skipped: there was nothing to deliver for them.
@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 # Close codes and reasons (RFC 6455 section 7.4; 4000-4999 are ours). The reason is what an
 # operator reads in Kaltura's client logs, so it says what happened and what to do.
-NORMAL = 1000  # after the is_end_of_stream response (Kaltura seed, DESIGN section 5)
+NORMAL = 1000  # after the is_end_of_stream response (Kaltura seed, docs/design.md section 5)
 GOING_AWAY = 1001  # 2-hour limit and drain: the client reconnects and resumes (seed)
 POLICY = 1008  # inbound flood / bad request
 INTERNAL = 1011  # keepalive timeout (as websockets' own keepalive)

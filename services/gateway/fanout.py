@@ -1,4 +1,4 @@
-"""One Redis reader per task, fanned out to bounded per-connection queues (DESIGN section 5:
+"""One Redis reader per task, fanned out to bounded per-connection queues (docs/design.md section 5:
 "many subscribers of one task on one replica share one Redis reader").
 
 A ``TaskFeed`` blocks in ``XREAD`` on ``keys.captions(event, task)`` from the stream's tail at the

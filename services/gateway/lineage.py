@@ -1,4 +1,4 @@
-"""Resume per connection lineage (DESIGN section 5; issue 19).
+"""Resume per connection lineage (docs/design.md section 5; issue 19).
 
 Every caption connection has its own cursor: the captions stream id its pongs (or the client's
 answer to our close frame) proved delivered. Cursors belong to connections, not to the task: a

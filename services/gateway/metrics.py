@@ -1,4 +1,4 @@
-"""Every Prometheus metric of the gateway (DESIGN section 8: one module, units in names, fixed
+"""Every Prometheus metric of the gateway (docs/design.md section 8: one module, units in names, fixed
 labels, never a task id or token as a label)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The gateway server: the caption WebSocket (and a constant ``/healthz`` for load balancers) on
-the public port, the shared feeds, the revocation listener and the SIGTERM drain (DESIGN section
+the public port, the shared feeds, the revocation listener and the SIGTERM drain (docs/design.md section
 5; issue 7). ``/metrics``, ``/readyz`` and ``/livez`` are on the metrics port only, as every
 service's (``shared.probes``, served by ``shared.runtime``): the public port is reached by anyone
 (issue 19).

@@ -1,4 +1,4 @@
-"""Who may publish (DESIGN section 3): a stream key that maps to an event whose task is not
+"""Who may publish (docs/design.md section 3): a stream key that maps to an event whose task is not
 cancelled, whose status is not cancelled/ended, inside the event's window, on our app.
 
 Rejection descriptions go to the publisher in ``onStatus``; they never echo the key.

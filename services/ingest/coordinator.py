@@ -1,4 +1,4 @@
-"""Redis side of the ingest (DESIGN section 3): who writes an event's audio, the continuous
+"""Redis side of the ingest (docs/design.md section 3): who writes an event's audio, the continuous
 media timeline, the media session and the end-of-stream entry.
 
 - ``keys.ingest_primary(E)``: the writer's publisher id, SET NX with a short TTL and refreshed
@@ -250,7 +250,7 @@ class Coordinator:
         return _s(await self.client.hget(keys.ingest_state(event_id), "eos") or b"") == "1"
 
     async def open_session(self, event_id: str) -> bool:
-        """The first accepted publish of an event opens its media session (DESIGN section 3)."""
+        """The first accepted publish of an event opens its media session (docs/design.md section 3)."""
         await self.client.sadd(keys.INGEST_ACTIVE, event_id)
         # An HSETNX in spirit: the registry writes session="0" up front, so "not yet 1" is
         # the condition, checked and set atomically.

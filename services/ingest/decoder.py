@@ -1,4 +1,4 @@
-"""FLV audio (AAC, MP3) → 16 kHz mono s16le PCM with PyAV (DESIGN section 3).
+"""FLV audio (AAC, MP3) → 16 kHz mono s16le PCM with PyAV (docs/design.md section 3).
 
 AAC in FLV carries its AudioSpecificConfig in a sequence-header message (FLV spec E.4.2.2),
 given to the decoder as extradata; raw AAC messages are one access unit each. MP3 messages go

@@ -1,4 +1,4 @@
-"""``reachlive ingest``: the RTMP(S) server (DESIGN section 3)."""
+"""``reachlive ingest``: the RTMP(S) server (docs/design.md section 3)."""
 
 from __future__ import annotations
 

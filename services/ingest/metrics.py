@@ -1,4 +1,4 @@
-"""Prometheus metrics of the ingest (DESIGN section 8: one module, units in names, fixed labels,
+"""Prometheus metrics of the ingest (docs/design.md section 8: one module, units in names, fixed labels,
 no task or event ids as labels)."""
 
 from __future__ import annotations

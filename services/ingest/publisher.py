@@ -1,6 +1,6 @@
 """One accepted publish: decodes its audio and, as the event's primary, writes 16 kHz PCM
 chunks on the event's timeline; as a hot standby, holds recent audio to continue from where
-the primary stopped (DESIGN sections 2 and 3).
+the primary stopped (docs/design.md sections 2 and 3).
 
 All methods run in the connection's task, one at a time (no locking needed).
 

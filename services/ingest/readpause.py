@@ -1,4 +1,4 @@
-"""Read coalescing for real-time publishers (DESIGN section 3): how long a connection leaves its
+"""Read coalescing for real-time publishers (docs/design.md section 3): how long a connection leaves its
 bytes in the socket between reads, and the timer that resumes it.
 
 A real-time publisher writes each media packet on its own (~40 small segments/s for audio alone,

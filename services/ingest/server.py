@@ -1,4 +1,4 @@
-"""The asyncio RTMP(S) server of the ingest (DESIGN section 3): moves bytes between sockets and
+"""The asyncio RTMP(S) server of the ingest (docs/design.md section 3): moves bytes between sockets and
 ``shared.rtmp.ServerConnection``, admits publishes, runs the per-connection timers, listens for
 revoked tasks, and sweeps open media sessions for their end of stream.
 
@@ -63,7 +63,7 @@ READ_SIZE = 65536
 STALL_SECONDS = 1.0
 VALIDATE_SECONDS = 5.0  # re-check key, task and window of a live publish (pub/sub is lossy)
 # An open event with no publisher delivering for this long counts as paused (a metric only: a
-# pause never ends anything, DESIGN section 3).
+# pause never ends anything, docs/design.md section 3).
 PAUSED_AFTER_SECONDS = 5.0
 # A Redis command unanswered this long means a frozen or unreachable Redis: the connection's
 # loop must not wait longer than this for it (its publisher's bytes wait in the socket
@@ -365,7 +365,7 @@ class IngestServer:
         if isinstance(ev, MediaMessage):
             if live is not None and ev.stream_id == live.stream_id and ev.type_id == AUDIO:
                 await live.publisher.on_audio(ev.payload, ev.timestamp, epoch)
-            return live  # video: skipped without decoding (DESIGN section 3)
+            return live  # video: skipped without decoding (docs/design.md section 3)
         if isinstance(ev, PublishRequested):
             if live is not None:
                 self._reject(conn, ev.stream_id, Rejected("busy", "One publish per connection"))
@@ -518,12 +518,12 @@ class IngestServer:
                     await pubsub.aclose()
 
     async def _sweeper(self) -> None:
-        """Write each open session's end of stream when it is due (DESIGN section 3)."""
+        """Write each open session's end of stream when it is due (docs/design.md section 3)."""
         # The _closing flag, not only cancellation, ends the loop: redis-py can swallow a
         # cancellation that lands inside one of its calls.
         while not self._closing:
             await asyncio.sleep(self.sweep_seconds)
-            # Redis down: nothing can be decided (DESIGN section 3, issue 18); a failed read
+            # Redis down: nothing can be decided (docs/design.md section 3, issue 18); a failed read
             # is never taken as an event gone.
             if not self.link.up:
                 continue
@@ -551,7 +551,7 @@ class IngestServer:
     async def sweep_once(self) -> None:
         """End the media of events that are over; count the paused ones.
 
-        A publisher that goes away only pauses its event (DESIGN section 3): any valid publish
+        A publisher that goes away only pauses its event (docs/design.md section 3): any valid publish
         within the window resumes it, on any replica, the timeline continuing. The end of stream
         is written only when the window (with the margin) has closed and ``grace_seconds`` of
         drain have passed (publishers of the event are stopped at the window's close, so their

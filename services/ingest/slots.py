@@ -2,7 +2,7 @@
 valid key were all accepted, each decoding audio).
 
 A task normally has one publisher (an event's other features, each on its own key, are its hot
-standbys, DESIGN section 2), but a few are legitimate: a failover restream (Kaltura's backup),
+standbys, docs/design.md section 2), but a few are legitimate: a failover restream (Kaltura's backup),
 and an encoder that restarted while its old connection lingers (half-open until the idle
 timeout). Each accepted publish holds a slot in
 ``keys.ingest_publishers(E, T)``, a sorted set of publish ids scored by when they lapse; the

@@ -1,5 +1,5 @@
 """``reach.poll``, ``reach.reconcile`` with its ``reach.check_event``, ``reach.processing``,
-``reach.finalize`` (DESIGN section 2, items 1, 3 and 4). ``reach.provision`` is in ``provision.py``.
+``reach.finalize`` (docs/design.md section 2, items 1, 3 and 4). ``reach.provision`` is in ``provision.py``.
 
 Lost FINALIZE commands (issue 18): the relay writes a session's end (``finished``, ``outcome``,
 ``reason``; ``ended:<task>`` for a task ended alone) in its state hash, then sends FINALIZE per

@@ -1,4 +1,4 @@
-"""``reachlive poller``: Celery beat with the redbeat scheduler (DESIGN section 2, item 1).
+"""``reachlive poller``: Celery beat with the redbeat scheduler (docs/design.md section 2, item 1).
 
 Several replicas are safe: redbeat's lock in Redis (``keys.BEAT_PREFIX``) lets one lead; the
 others wait on the lock and take over within ``REACHLIVE_POLLER_BEAT_LOCK_SECONDS`` of a

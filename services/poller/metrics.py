@@ -1,4 +1,4 @@
-"""Every Prometheus metric of the poller (DESIGN section 8: one place, units in names, fixed labels).
+"""Every Prometheus metric of the poller (docs/design.md section 8: one place, units in names, fixed labels).
 
 Labels are bounded: Kaltura error codes outside the known set count as ``OTHER``; no task or
 event ids anywhere.

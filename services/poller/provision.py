@@ -1,4 +1,4 @@
-"""``reach.provision`` (DESIGN section 2, item 2): one PENDING task to SCHEDULED, or refused.
+"""``reach.provision`` (docs/design.md section 2, item 2): one PENDING task to SCHEDULED, or refused.
 
 Order of work, chosen so that no key is ever handed out that the registry does not know, and a
 re-run after a crash never hands out a second set silently:
@@ -232,7 +232,7 @@ def _plan(ctx: Context, task_id: str, job: VendorTask, details: TaskDetails) -> 
 
 
 def _check_event_language(ctx: Context, event: ScheduleEvent, plan: _Plan) -> None:
-    """One media session per event speaks one language (DESIGN section 2): a task that orders
+    """One media session per event speaks one language (docs/design.md section 2): a task that orders
     another source language for the same event cannot share it."""
     current = registry.read_event_sync(ctx.redis, str(event.id))
     if current is None or current.status == "cancelled":
@@ -343,7 +343,7 @@ def refuse(ctx: Context, task_id: str, reason: str) -> None:
 
 
 def cancel(ctx: Context, task_id: str, why: str) -> bool:
-    """The order is gone: revoke its key and token at once (DESIGN section 2, item 4)."""
+    """The order is gone: revoke its key and token at once (docs/design.md section 2, item 4)."""
     rec = find_task(ctx.redis, task_id)
     log.info("task cancelled: %s", why)
     if rec is None or rec.cancelled:
@@ -354,7 +354,7 @@ def cancel(ctx: Context, task_id: str, why: str) -> bool:
 
 def handle_permanent(ctx: Context, task_id: str, job: VendorTask | None, exc: KalturaError) -> str:
     """A permanent Kaltura error while provisioning: cancel if the order is gone, else fail the
-    task once with a reason a Kaltura admin can read (DESIGN section 2, item 6)."""
+    task once with a reason a Kaltura admin can read (docs/design.md section 2, item 6)."""
     if exc.code in CANCEL_CODES:
         cancel(ctx, task_id, f"Kaltura answered {exc.code} to {exc.action}")
         return "cancelled"

@@ -1,4 +1,4 @@
-"""When a task's window has passed, and what Kaltura's admin is told then (DESIGN section 2;
+"""When a task's window has passed, and what Kaltura's admin is told then (docs/design.md section 2;
 issue 16, decision 7). Pure functions: the callers read the clock, the registry and getJobs.
 
 A task's window is the union of its own dates (getJobs' taskJobData startDate/endDate, which

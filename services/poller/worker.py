@@ -1,5 +1,5 @@
 """``reachlive worker``: the Celery worker that runs poll, provision, reconcile, processing and
-finalize against Kaltura (DESIGN section 2). Threads pool: the work is Kaltura HTTP calls.
+finalize against Kaltura (docs/design.md section 2). Threads pool: the work is Kaltura HTTP calls.
 SIGTERM is Celery's warm shutdown: running tasks finish, unacknowledged ones go back to the queue.
 """
 

@@ -1,1 +1,1 @@
-"""``reachlive relay``: live event audio → KWIKmotion → Kaltura caption responses (DESIGN section 4)."""
+"""``reachlive relay``: live event audio → KWIKmotion → Kaltura caption responses (docs/design.md section 4)."""

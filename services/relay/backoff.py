@@ -1,4 +1,4 @@
-"""Reconnect delays (DESIGN section 4): capped exponential backoff with jitter for retryable
+"""Reconnect delays (docs/design.md section 4): capped exponential backoff with jitter for retryable
 failures, a slow fixed pace for configuration faults (authentication), never a spin."""
 
 from __future__ import annotations

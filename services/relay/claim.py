@@ -1,4 +1,4 @@
-"""Session claiming across relay replicas (DESIGN section 4, "Session claiming").
+"""Session claiming across relay replicas (docs/design.md section 4, "Session claiming").
 
 One entry per live event on ``keys.SESSIONS_STREAM``; the relays form the consumer group
 ``keys.RELAY_GROUP``. An entry stays in the group's pending list (PEL) for as long as a relay

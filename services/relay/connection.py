@@ -1,4 +1,4 @@
-"""One KWIKmotion WebSocket connection of a live event's session (DESIGN section 4).
+"""One KWIKmotion WebSocket connection of a live event's session (docs/design.md section 4).
 
 ``Connection.run`` connects, sends StartRecognition, then runs three tasks until an
 :class:`~services.relay.outcome.Outcome` is decided:
@@ -18,7 +18,7 @@
   silent peer's, the idle close, the periodic
   check of the registry for cancelled and newly ordered tasks — instead of polling.
 
-Media pauses (DESIGN section 4; the audio stream simply has no entries while no publisher is
+Media pauses (docs/design.md section 4; the audio stream simply has no entries while no publisher is
 connected): a partial chunk is sent once no audio came for ``flush_after_seconds``; once every
 sent chunk is answered and ``idle_close_seconds`` passed without audio, the connection closes
 (1000 "idle", ``Kind.IDLE``) and the session reopens one from the cursor when audio returns.

@@ -1,4 +1,4 @@
-"""The chunks of one KWIKmotion connection, from built to transcribed (sans-I/O, DESIGN section 4).
+"""The chunks of one KWIKmotion connection, from built to transcribed (sans-I/O, docs/design.md section 4).
 
 A chunk is *queued* when the chunker builds it, *sent* when it goes to KWIKmotion as chunk
 ``seq``, and *complete* when its transcript and every translation have arrived. The session

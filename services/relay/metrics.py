@@ -1,4 +1,4 @@
-"""The relay's Prometheus metrics (one place per service, DESIGN section 8): names with units,
+"""The relay's Prometheus metrics (one place per service, docs/design.md section 8): names with units,
 fixed label sets, no event or task ids as labels."""
 
 from __future__ import annotations

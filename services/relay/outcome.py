@@ -1,4 +1,4 @@
-"""How one KWIKmotion connection ended, and what the session does next (DESIGN section 4).
+"""How one KWIKmotion connection ended, and what the session does next (docs/design.md section 4).
 
 ``Connection.run`` returns an :class:`Outcome`; ``EventSession`` acts on its :class:`Kind`:
 finish the event, reconnect (with backoff, or slowly for a configuration fault), fail the

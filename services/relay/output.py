@@ -1,4 +1,4 @@
-"""Writing captions and the relay's cursor in one atomic step (DESIGN section 4, "Output").
+"""Writing captions and the relay's cursor in one atomic step (docs/design.md section 4, "Output").
 
 Exactly-once captions across reconnects and takeovers rest on two things done by one Lua script,
 on keys that all share the event's hash tag (so it also runs on a Redis Cluster):

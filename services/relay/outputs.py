@@ -1,6 +1,6 @@
 """The tasks of an event as caption outputs: which results each wants, and its persisted state.
 
-DESIGN section 4, "Output": caption tasks want the source-language transcripts, translation
+docs/design.md section 4, "Output": caption tasks want the source-language transcripts, translation
 tasks the translations into their target; StartRecognition's ``target_languages`` are the
 event's translation targets. Per task the relay persists (in ``keys.relay_state(E)``, field
 ``task:<id>``) the last audio entry whose result it emitted and its caption builder's state,

@@ -1,4 +1,4 @@
-"""One relay replica: the claim loop and its sessions (DESIGN section 4, "Session claiming").
+"""One relay replica: the claim loop and its sessions (docs/design.md section 4, "Session claiming").
 
 Every ``tick`` (at most ``heartbeat_seconds``) the loop:
 

@@ -1,4 +1,4 @@
-"""One live event's speech session: audio stream → KWIKmotion → captions (DESIGN section 4).
+"""One live event's speech session: audio stream → KWIKmotion → captions (docs/design.md section 4).
 
 ``EventSession.run`` owns the event while this replica holds its claim. It loops over KWIKmotion
 connections (``connection.Connection``, each from the persisted cursor, its chunks kept by a

@@ -13,7 +13,7 @@ How the relay uses it::
         language_code=task.language_code,  # "en-US"; for a translation, the target's code
         max_chars=task.max_chars,          # reach profile maxCharactersPerCaptionLine
         profanity=task.profanity,          # reach profile enableProfanityRemoval
-        types=settings.caption_types,      # "transcript,captions" (DESIGN section 5)
+        types=settings.caption_types,      # "transcript,captions" (docs/design.md section 5)
     )
     builder.restore(saved_state)           # after a takeover (state() is JSON-safe)
 

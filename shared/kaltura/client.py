@@ -1,4 +1,4 @@
-"""A thin facade over the official ``KalturaApiClient`` for the REACH live lifecycle (DESIGN
+"""A thin facade over the official ``KalturaApiClient`` for the REACH live lifecycle (docs/design.md
 section 2; issue 3).
 
 - The official client keeps ``setKs`` / ``setResponseProfile`` between calls (facts.md): every
@@ -244,7 +244,7 @@ class KalturaFacade:
     def iter_jobs(
         self, statuses: tuple[int, ...] = (PENDING, SCHEDULED), page_size: int = 500, id_equal: str | None = None
     ) -> Iterator[VendorTask]:
-        """``entryVendorTask.getJobs`` with the vendor KS, every page (DESIGN section 2, item 1)."""
+        """``entryVendorTask.getJobs`` with the vendor KS, every page (docs/design.md section 2, item 1)."""
         seen = 0
         for index in range(1, _MAX_PAGES + 1):
             flt = KalturaEntryVendorTaskFilter(statusIn=",".join(str(s) for s in statuses))

@@ -1,4 +1,4 @@
-"""Kaltura API errors as typed exceptions (DESIGN section 2, item 6; facts.md "Wire format").
+"""Kaltura API errors as typed exceptions (docs/design.md section 2, item 6; facts.md "Wire format").
 
 Every error keeps Kaltura's ``code`` and says whether a retry can help (``retryable``). Messages
 never carry a secret: an ``INVALID_KS`` message quotes the KS (the server's template is

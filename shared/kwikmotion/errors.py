@@ -1,4 +1,4 @@
-"""What a KWIKmotion error means for a session (DESIGN section 4, seed "Error Codes").
+"""What a KWIKmotion error means for a session (docs/design.md section 4, seed "Error Codes").
 
 Three classes decide what the relay does next:
 

@@ -1,4 +1,4 @@
-"""One KWIKmotion session as a sans-I/O state machine (DESIGN sections 4 and 8).
+"""One KWIKmotion session as a sans-I/O state machine (docs/design.md sections 4 and 8).
 
 Seed, "Connection Flow": connect with the Authorization header → StartRecognition → wait for
 RecognitionStarted → binary audio chunks, each answered by AudioAdded → AddTranscript per chunk

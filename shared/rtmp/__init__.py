@@ -1,4 +1,4 @@
-"""The RTMP protocol as a sans-I/O state machine (DESIGN section 3): fed bytes, returns events
+"""The RTMP protocol as a sans-I/O state machine (docs/design.md section 3): fed bytes, returns events
 and bytes to send. ``services.ingest`` is the asyncio driver."""
 
 from shared.rtmp.chunks import ChunkReader, ChunkWriter, Limits, Message

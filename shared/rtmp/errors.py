@@ -1,4 +1,4 @@
-"""The one exception the RTMP core raises on bad input (DESIGN section 3).
+"""The one exception the RTMP core raises on bad input (docs/design.md section 3).
 
 Anything a peer can send either parses or raises ``ProtocolError``; the driver closes that one
 connection and counts ``kind`` in its metrics. ``kind`` is a short fixed word (a metric label),

@@ -1,4 +1,4 @@
-"""The server side of an RTMP publishing connection, sans-I/O (DESIGN sections 3 and 8).
+"""The server side of an RTMP publishing connection, sans-I/O (docs/design.md sections 3 and 8).
 
 ``ServerConnection.receive_data(bytes)`` returns events; ``data_to_send()`` returns the bytes
 to write. It answers the protocol itself (handshake, acknowledgements, pings, connect,
@@ -331,7 +331,7 @@ class ServerConnection:
         self._status(stream_id, "status", "NetStream.Publish.Start", description)
 
     def reject_publish(self, stream_id: int, description: str, code: str = "NetStream.Publish.BadName") -> None:
-        """Refuse a publish; the driver closes the connection after sending (DESIGN section 3)."""
+        """Refuse a publish; the driver closes the connection after sending (docs/design.md section 3)."""
         self._requested.pop(stream_id, None)
         self._status(stream_id, "error", code, description)
         self.closed = True

@@ -35,7 +35,7 @@ DEPLOY_FILES = sorted(
 
 def test_settings_are_derived() -> None:
     names = setting_names()
-    # The design's public contract (DESIGN section 6) is among them: the derivation works.
+    # The design's public contract (docs/design.md section 6) is among them: the derivation works.
     assert {"REACHLIVE_REDIS_URL", "REACHLIVE_INGEST_LISTEN", "REACHLIVE_GATEWAY_PUBLIC_URL"} <= names
     assert len(names) == len(settings_fields()) > 20
 

@@ -39,7 +39,7 @@ async def play(
             await asyncio.to_thread(t.join, 60)
         if end_event:
             # The media is over and Kaltura's admin ends the event: its window closes now. The
-            # publishers going away alone only paused it (DESIGN section 3).
+            # publishers going away alone only paused it (docs/design.md section 3).
             await asyncio.to_thread(admin.end_window, run.event_id)
         await scenario.wait_clients(run, timeout)
     finally:

@@ -29,7 +29,7 @@ def describe(client: CaptionClient, kind: str) -> str:
 
 
 def resume_repeats(client: CaptionClient) -> list[str]:
-    """The ids a resumed connection repeated, checked against what DESIGN section 5 allows: after
+    """The ids a resumed connection repeated, checked against what docs/design.md section 5 allows: after
     a gateway replica dies, the frames it wrote after its last pong come again, with the same
     ids, first on the next connection. A repeat anywhere else (a new id, the same connection,
     after a new frame) is a defect."""

@@ -1,5 +1,5 @@
 """Interop with publishers we did not write (ffmpeg's binary, PyAV's libavformat client): the
-PCM on the event's audio stream matches the source (DESIGN sections 3 and 9)."""
+PCM on the event's audio stream matches the source (docs/design.md sections 3 and 9)."""
 
 from __future__ import annotations
 

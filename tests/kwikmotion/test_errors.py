@@ -1,4 +1,4 @@
-"""Error classification (DESIGN section 4): permanent, configuration fault, retryable."""
+"""Error classification (docs/design.md section 4): permanent, configuration fault, retryable."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ def _no_keys(client: redis.Redis) -> bool:
 
 
 # Permanent codes while provisioning: the order is gone → cancel quietly; otherwise → ERROR once,
-# with a reason that names the failed call and code (DESIGN section 2, item 6).
+# with a reason that names the failed call and code (docs/design.md section 2, item 6).
 @pytest.mark.parametrize(
     ("service", "action", "code", "expect"),
     [

@@ -1,4 +1,4 @@
-"""The relay through a broadcast day (issue 16, DESIGN section 4): media pauses (a partial chunk
+"""The relay through a broadcast day (issue 16, docs/design.md section 4): media pauses (a partial chunk
 flushed, the KWIKmotion session closed when idle and reopened when audio returns), a task
 ordered mid-event, and KWIKmotion refusing the session (401, 4004 for the source language: slow
 retries, an alert at once, ERROR past the deadline) or one target language (4004: only that
