@@ -59,6 +59,19 @@ class RedisUrlError(ValueError):
         self.problem = problem
 
 
+# --- replies --------------------------------------------------------------------------------
+# Our clients are made without decode_responses (audio travels as bytes), so replies hold bytes;
+# these are the one place that turns them into text.
+def text(value: bytes | str | int | float) -> str:
+    """One reply value as str."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def text_map(raw: dict[Any, Any]) -> dict[str, str]:
+    """A hash (HGETALL) or stream entry's fields as str → str."""
+    return {text(k): text(v) for k, v in raw.items()}
+
+
 @dataclass(frozen=True)
 class SentinelTarget:
     """A parsed ``redis+sentinel://`` URL (``repr`` hides the passwords)."""

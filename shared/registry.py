@@ -14,15 +14,10 @@ import redis.asyncio as aioredis
 
 from shared import keys
 from shared.hashing import secret_hash
+from shared.redis_client import text_map
 
 LIVE_CAPTION = 8
 LIVE_TRANSLATION = 11
-
-
-def _str(raw: dict[Any, Any]) -> dict[str, str]:
-    return {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()
-    }
 
 
 @dataclass(slots=True)
@@ -49,7 +44,7 @@ class EventRecord:
     def parse(cls, raw: dict[Any, Any]) -> EventRecord | None:
         if not raw:
             return None
-        d = _str(raw)
+        d = text_map(raw)
         return cls(
             id=d["id"],
             partner_id=d.get("partner_id", ""),
@@ -96,7 +91,7 @@ class TaskRecord:
     def parse(cls, raw: dict[Any, Any]) -> TaskRecord | None:
         if not raw:
             return None
-        d = _str(raw)
+        d = text_map(raw)
         known = {f for f in cls.__dataclass_fields__ if f != "extra"}
         return cls(
             id=d["id"],
@@ -257,13 +252,13 @@ async def read_publish(
 
 
 async def event_task_records(client: aioredis.Redis, event_id: str) -> list[TaskRecord]:
-    ids = sorted(_str({t: t for t in await client.smembers(keys.event_tasks(event_id))}))
+    ids = sorted(text_map({t: t for t in await client.smembers(keys.event_tasks(event_id))}))
     records = [await read_task(client, event_id, t) for t in ids]
     return [r for r in records if r is not None]
 
 
 async def _lookup(client: aioredis.Redis, key: str) -> tuple[str, str] | None:
-    ref = _str(await client.hgetall(key))
+    ref = text_map(await client.hgetall(key))
     if "event" not in ref or "task" not in ref:
         return None
     return ref["event"], ref["task"]

@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 
 from services.ingest import metrics
 from shared import keys, streams
+from shared.redis_client import text
 
 RATE = 16000
 
@@ -160,13 +161,9 @@ class Timeline:
         return self.samples / RATE
 
 
-def _s(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _code(reply: list[object]) -> tuple[int, int]:
     """A script's ``{code}`` or ``{code, samples}``."""
-    return int(_s(reply[0])), int(_s(reply[1])) if len(reply) > 1 else 0
+    return int(text(reply[0])), int(text(reply[1])) if len(reply) > 1 else 0
 
 
 class Coordinator:
@@ -193,8 +190,8 @@ class Coordinator:
             return False
         if code == 0:
             return None
-        pts, epoch = _s(res[2]), _s(res[3])
-        return Timeline(int(_s(res[1])), float(pts) if pts else None, float(epoch) if epoch else None)
+        pts, epoch = text(res[2]), text(res[3])
+        return Timeline(int(text(res[1])), float(pts) if pts else None, float(epoch) if epoch else None)
 
     async def refresh(self, event_id: str, me: str) -> bool:
         return bool(await self._refresh(keys=self._keys(event_id)[:2], args=[me, self.ttl_ms, repr(time.time())]))
@@ -247,7 +244,7 @@ class Coordinator:
         await self.client.hset(keys.ingest_state(event_id), "alive", repr(time.time()))
 
     async def ended(self, event_id: str) -> bool:
-        return _s(await self.client.hget(keys.ingest_state(event_id), "eos") or b"") == "1"
+        return text(await self.client.hget(keys.ingest_state(event_id), "eos") or b"") == "1"
 
     async def open_session(self, event_id: str) -> bool:
         """The first accepted publish of an event opens its media session (docs/design.md section 3)."""
@@ -267,13 +264,13 @@ class Coordinator:
             for event_id in event_ids:
                 pipe.hget(keys.ingest_state(event_id), "alive")
             raw = await pipe.execute()
-        return [float(_s(v)) if v else 0.0 for v in raw]
+        return [float(text(v)) if v else 0.0 for v in raw]
 
     async def end_of_stream(self, event_id: str, reason: str) -> bool:
         """Write the event's one end-of-stream entry (the event is over); True if written now."""
         for _ in range(3):
             raw = await self.client.hget(keys.ingest_state(event_id), "samples")
-            samples = int(_s(raw)) if raw else 0
+            samples = int(text(raw)) if raw else 0
             entry = streams.EndOfStream(samples / RATE, reason).fields()
             flat: list[str] = []
             for k, v in entry.items():

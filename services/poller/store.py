@@ -13,6 +13,7 @@ import redis
 from services.poller.sealing import Sealer
 from shared import keys, registry
 from shared.kaltura.models import FINAL_STATUSES
+from shared.redis_client import text
 from shared.registry import EventRecord, TaskRecord
 
 # Compare-and-delete / compare-and-extend: only the holder releases or extends its lock.
@@ -169,7 +170,7 @@ _RELAY_END_FIELDS = (keys.RELAY_FINISHED, keys.RELAY_OUTCOME, keys.RELAY_REASON)
 
 
 def _text(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
+    return None if value is None else text(value)
 
 
 def relay_end(values: list[bytes | str | None]) -> RelayEnd | None:

@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from shared import keys
+from shared.redis_client import text
 from shared.streams import PayloadError, SessionEntry
 
 log = logging.getLogger(__name__)
@@ -56,10 +57,6 @@ for i = 4, #ARGV do
 end
 return n
 """
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +92,14 @@ class Claimer:
         pending entries is never deleted (that would drop its entries from the PEL)."""
         removed = 0
         for c in await self.client.xinfo_consumers(self.stream, self.group):
-            name = _s(c["name"])
+            name = text(c["name"])
             if name != self.consumer and int(c["pending"]) == 0 and int(c["idle"]) > idle_seconds * 1000:
                 await self.client.xgroup_delconsumer(self.stream, self.group, name)
                 removed += 1
         return removed
 
     def _parse(self, entry_id: Any, fields: Any, failover: bool) -> Claimed:
-        eid = _s(entry_id)
+        eid = text(entry_id)
         if not fields:
             return Claimed(eid, None, failover)
         try:
@@ -140,7 +137,7 @@ class Claimer:
             count,
         )
         next_id, entries = reply[0], reply[1]
-        self._autoclaim_start = _s(next_id)
+        self._autoclaim_start = text(next_id)
         out = []
         for item in entries or []:
             if item is None or item[0] is None:  # 6.2: nil for an entry deleted from the stream
@@ -156,7 +153,7 @@ class Claimer:
         if not entry_ids:
             return set()
         lost = await self._heartbeat(keys=[self.stream], args=[self.group, self.consumer, *entry_ids])
-        return {_s(x) for x in lost}
+        return {text(x) for x in lost}
 
     async def release(self, entry_ids: list[str]) -> int:
         """Hand entries over without acking them: they look idle past the failover timeout."""

@@ -70,6 +70,7 @@ from shared import commands, keys, redis_health, registry
 from shared.aio import TaskSet
 from shared.kaltura.models import SCHEDULED
 from shared.logs import log_context
+from shared.redis_client import text_map
 from shared.redis_health import RedisHealth, is_outage
 from shared.registry import TaskRecord
 from shared.settings import KwikmotionSettings, RelaySettings
@@ -83,12 +84,6 @@ class Config:
     kwik: KwikmotionSettings
     caption_types: str
     redis_url: str
-
-
-def _str(raw: dict[Any, Any]) -> dict[str, str]:
-    return {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()
-    }
 
 
 class EventSession:
@@ -187,7 +182,7 @@ class EventSession:
         backoff = Backoff(cfg.backoff_initial_seconds, cfg.backoff_max_seconds)
         clean = False  # the last KWIKmotion session ended with every result in (idle, late order)
         while True:
-            state = _str(await self._redis(lambda: client.hgetall(self.state_key), "relay state"))
+            state = text_map(await self._redis(lambda: client.hgetall(self.state_key), "relay state"))
             # A registry read that fails is an outage (retried), never "event gone".
             event = await self._redis(lambda: registry.read_event(client, event_id), "event record")
             if event is None:
@@ -419,7 +414,7 @@ class EventSession:
     async def _finalize(self, outcome: str, reason: str) -> None:
         """Ask the poller to close each (not cancelled, not already ended) task, then ack."""
         client, event_id = self.client, self.event_id
-        state = _str(await self._redis(lambda: client.hgetall(self.state_key), "relay state"))
+        state = text_map(await self._redis(lambda: client.hgetall(self.state_key), "relay state"))
         ended = {k.removeprefix(keys.RELAY_ENDED_PREFIX) for k in state if k.startswith(keys.RELAY_ENDED_PREFIX)}
         for task in await self._redis(lambda: registry.event_task_records(client, event_id), "task records"):
             if not task.cancelled and task.id not in ended and task.id not in self.finalized:
