@@ -8,13 +8,29 @@ Fields are flat strings or raw bytes (never pickle). Readers reject an unknown v
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 VERSION = "1"
 
 
 class PayloadError(ValueError):
     """A stream entry that does not follow the contract."""
+
+
+class StreamId(NamedTuple):
+    """A Redis stream id ``<ms>-<seq>``, ordered as Redis orders it."""
+
+    ms: int
+    seq: int
+
+    @classmethod
+    def parse(cls, value: str | bytes) -> StreamId:
+        text = value.decode() if isinstance(value, bytes) else value
+        ms, _, seq = text.partition("-")
+        return cls(int(ms), int(seq or 0))
+
+    def __str__(self) -> str:
+        return f"{self.ms}-{self.seq}"
 
 
 def _s(fields: dict[Any, Any], name: str) -> str:

@@ -16,6 +16,8 @@ import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from shared.streams import StreamId
+
 # Close codes and reasons (RFC 6455 section 7.4; 4000-4999 are ours). The reason is what an
 # operator reads in Kaltura's client logs, so it says what happened and what to do.
 NORMAL = 1000  # after the is_end_of_stream response (Kaltura seed, docs/design.md section 5)
@@ -34,22 +36,6 @@ REASON_PING_TIMEOUT = "keepalive ping timeout"
 REASON_REVOKED = "task cancelled, token revoked"
 REASON_UNAVAILABLE = "temporarily unavailable, reconnect to resume"
 REASON_REDIS_DOWN = "storage unavailable, try again later"  # a new connection during a Redis outage
-
-
-class StreamId(NamedTuple):
-    """A Redis stream id ``<ms>-<seq>``, ordered as Redis orders it."""
-
-    ms: int
-    seq: int
-
-    @classmethod
-    def parse(cls, value: str | bytes) -> StreamId:
-        text = value.decode() if isinstance(value, bytes) else value
-        ms, _, seq = text.partition("-")
-        return cls(int(ms), int(seq or 0))
-
-    def __str__(self) -> str:
-        return f"{self.ms}-{self.seq}"
 
 
 ZERO = StreamId(0, 0)

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shared.streams import AudioChunk
+from shared.streams import AudioChunk, StreamId
 
 BYTES_PER_SECOND = AudioChunk.BYTES_PER_SECOND
 
 
-def parse_id(entry_id: str) -> tuple[int, int]:
+def parse_id(entry_id: str) -> StreamId:
     """``"1700000000000-3"`` → ``(1700000000000, 3)``: stream ids compare as pairs, not text."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
+    return StreamId.parse(entry_id)
 
 
 def id_le(a: str, b: str) -> bool:
