@@ -13,7 +13,6 @@ and the driver closes it (it resumes on reconnect); the feed never waits for any
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -33,7 +32,7 @@ from services.gateway.delivery import (
     StreamId,
 )
 from services.gateway.lineage import LineageStore
-from shared import keys, redis_client, redis_health
+from shared import keys, redis_client, redis_health, revocations
 from shared.aio import TaskSet, check_cancelled
 from shared.logs import log_context
 from shared.streams import CaptionEntry, PayloadError
@@ -321,40 +320,31 @@ class CaptionHub:
         """Close a cancelled task's connections at once (the poller publishes "<event>:<task>")."""
         health = health or self.health
         backoff = 0.1
-        while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                async with asyncio.timeout(COMMAND_DEADLINE_SECONDS):
-                    await pubsub.subscribe(keys.REVOKED_CHANNEL)
-                    # After a reconnect, messages may have been missed: re-check every feed.
-                    for feed in list(self.feeds.values()):
-                        if feed.ready.done() and not feed.ready.exception():
-                            await feed.check_task()
-                self.revocations_live = True
-                if subscribed is not None:
-                    subscribed.set()
-                backoff = 0.1
-                async for message in pubsub.listen():
-                    check_cancelled()
-                    if message.get("type") != "message":
-                        continue
-                    data = message["data"]
-                    text = data.decode() if isinstance(data, bytes) else str(data)
-                    event_id, sep, task_id = text.partition(":")
-                    if sep:
-                        self.revoke(event_id, task_id)
-            except (RedisError, TimeoutError) as exc:
-                check_cancelled()  # see shared.aio: the error may stand for a swallowed stop
-                self.revocations_live = False
-                if redis_health.is_outage(exc):
-                    health.lost(exc)
-                else:
-                    log.warning("revocation listener error, reconnecting: %s", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+
+        async def on_subscribed() -> None:
+            nonlocal backoff
+            # After a reconnect, messages may have been missed: re-check every feed.
+            for feed in list(self.feeds.values()):
+                if feed.ready.done() and not feed.ready.exception():
+                    await feed.check_task()
+            self.revocations_live = True
+            if subscribed is not None:
+                subscribed.set()
+            backoff = 0.1
+
+        async def on_lost(exc: BaseException) -> None:
+            nonlocal backoff
+            self.revocations_live = False
+            if redis_health.is_outage(exc):
+                health.lost(exc)
+            else:
+                log.warning("revocation listener error, reconnecting: %s", exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
+
+        await revocations.listen(
+            self.redis, self.revoke, on_lost, on_subscribed=on_subscribed, errors=(RedisError, TimeoutError)
+        )
 
     async def close(self, timeout: float) -> bool:
         """Save pending cursors and close marks, then stop every feed, writer, the heartbeat and

@@ -38,7 +38,7 @@ from services.ingest.outage import OUTAGE_ERRORS, Health, Link
 from services.ingest.publisher import Publisher
 from services.ingest.readpause import ReadPause, coalesce_pause, wake_at
 from services.ingest.slots import PublisherSlots
-from shared import keys, redis_health, registry
+from shared import keys, redis_health, registry, revocations
 from shared.aio import TaskSet, check_cancelled
 from shared.commands import PROCESSING, send_async
 from shared.logs import bind
@@ -489,33 +489,21 @@ class IngestServer:
     # --- background -------------------------------------------------------------------------
     async def _revocations(self) -> None:
         """Close publishers of a task the poller revoked ("<event>:<task>" on REVOKED_CHANNEL)."""
-        # A polling loop with our own flag, not pubsub.listen(): redis-py's listen() can swallow
-        # a task cancellation while it waits, which would hang shutdown.
-        while not self._closing:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(keys.REVOKED_CHANNEL)
-                while not self._closing:
-                    msg = await pubsub.get_message(timeout=1.0)
-                    if msg is None or msg.get("type") != "message":
-                        continue
-                    data = msg["data"].decode() if isinstance(msg["data"], bytes) else str(msg["data"])
-                    event_id, _, task_id = data.partition(":")
-                    for live in list(self._live.get((event_id, task_id), ())):
-                        live.revoked = "revoked"
-            except asyncio.CancelledError:
-                raise
-            except OUTAGE_ERRORS as exc:
-                # Messages published meanwhile are lost; the publishers' revalidation catches up.
-                self.link.lost(exc)
-                await asyncio.sleep(PROBE_SECONDS)
-                await self.link.wait_up()
-            except Exception:
-                log.exception("revocation listener failed; resubscribing")
-                await asyncio.sleep(1)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+
+        def revoke(event_id: str, task_id: str) -> None:
+            for live in list(self._live.get((event_id, task_id), ())):
+                live.revoked = "revoked"
+
+        async def on_lost(exc: BaseException) -> None:
+            # Messages published meanwhile are lost; the publishers' revalidation catches up.
+            self.link.lost(exc)
+            await asyncio.sleep(PROBE_SECONDS)
+            await self.link.wait_up()
+
+        # The _closing flag, not only cancellation, ends it (shared.revocations).
+        await revocations.listen(
+            self.client, revoke, on_lost, errors=(*OUTAGE_ERRORS, TimeoutError), running=lambda: not self._closing
+        )
 
     async def _sweeper(self) -> None:
         """Write each open session's end of stream when it is due (docs/design.md section 3)."""
