@@ -22,8 +22,8 @@ from services.ingest.publisher import Publisher
 from services.ingest.server import ingest_client
 from shared import keys, redis_health, streams
 from tests.ingest.conftest import end_window, ffmpeg_publish, make_event, wait_for
-from tests.ingest.redis_proc import RedisProcess
 from tests.ingest.test_interop import CHUNK, REF, check_audio
+from tests.support.outage import OutageRedis
 
 # Atomically (against the writer's own script): the last audio entry gone, the timeline as the
 # write before it left it (its end: the removed entry's start, pts and arrival epoch).
@@ -54,8 +54,8 @@ def rewritten() -> float:
 
 
 @pytest.fixture
-def own_redis(tmp_path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis").start()
+def own_redis(tmp_path) -> Iterator[OutageRedis]:
+    server = OutageRedis(tmp_path / "redis").start()
     yield server
     server.stop()
 

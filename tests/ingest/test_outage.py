@@ -33,10 +33,10 @@ from tests.ingest.conftest import (
     raw_session,
     wait_for,
 )
-from tests.ingest.redis_proc import RedisProcess
 from tests.ingest.test_interop import REF, check_audio
 from tests.ingest.test_rejections import statuses
 from tests.rtmp.helpers import Client, handshake
+from tests.support.outage import OutageRedis
 
 OUTAGE_SECONDS = 8.0
 LOOPS = 1  # the sample published twice (-stream_loop 1): 22 s
@@ -44,8 +44,8 @@ LOOPED = np.concatenate([REF] * (LOOPS + 1))
 
 
 @pytest.fixture
-def own_redis(tmp_path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis").start()
+def own_redis(tmp_path) -> Iterator[OutageRedis]:
+    server = OutageRedis(tmp_path / "redis").start()
     yield server
     server.stop()
 
@@ -87,7 +87,7 @@ def total(counter) -> float:
 
 
 async def publish_through(
-    own_redis: RedisProcess, client: redis.Redis, server: IngestServer, *, freeze: bool
+    own_redis: OutageRedis, client: redis.Redis, server: IngestServer, *, freeze: bool
 ) -> dict[str, float]:
     """A real-time publish of 22 s with Redis out for OUTAGE_SECONDS after 3 s of it; returns the
     figures (seconds from Redis's return to the first new chunk and to the backlog written)."""

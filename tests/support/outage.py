@@ -27,7 +27,7 @@ class OutageRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 15.0) -> OutageRedis:
+    def start(self, timeout: float = 20.0) -> OutageRedis:
         args = [
             redis_server_binary(),
             "--port", str(self.port),
@@ -45,7 +45,10 @@ class OutageRedis:
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.ping():
+            if self.proc.poll() is not None:
+                log = self.dir / "redis.log"
+                raise RuntimeError(f"redis-server exited: {log.read_text()[-500:] if log.exists() else ''}")
+            if self.ping():  # +PONG, not -LOADING: the data is back
                 return self
             time.sleep(0.05)
         raise RuntimeError(f"redis-server on {self.port} did not answer")
