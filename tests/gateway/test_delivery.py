@@ -17,20 +17,11 @@ from shared import keys
 from shared.streams import CaptionEntry
 from tests.gateway.conftest import serve_probes, ws_url
 from tests.gateway.helpers import add_caption, make_task, response, sid_key, stream_ids_by_response
+from tests.support.polling import eventually as wait_for
 
 
 async def recv_json(ws, timeout: float = 5.0) -> dict:
     return json.loads(await asyncio.wait_for(ws.recv(), timeout))
-
-
-async def wait_for(predicate, timeout: float = 10.0, step: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(step)
-    raise AssertionError("condition not met in time")
 
 
 def delivered(redis_client, event="E1", task="T1") -> str | None:

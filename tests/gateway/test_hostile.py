@@ -14,7 +14,6 @@ import json
 import os
 import socket
 import threading
-import time
 
 import pytest
 from websockets.asyncio.client import connect
@@ -24,6 +23,7 @@ from services.gateway import metrics
 from services.gateway.auth import TaskRef
 from tests.gateway.conftest import ws_url
 from tests.gateway.helpers import add_caption, make_task
+from tests.support.polling import eventually as wait_for
 
 FLOOD_LIMIT_BYTES = 48 * 2**20  # far beyond the kernel's socket buffers: only userspace can hold it
 
@@ -78,13 +78,6 @@ def flood(sock: socket.socket, frame: bytes, stop: threading.Event) -> str:
 
 async def recv_json(ws, timeout: float = 10.0) -> dict:
     return json.loads(await asyncio.wait_for(ws.recv(), timeout))
-
-
-async def wait_for(predicate, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def expect_close(ws, code: int) -> str:

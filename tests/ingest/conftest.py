@@ -19,6 +19,7 @@ from services.ingest.server import IngestServer
 from shared import keys, registry, streams
 from shared.registry import EventRecord, TaskRecord
 from shared.settings import IngestSettings
+from tests.support.polling import eventually as wait_for
 
 SAMPLE = Path(__file__).resolve().parents[2] / "emulators" / "media" / "jfk.flac"
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -151,15 +152,6 @@ async def start_ingest(redis_url: str) -> AsyncIterator[Start]:
     yield start
     for server in servers:
         await server.close()
-
-
-async def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def has_eos(client: redis.Redis, event_id: str = "ev1") -> bool:

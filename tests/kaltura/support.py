@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 from emulators.kaltura_admin import KalturaAdmin
 from shared.settings import KalturaSettings
+from tests.support.polling import wait_for as wait_for
 
 VENDOR_PARTNER = 5173642  # the seed's vendorPartnerId
 CUSTOMER_PARTNER = 5831172  # the seed's partnerId
@@ -89,14 +90,3 @@ def running_emulator(**kw: Any) -> Iterator[Any]:
         yield emu
     finally:
         emu.stop()
-
-
-def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)

@@ -8,7 +8,6 @@ import base64
 import itertools
 import json
 import time
-from collections.abc import Callable
 
 import numpy as np
 import redis
@@ -213,14 +212,6 @@ def add_task(
             end=now + 3600,
         ),
     )
-
-
-async def wait_for(cond: Callable[[], object], timeout: float = 20.0, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(interval)
 
 
 def session_acked(client: redis.Redis) -> bool:

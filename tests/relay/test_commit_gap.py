@@ -30,8 +30,8 @@ from tests.relay.helpers import (
     open_session,
     responses,
     session_acked,
-    wait_for,
 )
+from tests.support.polling import eventually as wait_for
 
 
 def _gaps() -> float:

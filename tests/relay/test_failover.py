@@ -27,8 +27,8 @@ from tests.relay.helpers import (
     relay_env,
     responses,
     session_acked,
-    wait_for,
 )
+from tests.support.polling import eventually as wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -28,8 +28,8 @@ from tests.relay.helpers import (
     responses,
     sent_commands,
     session_acked,
-    wait_for,
 )
+from tests.support.polling import eventually as wait_for
 
 SECOND = 32000  # bytes of 16 kHz s16le
 

@@ -38,8 +38,8 @@ from tests.relay.helpers import (
     open_session,
     responses,
     session_acked,
-    wait_for,
 )
+from tests.support.polling import eventually as wait_for
 
 SECOND = 32000
 WORDS = JFK_TEXT.split()

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from shared import keys, revocations
+from tests.support.polling import eventually as _wait
 
 
 def test_parse_takes_event_and_task_and_refuses_anything_else() -> None:
@@ -17,13 +18,6 @@ def test_parse_takes_event_and_task_and_refuses_anything_else() -> None:
     assert revocations.parse("1:2:3") == ("1", "2:3")
     for bad in (b"", b"123", b":456", b"123:", "garbage"):
         assert revocations.parse(bad) is None
-
-
-async def _wait(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met"
-        await asyncio.sleep(0.02)
 
 
 def test_the_listener_hears_resubscribes_after_a_lost_connection_and_stops(redis_url: str) -> None:

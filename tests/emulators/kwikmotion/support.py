@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
 from emulators.kwikmotion import KwikmotionEmulator
 from shared.kwikmotion import KwikSession, RecognitionStarted
+from tests.support.polling import eventually as eventually
 
 TOKEN = "test-token-0123456789"
 FORBIDDEN = "token-without-permission"
@@ -39,11 +39,3 @@ async def start(ws: ClientConnection, language: str = "en", targets: list[str] |
 
 def chunks(pcm: bytes, size: int = CHUNK_2S) -> list[bytes]:
     return [pcm[i : i + size] for i in range(0, len(pcm), size)]
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
