@@ -10,6 +10,7 @@ import argparse
 import importlib
 import importlib.metadata
 import importlib.util
+import re
 import sys
 
 from shared.settings import SettingsError
@@ -27,6 +28,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "redis": ("shared.redis_cmd", "run the embedded Redis in the foreground and print its URL"),
     "check": ("services.check.main", "pre-flight checks against the real services: kwikmotion | kaltura"),
 }
+
+
+def plain(doc: str | None, paragraphs: int = 0) -> str:
+    """A module docstring as a command's ``--help`` text: reST markup removed (double backquotes,
+    bold), lines re-joined so argparse can wrap them; only the first ``paragraphs`` if given."""
+    parts = [" ".join(p.split()) for p in (doc or "").strip().split("\n\n")]
+    text = "\n\n".join(parts[:paragraphs] if paragraphs else parts)
+    return re.sub(r"\*\*(.+?)\*\*", r"\1", text.replace("``", ""))
 
 
 def available() -> dict[str, tuple[str, str]]:

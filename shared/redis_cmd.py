@@ -6,12 +6,13 @@ import argparse
 import signal
 import threading
 
+from shared.cli import plain
 from shared.embedded_redis import EmbeddedRedis
 from shared.runtime import prepare
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="reachlive redis", description=__doc__)
+    parser = argparse.ArgumentParser(prog="reachlive redis", description=plain(__doc__))
     parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     args = parser.parse_args(argv)
     common = prepare("redis")

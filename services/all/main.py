@@ -14,6 +14,7 @@ import signal
 
 from services.all.supervisor import Child, Supervisor
 from services.poller import sealing
+from shared.cli import plain
 from shared.embedded_redis import redis_url_or_embedded
 from shared.runtime import prepare
 from shared.settings import PollerSettings, load
@@ -72,7 +73,7 @@ def encryption_keys(redis_url: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="reachlive all", description=__doc__)
+    parser = argparse.ArgumentParser(prog="reachlive all", description=plain(__doc__))
     parser.add_argument("--only", default=",".join(SERVICES), help="comma list of services to run")
     parser.add_argument(
         "--replicas",

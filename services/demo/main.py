@@ -23,6 +23,7 @@ from emulators.caption_client import Received
 from emulators.media import JFK_FLAC, JFK_TEXT
 from services.demo import real_kaltura, scenario
 from services.demo.stack import Stack
+from shared.cli import plain
 from shared.logs import setup_logging
 
 STATUS = {1: "PENDING", 2: "READY", 3: "PROCESSING", 6: "ERROR", 7: "ABORTED", 9: "SCHEDULED"}
@@ -33,7 +34,7 @@ def _say(text: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="reachlive demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="reachlive demo", description=plain(__doc__))
     parser.add_argument("--media", type=Path, default=JFK_FLAC, help="media file to restream (default: JFK sample)")
     parser.add_argument("--translate", default="French", help="comma list of translation languages (Kaltura names)")
     parser.add_argument("--timeout", type=float, default=120, help="give up after this many seconds")

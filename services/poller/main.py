@@ -17,6 +17,7 @@ from typing import Any
 
 from services.poller.app import make_app
 from shared import probes
+from shared.cli import plain
 from shared.runtime import prepare, require_redis
 from shared.settings import KalturaSettings, PollerSettings, load
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="reachlive poller", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="reachlive poller", description=plain(__doc__, 1))
     parser.parse_args(argv)
     common = prepare("poller")
     kaltura, poller = load(KalturaSettings), load(PollerSettings)

@@ -15,6 +15,7 @@ from services.poller import broker
 from services.poller.app import make_app
 from services.poller.sealing import require_keys
 from shared import commands, probes
+from shared.cli import plain
 from shared.runtime import prepare, require_redis
 from shared.settings import KalturaSettings, PollerSettings, load
 
@@ -26,7 +27,7 @@ warnings.filterwarnings("ignore", category=CPendingDeprecationWarning)
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="reachlive worker", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="reachlive worker", description=plain(__doc__, 1))
     parser.add_argument("--concurrency", type=int, default=None, help="threads (default REACHLIVE_POLLER_CONCURRENCY)")
     parser.add_argument("--hostname", default=None, help="Celery node name")
     args = parser.parse_args(argv)
