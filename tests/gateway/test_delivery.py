@@ -417,5 +417,5 @@ async def test_frames_committed_together_are_proven_by_one_pong(start_gateway, r
             await recv_json(ws)
         # The first save (within the ack interval, so from the first ping) covers all three;
         # pinging after the first frame saved sids[0] first and the rest an ack interval later.
-        first_saved = await wait_for(lambda: delivered(redis_client), timeout=1.9, step=0.005)
+        first_saved = await wait_for(lambda: delivered(redis_client), timeout=1.9, interval=0.005)
     assert first_saved == sids[-1]
