@@ -124,17 +124,22 @@ redis.call('HSET', KEYS[2], 'alive', ARGV[5])
 return {code, samples}
 """
 
-# KEYS: primary, state, audio. ARGV: expected samples, retention s, state ttl s, then the
-# entry's field/value pairs. Only ever called when the event is over (window ended, every task
-# cancelled, event gone): a publisher that went away pauses the event, it never ends it.
+# KEYS: primary, state, audio, the ingest's active set. ARGV: expected samples, retention s,
+# state ttl s, event id, then the entry's field/value pairs. Only ever called when the event is
+# over (window ended, every task cancelled, event gone): a publisher that went away pauses the
+# event, it never ends it.
 _EOS = """
-if redis.call('HGET', KEYS[2], 'eos') == '1' then return -1 end
+if redis.call('HGET', KEYS[2], 'eos') == '1' then
+  redis.call('SREM', KEYS[4], ARGV[4])
+  return -1
+end
 if (redis.call('HGET', KEYS[2], 'samples') or '0') ~= ARGV[1] then return -3 end
 local entry = {}
-for i = 4, #ARGV do entry[#entry + 1] = ARGV[i] end
+for i = 5, #ARGV do entry[#entry + 1] = ARGV[i] end
 redis.call('XADD', KEYS[3], '*', unpack(entry))
 redis.call('HSET', KEYS[2], 'eos', '1')
 redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[4], ARGV[4])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
@@ -277,19 +282,20 @@ class Coordinator:
                 flat += [k, v]
             res = int(
                 await self._eos(
-                    keys=self._keys(event_id),
+                    keys=[*self._keys(event_id), keys.INGEST_ACTIVE],
                     args=[
                         str(samples),
                         keys.AUDIO_RETENTION_AFTER_END_SECONDS,
                         keys.REGISTRY_TTL_AFTER_END_SECONDS,
+                        event_id,
                         *flat,
                     ],
                 )
             )
             if res == -3:
                 continue  # a chunk landed meanwhile: recompute the end time
-            if res in (1, -1):
-                await self.client.srem(keys.INGEST_ACTIVE, event_id)
+            # The script took the event out of the sweep's set with the end itself: a reader
+            # that sees the end of stream never sees the event still open.
             if res == 1:
                 metrics.END_OF_STREAM.labels(reason).inc()
                 return True
