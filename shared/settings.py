@@ -121,6 +121,13 @@ class CommonSettings(BaseSettings):
     data_dir: str = ".reachlive"
     # docs/design.md section 5: which response types each task's stream carries.
     caption_types: Annotated[str, AfterValidator(lambda v: _types(v))] = "transcript,captions"
+    # How long an event's captions, per-event log and usage records are kept after the event ends
+    # (issue 20: vendors are asked for yesterday's transcript and for monthly usage).
+    retention_days: float = Field(default=30.0, gt=0, le=3660)
+
+    @property
+    def retention_seconds(self) -> int:
+        return int(self.retention_days * 86400)
 
 
 def _types(value: str) -> str:
