@@ -27,6 +27,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "emulate": ("emulators.main", "run an emulator: kaltura | kwikmotion"),
     "redis": ("shared.redis_cmd", "run the embedded Redis in the foreground and print its URL"),
     "check": ("services.check.main", "pre-flight checks against the real services: kwikmotion | kaltura"),
+    "status": ("services.console.status", "every live and upcoming event, its tasks, publishers and sessions"),
+    "event": ("services.console.event", "the history of one event"),
+    "captions": ("services.console.captions", "export a task's captions: vtt | srt | json | txt"),
+    "usage": ("services.console.usage", "usage records per task, for billing: csv | json"),
+    "admin": ("services.console.admin", "step in: restart a session, disconnect, end media, resend, revoke"),
 }
 
 
