@@ -12,7 +12,6 @@ import contextlib
 import difflib
 import json
 import os
-import re
 import select
 import signal
 import socket
@@ -34,6 +33,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
+from bench._measure import words
 from emulators.caption_client import CaptionClient
 from emulators.media import JFK_FLAC, JFK_TEXT
 from services.all.supervisor import Child, Supervisor
@@ -47,15 +47,10 @@ from shared.settings import GatewaySettings
 ROOT = Path(__file__).resolve().parents[1]
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 PAGE = os.sysconf("SC_PAGE_SIZE")
-TICKS = os.sysconf("SC_CLK_TCK")
 MIB = 1 << 20
 SAMPLE_SECONDS = 11.0  # the speech sample's length (485100 samples at 44.1 kHz): one loop of the live event
 GOOD = "127.0.0.1"  # valid clients (the live event, the probes) connect from here; attackers never do
 KWIK_TOKEN = "bench-abuse-kwikmotion-token"
-
-
-def words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+", text.lower())
 
 
 REFERENCE = words(JFK_TEXT)
@@ -67,14 +62,6 @@ def rss_bytes(pid: int) -> int:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
     except (OSError, IndexError, ValueError):
         return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 class RssSampler:

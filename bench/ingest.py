@@ -25,6 +25,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._measure import cpu_seconds  # noqa: E402
 from shared import keys, registry  # noqa: E402
 from shared.child import free_port, wait_port  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
@@ -32,12 +33,6 @@ from shared.registry import EventRecord, TaskRecord  # noqa: E402
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 SAMPLE = ROOT / "emulators" / "media" / "jfk.flac"
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
 def encode(out: Path, seconds: int, video: bool) -> None:

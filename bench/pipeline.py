@@ -33,7 +33,6 @@ import json
 import math
 import multiprocessing
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._measure import TICKS, cpu_seconds, percentile, words
 from emulators.caption_client import CaptionClient
 from emulators.media import JFK_FLAC, JFK_TEXT
 from emulators.restreamer import encode_flv, publish_url
@@ -61,18 +61,9 @@ from shared.settings import RelaySettings
 LOOPS = 4  # 44 s of speech per event
 STARTS_OVER_CHUNKS = 5  # publishers start over this many KWIKmotion chunk periods
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
-TICKS = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
 CHUNK_SECONDS = RelaySettings().chunk_seconds  # the KWIKmotion chunk period
 SERVICES = ("worker", "poller", "ingest", "relay", "gateway")
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def machine_jiffies() -> tuple[int, int, int]:
@@ -80,17 +71,6 @@ def machine_jiffies() -> tuple[int, int, int]:
     gave our vCPUs to other guests, counted in busy)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return sum(fields) - fields[3] - fields[4], sum(fields), fields[7]
-
-
-def words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+", text.lower())
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # --- the caption clients, in their own process ----------------------------------------------------

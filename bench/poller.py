@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._measure import percentile  # noqa: E402
 from emulators.kaltura_admin import KalturaAdmin  # noqa: E402
 from services.poller.sealing import new_key  # noqa: E402
 from shared import commands  # noqa: E402
@@ -87,11 +88,6 @@ def order(admin: KalturaAdmin, start: int) -> list[str]:
         duration_limit=480,
     )
     return [str(t) for t in made["task_ids"]]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
