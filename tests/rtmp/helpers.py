@@ -7,7 +7,7 @@ import os
 import struct
 from typing import Any
 
-from shared.rtmp import amf0
+from shared.rtmp import PublishRequested, ServerConnection, amf0
 from shared.rtmp.chunks import (
     AUDIO,
     COMMAND_AMF0,
@@ -88,3 +88,19 @@ def server_messages(data: bytes) -> list[Message]:
 
 def commands(data: bytes) -> list[list[Any]]:
     return [amf0.decode_all(m.payload) for m in server_messages(data) if m.type_id == COMMAND_AMF0]
+
+
+def feed(conn: ServerConnection, data: bytes, accept: bool = True) -> list:
+    """What a driver does: decide each publish, then resume with the buffered bytes."""
+    events = []
+    batch = conn.receive_data(data)
+    while batch:
+        for ev in batch:
+            events.append(ev)
+            if isinstance(ev, PublishRequested):
+                if accept:
+                    conn.accept_publish(ev.stream_id)
+                else:
+                    conn.reject_publish(ev.stream_id, "Unknown or revoked stream key")
+        batch = conn.receive_data(b"")
+    return events

@@ -10,7 +10,7 @@ import pytest
 
 from shared.rtmp import Connected, MediaMessage, ProtocolError, PublishRequested, ServerConnection
 from shared.rtmp.chunks import AUDIO, COMMAND_AMF0, PREPUBLISH, USER_CONTROL, VIDEO, ChunkReader, prepublish_limits
-from tests.rtmp.helpers import AAC_CONFIG, Client, commands, handshake
+from tests.rtmp.helpers import AAC_CONFIG, Client, commands, feed, handshake
 
 BIG_CHUNKS = 4 << 20  # what the issue's attacker set
 
@@ -18,18 +18,6 @@ BIG_CHUNKS = 4 << 20  # what the issue's attacker set
 def header(csid: int, length: int, type_id: int, stream_id: int = 0) -> bytes:
     """A type 0 chunk header announcing a message of ``length`` bytes."""
     return bytes([csid]) + bytes(3) + length.to_bytes(3, "big") + bytes([type_id]) + struct.pack("<I", stream_id)
-
-
-def feed(conn: ServerConnection, data: bytes) -> list:
-    events = []
-    batch = conn.receive_data(data)
-    while batch:
-        for ev in batch:
-            events.append(ev)
-            if isinstance(ev, PublishRequested):
-                conn.accept_publish(ev.stream_id)
-        batch = conn.receive_data(b"")
-    return events
 
 
 def test_a_large_message_before_connect_is_refused_at_its_header():

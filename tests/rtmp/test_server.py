@@ -27,29 +27,13 @@ from shared.rtmp.chunks import (
     WINDOW_ACK_SIZE,
 )
 from shared.rtmp.handshake import PACKET
-from tests.rtmp.helpers import Client, commands, handshake, server_messages
+from tests.rtmp.helpers import Client, commands, feed, handshake, server_messages
 
 
 def run(data: bytes, accept: bool = True) -> tuple[ServerConnection, list, bytes]:
     conn = ServerConnection()
     events = feed(conn, data, accept)
     return conn, events, conn.data_to_send()
-
-
-def feed(conn: ServerConnection, data: bytes, accept: bool = True) -> list:
-    """What a driver does: decide each publish, then resume with the buffered bytes."""
-    events = []
-    batch = conn.receive_data(data)
-    while batch:
-        for ev in batch:
-            events.append(ev)
-            if isinstance(ev, PublishRequested):
-                if accept:
-                    conn.accept_publish(ev.stream_id)
-                else:
-                    conn.reject_publish(ev.stream_id, "Unknown or revoked stream key")
-        batch = conn.receive_data(b"")
-    return events
 
 
 def test_handshake_answers_s0_s1_s2_echoing_c1():
