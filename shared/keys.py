@@ -9,12 +9,14 @@ Who writes what (the contract between services):
 - poller: ``event``, ``event_tasks``, ``task``, ``task_event``, ``media_key``, ``caption_token``,
   ``EVENTS``, ``TASKS``; publishes task ids on ``REVOKED_CHANNEL`` when it cancels a task.
 - ingest: ``audio`` (audio and end-of-stream entries), ``ingest_state``, ``ingest_primary``,
-  ``ingest_publishers``;
+  ``ingest_publishers``, ``ingest_presence`` and ``ingest_refused`` (for the console);
   adds one entry per event to ``SESSIONS_STREAM`` (guarded by ``event`` field ``session``).
 - relay: consumes ``SESSIONS_STREAM`` in group ``RELAY_GROUP``, keeps ``relay_state``, writes
   ``captions`` of each task.
 - gateway: reads ``captions``, keeps a ``lineage`` hash per task (one record per caption
-  connection: its proven cursor) and its own ``gateway_instance`` heartbeat.
+  connection: its proven cursor) and its own ``gateway_instance`` heartbeat, with
+  ``GATEWAY_INSTANCES`` and ``gateway_connections`` (open connections per task, for the console).
+- console (services/console/): reads all of the above; ``reachlive status`` only reads.
 """
 
 from __future__ import annotations
@@ -100,6 +102,23 @@ def ingest_publishers(event_id: str | int, task_id: str | int) -> str:
     return f"{_tag(event_id)}:ingest:publishers:{task_id}"
 
 
+def ingest_presence(event_id: str | int) -> str:
+    """Hash: the event's accepted publishers on every ingest replica, for the operator's console
+    (services/ingest/presence.py). Field: a publisher id (the one ``ingest_primary`` holds when it
+    writes); value: JSON {task, replica, address, behind (s since its last audio arrived), seen
+    (epoch s)}. Written at the accept and at each revalidation of a publish (every few seconds),
+    the field deleted at its close; the hash expires ``INGEST_PRESENCE_TTL_SECONDS`` after the
+    last write (a crashed replica's fields are older than that: the console ignores them)."""
+    return f"{_tag(event_id)}:ingest:presence"
+
+
+def ingest_refused(event_id: str | int) -> str:
+    """Hash: publishes of the event the ingest refused, for the console. Field: the refusal
+    reason (a metric label: too_early, too_many_publishers, ...); value ``"<count> <last epoch s>"``.
+    Expires ``INGEST_REFUSED_TTL_SECONDS`` after the last refusal."""
+    return f"{_tag(event_id)}:ingest:refused"
+
+
 # Set: event ids whose media session is open and has no end-of-stream yet; every ingest
 # replica sweeps it to write the end-of-stream entry (window closed, every task cancelled, or
 # the event gone: a pause never ends the media).
@@ -135,6 +154,15 @@ RELAY_REFUSED_SINCE = "refused_since"
 # ended:<id> → errDescription: a task the relay ended on its own while the event goes on (4004
 # for its target language); it is left out of later KWIKmotion sessions.
 RELAY_ENDED_PREFIX = "ended:"
+# For the operator's console (issue 20), written with writes that exist: the claim (its epoch
+# bump) sets when and by which relay consumer the session was claimed; each caption commit that
+# moves the cursor sets the media time (s) the committed captions reach and when (epoch s); a
+# KWIKmotion session that ended and is retried sets "<epoch s> <cause>", cleared when one starts.
+RELAY_CLAIMED_AT = "claimed_at"
+RELAY_CLAIMED_BY = "claimed_by"
+RELAY_COMMITTED_MEDIA = "committed_t"
+RELAY_COMMITTED_AT = "committed_at"
+RELAY_RETRYING = "retrying"
 
 
 def relay_task_field(task_id: str | int) -> str:
@@ -172,6 +200,21 @@ def gateway_instance(instance_id: str) -> str:
     return f"{PREFIX}:gateway:instance:{instance_id}"
 
 
+# Sorted set: gateway instance ids scored by the epoch s of their last heartbeat (the console's
+# index of the gateways; an instance silent for GATEWAY_INSTANCE_TTL_SECONDS is dropped by the others).
+GATEWAY_INSTANCES = f"{PREFIX}:gateway:instances"
+
+
+def gateway_connections(instance_id: str) -> str:
+    """Hash with TTL: one gateway process's open caption connections, for the console. Field
+    ``"<event id> <task id>"``: the count; field ``~host``: its host name and pid. Rewritten by
+    the heartbeat when the counts change, its expiry renewed at every beat."""
+    return f"{PREFIX}:gateway:connections:{instance_id}"
+
+
+GATEWAY_CONNECTIONS_HOST = "~host"
+
+
 # --- TTLs and retention --------------------------------------------------------------------
 # Captions stay readable for the event plus an hour (docs/design.md section 4), so a client that
 # reconnects late still resumes; the registry outlives the event by a day for reconciliation.
@@ -185,6 +228,9 @@ INGEST_PRIMARY_TTL_SECONDS = 5
 LINEAGE_TTL_SECONDS = 86400
 LINEAGE_MAX_RECORDS = 64  # per task: far above the per-replica connection cap of a task
 GATEWAY_INSTANCE_TTL_SECONDS = 60  # only to clear a dead process's key: death is a counter that stops
+GATEWAY_CONNECTIONS_TTL_SECONDS = 5  # five beats: a live gateway renews it every second
+INGEST_PRESENCE_TTL_SECONDS = 20  # four revalidations of a publish
+INGEST_REFUSED_TTL_SECONDS = 900
 
 
 # --- registry hash fields (the contract the poller writes and the others read) -------------
