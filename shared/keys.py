@@ -163,11 +163,18 @@ RELAY_CLAIMED_BY = "claimed_by"
 RELAY_COMMITTED_MEDIA = "committed_t"
 RELAY_COMMITTED_AT = "committed_at"
 RELAY_RETRYING = "retrying"
+# captioned:<id> → epoch s of the last commit that added captions for the task (console).
+RELAY_CAPTIONED_PREFIX = "captioned:"
 
 
 def relay_task_field(task_id: str | int) -> str:
     """Field of ``relay_state(E)``: one task's emitted position and caption builder state."""
     return f"{RELAY_TASK_PREFIX}{task_id}"
+
+
+def relay_captioned_field(task_id: str | int) -> str:
+    """Field of ``relay_state(E)``: when the task's captions were last committed (console)."""
+    return f"{RELAY_CAPTIONED_PREFIX}{task_id}"
 
 
 def relay_ended_field(task_id: str | int) -> str:
