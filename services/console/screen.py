@@ -53,7 +53,7 @@ def render(snap: dict[str, Any]) -> str:
     if not events and snap["redis"]["ok"]:
         lines += ["", "no live or upcoming event (next hour)"]
     for event in sorted(events, key=_order):
-        lines += [""] + _event(event, now)
+        lines += ["", *_event(event, now)]
     return "\n".join(lines)
 
 

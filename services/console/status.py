@@ -287,9 +287,10 @@ def _publishers(presence: dict[Any, Any], primary: str, media: dict[str, Any], n
     if primary and not any(p["role"] == "primary" for p in out):
         # The lease is held by a publisher this snapshot has no record of (a replica of an
         # earlier version, or its record not written yet).
-        out.insert(0, {"id": primary, "task": "", "role": "primary", "replica": "", "address": "", "behind_seconds": None})
-        if media["last_audio"]:
-            out[0]["behind_seconds"] = round(max(0.0, now - media["last_audio"]), 1)
+        behind = round(max(0.0, now - media["last_audio"]), 1) if media["last_audio"] else None
+        out.insert(
+            0, {"id": primary, "task": "", "role": "primary", "replica": "", "address": "", "behind_seconds": behind}
+        )
     return out
 
 
@@ -339,7 +340,8 @@ def _task(
     event: dict[str, Any],
     readers: dict[tuple[str, str], dict[str, int]],
 ) -> dict[str, Any]:
-    d = dict(zip(_TASK_READ, (text(v) if v is not None else "" for v in record or [None] * len(_TASK_READ)), strict=True))
+    values = record or [None] * len(_TASK_READ)
+    d = dict(zip(_TASK_READ, (text(v) if v is not None else "" for v in values), strict=True))
     code = int(d["status"]) if d["status"].isdigit() else 0
     by_replica = readers.get((event_id, task_id), {})
     return {
@@ -382,9 +384,7 @@ def main(argv: list[str]) -> int:
     from shared.redis_client import redacted
     from shared.settings import CommonSettings
 
-    parser = argparse.ArgumentParser(
-        prog="reachlive status", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="reachlive status", description=plain(__doc__))
     parser.add_argument(
         "--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS", help="redraw every SECONDS (2)"
     )
