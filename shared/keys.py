@@ -165,6 +165,11 @@ RELAY_COMMITTED_AT = "committed_at"
 RELAY_RETRYING = "retrying"
 # captioned:<id> → epoch s of the last commit that added captions for the task (console).
 RELAY_CAPTIONED_PREFIX = "captioned:"
+# usage:<id> → "<words> <session seconds>": the task's words captioned so far (text items of its
+# captions responses; of its transcript ones if it gets no captions) and the seconds the
+# KWIKmotion sessions serving it were open (each from RecognitionStarted to its last commit).
+# Committed with the captions they count; read by the poller's usage record (issue 20).
+RELAY_USAGE_PREFIX = "usage:"
 
 
 def relay_task_field(task_id: str | int) -> str:
@@ -177,6 +182,11 @@ def relay_captioned_field(task_id: str | int) -> str:
     return f"{RELAY_CAPTIONED_PREFIX}{task_id}"
 
 
+def relay_usage_field(task_id: str | int) -> str:
+    """Field of ``relay_state(E)``: the task's words and speech-session seconds so far."""
+    return f"{RELAY_USAGE_PREFIX}{task_id}"
+
+
 def relay_ended_field(task_id: str | int) -> str:
     """Field of ``relay_state(E)``: a task ended by the relay mid-event (its errDescription)."""
     return f"{RELAY_ENDED_PREFIX}{task_id}"
@@ -185,6 +195,14 @@ def relay_ended_field(task_id: str | int) -> str:
 def captions(event_id: str | int, task_id: str | int) -> str:
     """Stream: ready-to-send Kaltura responses of one task (shared.streams.CaptionEntry)."""
     return f"{_tag(event_id)}:captions:{task_id}"
+
+
+# --- usage records (poller writes, console reads) --------------------------------------------
+# Stream: one record per task at its end (shared/usage.py), trimmed by time to the retention
+# period (XADD MINID). It and the set of tasks recorded share the hash tag {usage}, so the
+# exactly-once append is one script on one node of a Redis Cluster.
+USAGE_STREAM = f"{PREFIX}:{{usage}}:records"
+USAGE_RECORDED = f"{PREFIX}:{{usage}}:recorded"  # sorted set: task id, scored by epoch s recorded
 
 
 # --- delivery (gateway) --------------------------------------------------------------------
