@@ -265,6 +265,7 @@ class CaptionHub:
         self.tasks = TaskSet("gateway-hub")
         self.health = redis_health.get("gateway")
         self.lineages = LineageStore(client, self.tasks, self.health)
+        self.lineages.connections = lambda: {ref: len(feed.subscribers) for ref, feed in self.feeds.items()}
         self.feeds: dict[tuple[str, str], TaskFeed] = {}
         # The revocation listener is subscribed (cleared while it reconnects): until it is, a
         # new connection could not be revoked, and the gateway refuses new ones.

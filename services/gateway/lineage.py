@@ -36,8 +36,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
-from collections.abc import Iterable
+import socket
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -60,6 +63,7 @@ DEAD_AFTER_SECONDS = 5.0
 WATCH_STEP_SECONDS = 0.25
 RETRY_MAX_SECONDS = 2.0
 MAX_DEAD_REMEMBERED = 256
+HOST = f"{socket.gethostname()}-{os.getpid()}"  # how the console names this process
 
 _LUA_COMMON = """
 local SEQ = 'SEQ_FIELD'
@@ -225,6 +229,8 @@ class LineageStore:
         # stands there (one read) instead of watching for DEAD_AFTER_SECONDS again.
         self._dead: dict[str, bytes | None] = {}
         self._beating = False
+        # This process's open caption connections per (event, task), for the console: set by the hub.
+        self.connections: Callable[[], dict[tuple[str, str], int]] = dict
 
     # --- open ------------------------------------------------------------------------------
     async def open(self, event_id: str, task_id: str) -> tuple[Lineage, StreamId | None]:
@@ -314,14 +320,30 @@ class LineageStore:
             self.tasks.spawn(self._beat(), "lineage-heartbeat")
 
     async def _beat(self) -> None:
-        """Bump this process's counter every ``BEAT_SECONDS`` (its records are alive meanwhile)."""
+        """Bump this process's counter every ``BEAT_SECONDS`` (its records are alive meanwhile).
+        The same round trip tells the operator's console (issue 20) this process's open
+        connections per task: rewritten when they change, their expiry renewed at every beat."""
         key = keys.gateway_instance(self.instance)
+        conns = keys.gateway_connections(self.instance)
         count = 0
+        written: dict[str, int] | None = None
         while True:
             count += 1
+            now = time.time()
+            current = {f"{e} {t}": n for (e, t), n in self.connections().items() if n}
             try:
                 async with asyncio.timeout(COMMAND_DEADLINE_SECONDS):
-                    await self.redis.set(key, count, ex=keys.GATEWAY_INSTANCE_TTL_SECONDS)
+                    pipe = self.redis.pipeline(transaction=False)
+                    pipe.set(key, count, ex=keys.GATEWAY_INSTANCE_TTL_SECONDS)
+                    pipe.zadd(keys.GATEWAY_INSTANCES, {self.instance: now})
+                    pipe.zremrangebyscore(keys.GATEWAY_INSTANCES, "-inf", now - keys.GATEWAY_INSTANCE_TTL_SECONDS)
+                    if current != written:
+                        pipe.delete(conns)
+                        pipe.hset(conns, mapping={keys.GATEWAY_CONNECTIONS_HOST: HOST, **current})
+                    pipe.expire(conns, keys.GATEWAY_CONNECTIONS_TTL_SECONDS)
+                    written = None  # unknown until the pipeline is answered
+                    await pipe.execute()
+                    written = current
             except (RedisError, TimeoutError) as exc:
                 check_cancelled()
                 if redis_health.is_outage(exc):
