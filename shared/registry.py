@@ -180,21 +180,23 @@ def move_event_window(
     client.hset(keys.event(event_id), mapping=mapping)
 
 
-def expire_event_at(client: redis.Redis, event_id: str, when: float) -> None:
-    """Let an event's registry entries (and its tasks' indexes) expire at ``when`` (epoch s)."""
-    at = int(when)
-    names = [keys.event(event_id), keys.event_tasks(event_id)]
+def expire_event_at(client: redis.Redis, event_id: str, when: float, indexes_at: float | None = None) -> None:
+    """Let an event's registry entries expire at ``when`` (epoch s), its tasks' media key and
+    caption token lookups at ``indexes_at`` (default ``when``): the records are kept for the
+    console (captions export, usage), the lookups only as long as publishing or reading can be."""
+    at, index_at = int(when), int(when if indexes_at is None else indexes_at)
+    names = [(keys.event(event_id), at), (keys.event_tasks(event_id), at)]
     for raw in client.smembers(keys.event_tasks(event_id)):
         task_id = raw.decode() if isinstance(raw, bytes) else raw
-        names += [keys.task(event_id, task_id), keys.task_event(task_id)]
+        names += [(keys.task(event_id, task_id), at), (keys.task_event(task_id), at)]
         rec = read_task_sync(client, event_id, task_id)
         if rec and rec.media_key_hash:
-            names.append(keys.media_key(rec.media_key_hash))
+            names.append((keys.media_key(rec.media_key_hash), index_at))
         if rec and rec.caption_token_hash:
-            names.append(keys.caption_token(rec.caption_token_hash))
+            names.append((keys.caption_token(rec.caption_token_hash), index_at))
     pipe = client.pipeline()
-    for name in names:
-        pipe.expireat(name, at)
+    for name, expire in names:
+        pipe.expireat(name, expire)
     pipe.execute()
 
 
