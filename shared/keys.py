@@ -246,6 +246,10 @@ GATEWAY_CONNECTIONS_HOST = "~host"
 CAPTIONS_RETENTION_AFTER_END_SECONDS = 3600
 REGISTRY_TTL_AFTER_END_SECONDS = 86400
 AUDIO_RETENTION_AFTER_END_SECONDS = 3600
+# The media key and caption token lookups of an ended event's tasks: a day after its window, not
+# the retention period (REACHLIVE_RETENTION_DAYS keeps the records and captions for the console,
+# which reads Redis; nobody publishes or reads live captions a day after the window).
+KEY_INDEX_TTL_AFTER_END_SECONDS = 86400
 PROVISION_LOCK_SECONDS = 60
 INGEST_PRIMARY_TTL_SECONDS = 5
 # A task's lineage hash expires with its captions stream (the relay sets that stream's expiry at
