@@ -428,6 +428,9 @@ class Connection:
                 continue  # not this task's language, or emitted before a reconnect/takeover
             built = out.builder.build(result, offset, self.time_base)
             batch.pend.extend(Pending(i, entry_fields(b, batch.created)) for b in built)
+            if built:
+                # For the console, committed with the captions (no write of its own).
+                batch.state[keys.relay_captioned_field(out.id)] = repr(batch.created)
             if built and self.link.captioned is not None:
                 self.link.captioned(out.record)
             out.done = chunk.last_id
@@ -442,6 +445,9 @@ class Connection:
         last = self.ledger.complete(self.kwik.completed)
         if last is not None:
             batch.state[keys.RELAY_CURSOR] = last.last_id
+            # For the console's lag (audio received vs captioned), committed with the cursor.
+            batch.state[keys.RELAY_COMMITTED_MEDIA] = repr(last.media_t1)
+            batch.state[keys.RELAY_COMMITTED_AT] = repr(time.time())
             # A server that moves words across chunk boundaries: keep (and replay after a failure)
             # the chunk before the cursor's too; see ``ledger``.
             self.boundary_words = self.boundary_words or self.kwik.results.lead > 0

@@ -201,9 +201,15 @@ class CaptionWriter:
         await self.apply(self.prepare(entries, state, trim_minid))
 
 
-async def claim_epoch(client: aioredis.Redis, event_id: str) -> int:
-    """Take the fencing epoch of an event's session (every earlier owner's writes now fail)."""
-    return int(await client.hincrby(keys.relay_state(event_id), keys.RELAY_EPOCH, 1))
+async def claim_epoch(client: aioredis.Redis, event_id: str, consumer: str = "") -> int:
+    """Take the fencing epoch of an event's session (every earlier owner's writes now fail); with
+    it, when and by which relay (``consumer``) the session was claimed, for the console."""
+    key = keys.relay_state(event_id)
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.hincrby(key, keys.RELAY_EPOCH, 1)
+        pipe.hset(key, mapping={keys.RELAY_CLAIMED_AT: repr(time.time()), keys.RELAY_CLAIMED_BY: consumer})
+        epoch, _ = await pipe.execute()
+    return int(epoch)
 
 
 def now_epoch() -> float:

@@ -177,7 +177,8 @@ class EventSession:
         client, event_id = self.client, self.event_id
         if not self.epoch:
             # Repeated after a lost reply: harmless (a higher epoch fences the same earlier owners).
-            self.epoch = await self._redis(lambda: claim_epoch(client, event_id), "claim epoch")
+            consumer = self.claimer.consumer
+            self.epoch = await self._redis(lambda: claim_epoch(client, event_id, consumer), "claim epoch")
         cfg = self.config.relay
         backoff = Backoff(cfg.backoff_initial_seconds, cfg.backoff_max_seconds)
         clean = False  # the last KWIKmotion session ended with every result in (idle, late order)
@@ -263,6 +264,7 @@ class EventSession:
             else:
                 metrics.RECONNECTS.labels(outcome.cause or "other").inc()
                 delay = backoff.next()
+                self._retrying(outcome.cause or "other")
                 log.warning(
                     "KWIKmotion session ended (%s %s %s): reconnecting in %.2fs",
                     outcome.cause,
@@ -303,7 +305,14 @@ class EventSession:
         self._set_refused(False)
         self.failing = False
         client, key = self.client, self.state_key
-        self.tasks.spawn(self._redis(lambda: client.hdel(key, keys.RELAY_REFUSED_SINCE), "refusal clock"), "refusal")
+        clear = (keys.RELAY_REFUSED_SINCE, keys.RELAY_RETRYING)  # the retry mark is the console's
+        self.tasks.spawn(self._redis(lambda: client.hdel(key, *clear), "refusal clock"), "refusal")
+
+    def _retrying(self, cause: str) -> None:
+        """For the console: the session retries since the first failure after it last started
+        (HSETNX keeps that first one; ``_started`` clears it). In the background: Redis may be down."""
+        client, key, mark = self.client, self.state_key, f"{time.time():.3f} {cause}"
+        self.tasks.spawn(self._redis(lambda: client.hsetnx(key, keys.RELAY_RETRYING, mark), "retry mark"), "retrying")
 
     def _set_refused(self, refused: bool) -> None:
         if refused != self.refused:
