@@ -16,6 +16,7 @@ Who writes what (the contract between services):
 - gateway: reads ``captions``, keeps a ``lineage`` hash per task (one record per caption
   connection: its proven cursor) and its own ``gateway_instance`` heartbeat, with
   ``GATEWAY_INSTANCES`` and ``gateway_connections`` (open connections per task, for the console).
+- every service: appends to ``event_log`` (shared/journal.py) what it did for an event.
 - console (services/console/): reads all of the above; ``reachlive status`` only reads.
 """
 
@@ -114,9 +115,13 @@ def ingest_presence(event_id: str | int) -> str:
 
 def ingest_refused(event_id: str | int) -> str:
     """Hash: publishes of the event the ingest refused, for the console. Field: the refusal
-    reason (a metric label: too_early, too_many_publishers, ...); value ``"<count> <last epoch s>"``.
-    Expires ``INGEST_REFUSED_TTL_SECONDS`` after the last refusal."""
+    reason (a metric label: too_early, too_many_publishers, ...) → how many; field
+    ``<reason>`` + ``INGEST_REFUSED_AT`` → the last one's epoch s. Expires
+    ``INGEST_REFUSED_TTL_SECONDS`` after the last refusal."""
     return f"{_tag(event_id)}:ingest:refused"
+
+
+INGEST_REFUSED_AT = "@"
 
 
 # Set: event ids whose media session is open and has no end-of-stream yet; every ingest
@@ -195,6 +200,15 @@ def relay_ended_field(task_id: str | int) -> str:
 def captions(event_id: str | int, task_id: str | int) -> str:
     """Stream: ready-to-send Kaltura responses of one task (shared.streams.CaptionEntry)."""
     return f"{_tag(event_id)}:captions:{task_id}"
+
+
+# --- per-event log (every service writes, console reads) -----------------------------------
+def event_log(event_id: str | int) -> str:
+    """Stream: the event's history for ``reachlive event`` (shared/journal.py): one entry per
+    thing that happened (provisioned, publish accepted/refused, session opened/closed, status
+    sent, operator action), fields ``kind``, ``t`` (epoch s) and its own words. Capped at
+    ``EVENT_LOG_MAXLEN`` entries; expires with the event's captions (retention after its end)."""
+    return f"{_tag(event_id)}:log"
 
 
 # --- usage records (poller writes, console reads) --------------------------------------------
