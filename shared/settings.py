@@ -94,6 +94,13 @@ def _fernet_keys(value: SecretStr) -> SecretStr:
     return value
 
 
+def _console_token(value: SecretStr) -> SecretStr:
+    token = value.get_secret_value()
+    if token and (len(token) < 16 or token != token.strip()):
+        raise ValueError("expected at least 16 characters without surrounding spaces (or empty: the page is off)")
+    return value
+
+
 ListenAddress = Annotated[str, AfterValidator(_listen)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
@@ -290,6 +297,10 @@ class GatewaySettings(BaseSettings):
     max_write_buffer_bytes: int = Field(default=65536, ge=16384)
     # Open connections of one task on one replica; more are closed 1013 (a token's reach).
     max_connections_per_task: int = Field(default=10, gt=0)
+    # The operator's live page (services/console/web.py) on this process's metrics port, never on
+    # LISTEN: empty turns it off (its paths answer 404). At least 16 characters: it is the only
+    # thing between the metrics port and every live event's captions.
+    console_token: Annotated[SecretStr, AfterValidator(_console_token)] = SecretStr("")
 
 
 class TransportSettings(BaseSettings):
