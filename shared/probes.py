@@ -127,11 +127,44 @@ def current() -> Probe | None:
     return _current
 
 
+# --- extra routes ---------------------------------------------------------------------------
+# A route answers one request itself (status, headers, body) on the server's thread for that
+# connection. Registered by a service (the gateway's operator page, services/console/web.py), so
+# that this module knows nothing of what they serve.
+Route = Callable[[BaseHTTPRequestHandler], None]
+_routes: dict[str, Route] = {}
+
+
+def add_route(prefix: str, route: Route) -> None:
+    """Serve ``prefix`` and every path under ``prefix + "/"`` (GET and POST) with ``route``
+    on this process's metrics server; read at each request, so it may be added after ``serve``."""
+    _routes[prefix.rstrip("/")] = route
+
+
+def remove_route(prefix: str) -> None:
+    _routes.pop(prefix.rstrip("/"), None)
+
+
+def _route_for(path: str) -> Route | None:
+    for prefix, route in list(_routes.items()):
+        if path == prefix or path.startswith(prefix + "/"):
+            return route
+    return None
+
+
 # --- the HTTP server ------------------------------------------------------------------------
 def _handler(probe: Probe, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            route = _route_for(self.path.partition("?")[0])
+            if route is not None:
+                route(self)
+            else:  # as before there were routes
+                self.send_error(501, f"Unsupported method ({self.command!r})")
+
         def do_GET(self) -> None:
             path = self.path.partition("?")[0]
+            route = _route_for(path)
             if path == "/metrics":
                 body, content_type = render(registry)
                 self._send(200, body, content_type)
@@ -141,6 +174,8 @@ def _handler(probe: Probe, registry: CollectorRegistry) -> type[BaseHTTPRequestH
             elif path == "/healthz":  # the former liveness path, kept for old probes
                 ok, why = probe.live()
                 self._send(200 if ok else 503, f"{why}\n".encode(), "text/plain; charset=utf-8")
+            elif route is not None:  # after the probes' own paths: a route never shadows them
+                route(self)
             else:
                 self._send(404, b"not found\n", "text/plain; charset=utf-8")
 
