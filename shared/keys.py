@@ -274,6 +274,9 @@ GATEWAY_INSTANCE_TTL_SECONDS = 60  # only to clear a dead process's key: death i
 GATEWAY_CONNECTIONS_TTL_SECONDS = 5  # five beats: a live gateway renews it every second
 INGEST_PRESENCE_TTL_SECONDS = 20  # four revalidations of a publish
 INGEST_REFUSED_TTL_SECONDS = 900
+# Entries kept per event log (XADD MAXLEN ~): the whole history of a long event whose encoder
+# reconnects every minute; shared/journal.py says why and what it costs.
+EVENT_LOG_MAXLEN = 1000
 
 
 # --- registry hash fields (the contract the poller writes and the others read) -------------

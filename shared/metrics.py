@@ -44,6 +44,13 @@ REDIS_OUTAGES = Counter(
     "reachlive_redis_outages_total", "Redis outages this process saw (one per loss, however long)", ["service"]
 )
 
+# The per-event log (shared/journal.py), written by every service: an entry lost to a Redis error
+# or timeout is counted here and the service goes on (the scrape target tells the services apart).
+JOURNAL_WRITE_FAILURES = Counter(
+    "reachlive_journal_write_failures_total",
+    "per-event log entries (reachlive event) lost to a Redis error or timeout; the service went on",
+)
+
 
 def start_metrics_server(port: int, host: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> int:
     """Serve ``/metrics`` on a background thread; port 0 means off. Returns the port served."""
