@@ -25,10 +25,11 @@ class Admission:
 class Rejected(Exception):
     """A publish that is refused; ``reason`` is a fixed word (a metric label)."""
 
-    def __init__(self, reason: str, description: str) -> None:
+    def __init__(self, reason: str, description: str, event_id: str = "") -> None:
         super().__init__(description)
         self.reason = reason
         self.description = description
+        self.event_id = event_id  # when the key named an event (the console counts its refusals)
 
 
 def normalize_app(app: str) -> str:
@@ -55,9 +56,13 @@ async def admit(
     task = await registry.read_task(client, event_id, task_id)
     if event is None or task is None:
         raise Rejected("unknown_key", "Unknown or revoked stream key")
-    check(event, task, now, margin)
+    try:
+        check(event, task, now, margin)
+    except Rejected as exc:
+        exc.event_id = event_id
+        raise
     if (await client.hget(keys.ingest_state(event_id), "eos")) in (b"1", "1"):
-        raise Rejected("ended", "The event's media has ended")
+        raise Rejected("ended", "The event's media has ended", event_id)
     return Admission(event, task, secret_hash(key))
 
 

@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from services.ingest import metrics
 from shared import keys, streams
 from shared.redis_client import text
+from shared.settings import CommonSettings
 
 RATE = 16000
 
@@ -100,6 +101,12 @@ return {1}
 # stopped, or one chunk further by a write of its own that was in flight when Redis went away
 # (it cannot know whether that one landed; ``writer`` and the count tell), or earlier, within
 # what the writer can write again, if a failover lost writes of its own.
+# When the timeline ends where this writer left it (codes 1 and 2), nobody wrote meanwhile, and a
+# lease held by another publisher is a takeover nobody acted on: typically a standby's attempt sent
+# into a frozen Redis and run when it thawed, after the lease lapsed, its sender no longer waiting
+# for the answer (it holds the lease and writes nothing). The writer with the backlog takes the
+# lease; a standby that really was taking over finds it lost at its first write and stays a
+# standby, and the compare-and-set on ``samples`` keeps the audio on the timeline once.
 # KEYS: primary, state. ARGV: me, ttl ms, expected samples, expected + in-doubt chunk ('' if
 # none), now, rewind. Returns {1} (continue at expected), {2} (the chunk in doubt landed),
 # {3, samples} (write again from samples), {0} (another writer holds the lease or wrote: be a
@@ -107,12 +114,13 @@ return {1}
 _RESUME = """
 if redis.call('HGET', KEYS[2], 'eos') == '1' then return {-2} end
 local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return {0} end
 local samples = redis.call('HGET', KEYS[2], 'samples') or '0'
 local code = 1
 if samples ~= ARGV[3] then
   if ARGV[4] ~= '' and samples == ARGV[4] and redis.call('HGET', KEYS[2], 'writer') == ARGV[1] then
     code = 2
+  elseif holder and holder ~= ARGV[1] then
+    return {0}
   elseif tonumber(samples) < tonumber(ARGV[3]) and tonumber(samples) >= tonumber(ARGV[6]) then
     code = 3
   else
@@ -172,10 +180,17 @@ def _code(reply: list[object]) -> tuple[int, int]:
 
 
 class Coordinator:
-    def __init__(self, client: aioredis.Redis, *, chunk_ms: int, retention_seconds: float) -> None:
+    def __init__(
+        self, client: aioredis.Redis, *, chunk_ms: int, retention_seconds: float, state_ttl_seconds: int | None = None
+    ) -> None:
+        """``retention_seconds``: audio kept per stream while live (``MAXLEN ~``);
+        ``state_ttl_seconds``: how long the event's ingest state (its media time, read by the
+        usage records and the console) outlives the end of stream, REACHLIVE_RETENTION_DAYS by
+        default. The audio itself goes ``keys.AUDIO_RETENTION_AFTER_END_SECONDS`` after it."""
         self.client = client
         self.ttl_ms = keys.INGEST_PRIMARY_TTL_SECONDS * 1000
         self.maxlen = max(int(retention_seconds * 1000 / chunk_ms), 10)
+        self.state_ttl = state_ttl_seconds if state_ttl_seconds is not None else CommonSettings().retention_seconds
         self._acquire = client.register_script(_ACQUIRE)
         self._refresh = client.register_script(_REFRESH)
         self._release = client.register_script(_RELEASE)
@@ -286,7 +301,7 @@ class Coordinator:
                     args=[
                         str(samples),
                         keys.AUDIO_RETENTION_AFTER_END_SECONDS,
-                        keys.REGISTRY_TTL_AFTER_END_SECONDS,
+                        self.state_ttl,
                         event_id,
                         *flat,
                     ],

@@ -10,7 +10,9 @@ down (``Link``), the writer keeps its decoded audio in its track, up to ``outage
 after taking its lease back (``Coordinator.resume``), so the timeline continues exactly where it
 stopped. A standby holds as much while Redis is down, and waits a lease TTL after Redis came
 back before trying to take over, so that the writer with the backlog goes first; if the writer
-is gone, the standby continues from its own buffer, exactly as in a normal takeover.
+is gone, the standby continues from its own buffer, exactly as in a normal takeover. A standby's
+attempt sent just before the outage may run when Redis returns, after the lease lapsed, with
+nobody waiting for its answer: the writer's resume takes such a lease back (``_RESUME``).
 
 Redis failovers (issue 18): writes the old master acknowledged may be missing on the new one
 (asynchronous replication). The writer keeps the last ``REWRITE_SECONDS`` of audio it wrote, and
@@ -142,6 +144,11 @@ class Publisher:
         if self.link.down_or_recent(2 * WRITER_FIRST_SECONDS):
             return max(self.standby_samples, self.outage_samples)
         return self.standby_samples
+
+    @property
+    def last_audio(self) -> float:
+        """Epoch at which its latest audio arrived (0: none yet); the console shows its age."""
+        return self._last_epoch
 
     def seconds_to_chunk(self) -> float | None:
         """Audio still missing from the chunk being filled (a real-time publisher sends it in

@@ -30,7 +30,7 @@ import redis.exceptions as rex
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from services.ingest import metrics
+from services.ingest import metrics, presence
 from services.ingest.admission import Admission, Rejected, admit, check
 from services.ingest.caps import ConnectionCaps, Refusal, Slot
 from services.ingest.coordinator import Coordinator
@@ -93,6 +93,8 @@ class _Live:
     slot: str  # the publish's slot in the task's publisher cap (PublisherSlots)
     revoked: str = ""
     registered: bool = False  # the accepted publish was recorded (event seen, media session open)
+    address: str = ""  # the publisher's host:port (the console shows it)
+    announced: bool = False  # its record for the console was written (presence.py)
 
 
 def ingest_client(redis_url: str) -> aioredis.Redis:
@@ -308,6 +310,7 @@ class IngestServer:
                         live = box[0] = await self._on_event(conn, ev, live, epoch)
                         if live is not None:
                             slot.published()  # no longer counted against its address
+                            live.address = live.address or presence.address(writer.get_extra_info("peername"))
                     # parsing paused at a publish until we decided; go on with what is buffered
                     batch = conn.receive_data(b"") if not conn.closed else []
                 await self._send(conn, writer, *write_deadline())
@@ -329,6 +332,8 @@ class IngestServer:
                     next_beat = now + s.heartbeat_seconds
                     if not live.registered:
                         await self._register(live)
+                    if not live.announced:
+                        await self._announce(live)
                     await live.publisher.heartbeat(receiving=now - last_data < STALL_SECONDS)
                 if now >= next_check:
                     next_check = now + VALIDATE_SECONDS
@@ -351,6 +356,7 @@ class IngestServer:
         except OUTAGE_ERRORS as exc:
             self.link.lost(exc)
             return
+        await self._announce(live)
         if not key_exists or event is None or task is None:
             live.revoked = "revoked"
             return
@@ -410,10 +416,12 @@ class IngestServer:
                 )
                 # Last: a refused publish must not hold a slot.
                 if not await self.slots.take(adm.event.id, adm.task.id, slot):
-                    raise Rejected("too_many_publishers", TOO_MANY)
+                    raise Rejected("too_many_publishers", TOO_MANY, adm.event.id)
                 break
             except Rejected as exc:
                 self._reject(conn, ev.stream_id, exc)
+                if exc.event_id:  # in the background: the refusal goes out now
+                    self.tasks.spawn(self._count_refusal(exc.event_id, exc.reason), "refused")
                 return None
             except OUTAGE_ERRORS as exc:
                 self.link.lost(exc)
@@ -458,13 +466,37 @@ class IngestServer:
             return
         live.registered = True
 
+    async def _announce(self, live: _Live) -> None:
+        """Tell the console about this publisher (presence.py); at its first beat, then at each
+        revalidation. Redis down: skipped (its record lapses; the next one writes it again)."""
+        if not self.link.up:
+            return
+        behind = time.time() - live.publisher.last_audio if live.publisher.last_audio else 0.0
+        ev, task = live.admission.event.id, live.admission.task.id
+        try:
+            await presence.announce(self.client, ev, live.publisher.id, task, live.address, behind)
+        except OUTAGE_ERRORS as exc:
+            self.link.lost(exc)
+            return
+        live.announced = True
+
+    async def _count_refusal(self, event_id: str, reason: str) -> None:
+        if not self.link.up:
+            return
+        try:
+            await presence.refused(self.client, event_id, reason)
+        except OUTAGE_ERRORS as exc:
+            self.link.lost(exc)
+
     async def _close_publisher(self, live: _Live) -> None:
         """The publish ended; its audio still held during a Redis outage is written when Redis
         is back (in the background, for at most the outage buffer's length)."""
         self._forget(live)
-        if self.link.up:  # while Redis is down the slot lapses by itself
+        if self.link.up:  # while Redis is down the slot lapses by itself (and the record)
             try:
                 await self.slots.release(live.admission.event.id, live.admission.task.id, live.slot)
+                if live.announced:
+                    await presence.retract(self.client, live.admission.event.id, live.publisher.id)
             except OUTAGE_ERRORS as exc:
                 self.link.lost(exc)
         if await live.publisher.close():

@@ -10,6 +10,7 @@ over; only the lengths differ). Each test prints its figures (run with -s to see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -23,6 +24,7 @@ from services.ingest import metrics
 from services.ingest.server import IngestServer
 from shared import keys, streams
 from shared.child import Service, free_port, wait_port
+from shared.redis_client import text
 from shared.settings import IngestSettings
 from tests.ingest.conftest import (
     audio_entries,
@@ -269,6 +271,54 @@ async def test_a_write_whose_reply_a_freeze_swallowed_is_not_written_twice(own_r
         pub.track.append(source[pos * chunk :], pos / 2, 1000.0 + pos / 2)
         await pub._write_ready(final=True)
         entries = [streams.parse_audio(f) for _id, f in await client.xrange(keys.audio("doubt"))]
+        assert [e.media_time for e in entries] == [i / 2 for i in range(10)]
+        assert b"".join(e.pcm for e in entries) == source
+    finally:
+        await client.aclose()
+
+
+async def test_a_standbys_takeover_that_a_freeze_delayed_does_not_drop_the_backlog(own_redis, caplog):
+    """A standby's takeover attempt sent just as Redis froze times out; Redis runs it when it
+    thaws, after the writer's lease lapsed, so a publisher that no longer waits for the answer
+    holds the lease and writes nothing. The writer with the outage's backlog must still write it
+    (seen in tests/e2e/test_redis_outages.py: the backlog dropped, 7 of 11 s of speech lost)."""
+    from services.ingest.coordinator import Coordinator
+    from services.ingest.outage import Link
+    from services.ingest.publisher import Publisher
+    from services.ingest.server import ingest_client
+    from shared import redis_health
+
+    caplog.set_level(logging.INFO)
+    client = ingest_client(own_redis.url)
+    chunk = 8000 * 2  # bytes of 500 ms
+    source = (np.arange(10 * 8000) % 30000).astype("<i2").tobytes()  # 5 s, every sample distinct
+    try:
+        coord = Coordinator(client, chunk_ms=500, retention_seconds=60)
+        writer = Publisher(
+            coord, "phantom", "t", chunk_ms=500, standby_seconds=30, link=Link(redis_health.get("ingest"))
+        )
+        standby = Publisher(
+            coord, "phantom", "t2", chunk_ms=500, standby_seconds=30, link=Link(redis_health.get("ingest"))
+        )
+        await writer.try_acquire()
+        writer.track.append(source[: 2 * chunk], 0.0, 1000.0)
+        await writer._write_ready(final=False)  # 0.0, 0.5; the lease lapses 5 s after this write
+        await asyncio.to_thread(own_redis.freeze)
+        with contextlib.suppress(redis.TimeoutError, redis.ConnectionError):
+            await standby.coord.acquire("phantom", standby.id)  # its heartbeat's attempt, unanswered
+        for pos in range(2, 10):  # the writer buffers the rest
+            writer.track.append(source[pos * chunk : (pos + 1) * chunk], pos / 2, 1000.0 + pos / 2)
+            await writer._write_ready(final=False)
+        assert writer.suspended and writer.role == "primary"
+        await asyncio.sleep(6.0)  # past the lease's TTL (5 s)
+        await asyncio.to_thread(own_redis.thaw)
+        await client.ping()
+        # Redis ran the standby's attempt: the lease is the standby's, which never heard of it.
+        assert text(await client.get(keys.ingest_primary("phantom"))) == standby.id
+        writer.link.back()
+        await writer._write_ready(final=True)
+        assert writer.role == "primary" and not writer.suspended
+        entries = [streams.parse_audio(f) for _id, f in await client.xrange(keys.audio("phantom"))]
         assert [e.media_time for e in entries] == [i / 2 for i in range(10)]
         assert b"".join(e.pcm for e in entries) == source
     finally:
