@@ -30,6 +30,7 @@ tokens, access keys, KS) as fields: field names that look like one are dropped.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -119,21 +120,13 @@ def _args(kind: str, fields: dict[str, object], now: float, retention: float) ->
     return args
 
 
-def _retention() -> float:
-    # Imported late: settings validation is the caller's (each service reads its settings at start).
+@functools.cache
+def retention_seconds() -> float:
+    """``REACHLIVE_RETENTION_DAYS`` in seconds, read once per process (settings are validated
+    by the service at its start; this import is late so that importing the journal reads none)."""
     from shared.settings import CommonSettings
 
     return float(CommonSettings().retention_seconds)
-
-
-_retention_cache: list[float] = []
-
-
-def retention_seconds() -> float:
-    """``REACHLIVE_RETENTION_DAYS`` in seconds, read once per process."""
-    if not _retention_cache:
-        _retention_cache.append(_retention())
-    return _retention_cache[0]
 
 
 _last_warning = [0.0]
