@@ -17,7 +17,9 @@ Who writes what (the contract between services):
   connection: its proven cursor) and its own ``gateway_instance`` heartbeat, with
   ``GATEWAY_INSTANCES`` and ``gateway_connections`` (open connections per task, for the console).
 - every service: appends to ``event_log`` (shared/journal.py) what it did for an event.
-- console (services/console/): reads all of the above; ``reachlive status`` only reads.
+- console (services/console/): reads all of the above; ``reachlive status`` only reads;
+  ``reachlive admin`` (operator actions) publishes on ``OPERATOR_CHANNEL``, sets an event's
+  status "ended", hands a session entry to ``RELAY_OPERATOR_CONSUMER`` (``RELAY_RESTART``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ RELAY_GROUP = "relay"  # consumer group of the relays on SESSIONS_STREAM
 EVENTS = f"{PREFIX}:events"  # set of event ids with a live registry entry
 TASKS = f"{PREFIX}:tasks"  # set of task ids provisioned and not yet final
 REVOKED_CHANNEL = f"{PREFIX}:revoked"  # pub/sub: task id whose token/key was just revoked
+# pub/sub: operator requests the ingest and the gateway carry out at once (reachlive admin
+# disconnect / revoke): JSON, shared/operator.py; heard by the revocation listener.
+OPERATOR_CHANNEL = f"{PREFIX}:operator"
 BEAT_PREFIX = f"{PREFIX}:beat:"  # celery-redbeat's keys (schedule and leader lock)
 BROKER_PREFIX = f"{PREFIX}:celery:"  # kombu's global_keyprefix for the Celery queues
 
@@ -170,6 +175,12 @@ RELAY_COMMITTED_AT = "committed_at"
 RELAY_RETRYING = "retrying"
 # captioned:<id> → epoch s of the last commit that added captions for the task (console).
 RELAY_CAPTIONED_PREFIX = "captioned:"
+# reachlive admin restart-session: the epoch s of the request. The console hands the session's
+# entry to RELAY_OPERATOR_CONSUMER, idle past any failover timeout: the relay holding it finds it
+# lost at its next heartbeat and stops, and the next XAUTOCLAIM (any relay) takes it over from the
+# cursor; the relay that does deletes this field (and logs and counts the restart).
+RELAY_RESTART = "restart"
+RELAY_OPERATOR_CONSUMER = "~operator"
 # usage:<id> → "<words> <session seconds>": the task's words captioned so far (text items of its
 # captions responses; of its transcript ones if it gets no captions) and the seconds the
 # KWIKmotion sessions serving it were open (each from RecognitionStarted to its last commit).
