@@ -51,6 +51,19 @@ JOURNAL_WRITE_FAILURES = Counter(
     "per-event log entries (reachlive event) lost to a Redis error or timeout; the service went on",
 )
 
+# Operator actions (reachlive admin, issue 20) carried out by this process: one family for every
+# service that carries some out, defined once here (as the Redis series above) so that the
+# processes of one machine and the tests, which import several services' metrics modules, register
+# it once; each service's metrics.py names it. Counted where the action takes effect, only by a
+# process that found something to act on (the relay that takes a restarted session over, an ingest
+# that dropped publishers, ...). Labels: restart-session, disconnect, end-media, resend-status, revoke.
+OPERATOR_ACTIONS = Counter(
+    "reachlive_operator_actions_total",
+    "operator actions (reachlive admin) this process carried out, by action: restart-session (relay), "
+    "disconnect, end-media (ingest), revoke (ingest, gateway), resend-status (worker)",
+    ["action"],
+)
+
 
 def start_metrics_server(port: int, host: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> int:
     """Serve ``/metrics`` on a background thread; port 0 means off. Returns the port served."""
