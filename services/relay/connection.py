@@ -190,6 +190,7 @@ class Connection:
         self.send_closed = False
         self.progressed = False
         self.last_rx = link.clock()
+        self.recognition_started: float | None = None  # KWIKmotion accepted the session (usage)
         self.last_audio = link.clock()  # when the reader last got an audio entry
         self.quiet_since = link.clock()  # last chunk sent or answered (the idle close counts from it)
         self.draining: Outcome | None = None  # end once every sent chunk is answered, send no more
@@ -212,6 +213,12 @@ class Connection:
     @property
     def cursor(self) -> str:
         return self.ledger.cursor
+
+    def session_elapsed(self, now: float | None = None) -> float:
+        """Seconds this connection's KWIKmotion session has been open (0 before it started)."""
+        if self.recognition_started is None:
+            return 0.0
+        return max(0.0, (self.link.clock() if now is None else now) - self.recognition_started)
 
     def _set(self, outcome: Outcome) -> None:
         if not self.result.done():
@@ -349,6 +356,7 @@ class Connection:
         if isinstance(ev, RecognitionStarted):
             log.info("KWIKmotion session started", extra={"kwik_session": ev.session_id})
             self.quiet_since = now
+            self.recognition_started = now
             if self.link.started is not None:
                 await self.link.started()
             await self._pump()
@@ -434,7 +442,9 @@ class Connection:
             if built and self.link.captioned is not None:
                 self.link.captioned(out.record)
             out.done = chunk.last_id
+            out.count(built)
             batch.state[keys.relay_task_field(out.id)] = out.dump()
+            batch.state[keys.relay_usage_field(out.id)] = out.usage(self.session_elapsed(batch.received))
 
     async def _commit(self, batch: _Batch) -> None:
         """Write a batch's captions with the task positions and, if chunks [0, completed) now have

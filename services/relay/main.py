@@ -20,11 +20,13 @@ from shared.settings import CommonSettings, KwikmotionSettings, RelaySettings, l
 async def serve(redis_url: str, stop: asyncio.Event, config: Config | None = None) -> None:
     """The service body (also used in-process by tests and the bench)."""
     if config is None:
+        common = load(CommonSettings)
         config = Config(
             relay=load(RelaySettings),
             kwik=load(KwikmotionSettings),
-            caption_types=load(CommonSettings).caption_types,
+            caption_types=common.caption_types,
             redis_url=redis_url,
+            retention_seconds=common.retention_seconds,
         )
     # Two pools: each session holds one connection in a blocking XREAD of its audio (a pool with
     # one per session), and everything else shares a bounded pool that waits for a free

@@ -77,11 +77,16 @@ return 1
 # Entries a task's captions stream gets per second of audio, at most: one transcript response
 # per KWIKmotion chunk (>= 2 s) plus a few caption lines. Generous, since MAXLEN ~ only trims.
 ENTRIES_PER_SECOND = 4.0
+# Media written after the window's end: the ingest's window margin and a relay catching up after
+# an outage. Only written entries count against MAXLEN, so the retention period after the event
+# (REACHLIVE_RETENTION_DAYS, no writes) adds nothing to it.
+LATE_MEDIA_SECONDS = 3600
 
 
 def caption_maxlen(event_start: float, event_end: float) -> int:
-    """``MAXLEN ~`` covering the whole event plus ``CAPTIONS_RETENTION_AFTER_END_SECONDS``."""
-    span = max(0.0, event_end - event_start) + keys.CAPTIONS_RETENTION_AFTER_END_SECONDS
+    """``MAXLEN ~`` covering the whole event (window, pre-start and post-end included) plus
+    ``LATE_MEDIA_SECONDS``: a stream is never trimmed by length while kept."""
+    span = max(0.0, event_end - event_start) + LATE_MEDIA_SECONDS
     return max(10_000, int(span * ENTRIES_PER_SECOND))
 
 

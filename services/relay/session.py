@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -73,7 +73,7 @@ from shared.logs import log_context
 from shared.redis_client import text_map
 from shared.redis_health import RedisHealth, is_outage
 from shared.registry import TaskRecord
-from shared.settings import KwikmotionSettings, RelaySettings
+from shared.settings import CommonSettings, KwikmotionSettings, RelaySettings
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,10 @@ class Config:
     kwik: KwikmotionSettings
     caption_types: str
     redis_url: str
+    # REACHLIVE_RETENTION_DAYS in seconds: the captions streams and the relay state (the per-task
+    # positions that keep a re-claimed session from writing them again, the usage counters) are
+    # kept this long after the event's end.
+    retention_seconds: int = field(default_factory=lambda: CommonSettings().retention_seconds)
 
 
 class EventSession:
@@ -205,10 +209,17 @@ class EventSession:
             self.commits.resync(state.get(keys.RELAY_COMMIT), self.epoch)
             cursor = state.get(keys.RELAY_CURSOR, "0-0")
             outs = [
-                make_output(self.event_id, t, self.config.caption_types, state.get(keys.relay_task_field(t.id)), cursor)
+                make_output(
+                    self.event_id,
+                    t,
+                    self.config.caption_types,
+                    state.get(keys.relay_task_field(t.id)),
+                    cursor,
+                    state.get(keys.relay_usage_field(t.id)),
+                )
                 for t in tasks
             ]
-            expire_at = int(max(event.end + event.post_end, time.time()) + keys.CAPTIONS_RETENTION_AFTER_END_SECONDS)
+            expire_at = int(max(event.end + event.post_end, time.time()) + self.config.retention_seconds)
             writer = CaptionWriter(
                 self.client,
                 self.event_id,
@@ -371,6 +382,7 @@ class EventSession:
                 for built in out.builder.end_of_stream(conn.media_end, conn.time_base):
                     pend.append(Pending(i, entry_fields(built, now)))
                 state[keys.relay_task_field(out.id)] = out.dump()
+                state[keys.relay_usage_field(out.id)] = out.usage(conn.session_elapsed())
                 state[keys.relay_ended_field(out.id)] = reason
                 gone.append(out.id)
         log.error("KWIKmotion refused a translation target: its tasks fail", extra={"tasks": gone, "code": what})
@@ -415,6 +427,7 @@ class EventSession:
             for built in out.builder.end_of_stream(conn.media_end, conn.time_base):
                 pend.append(Pending(i, entry_fields(built, now)))
             state[keys.relay_task_field(out.id)] = out.dump()
+            state[keys.relay_usage_field(out.id)] = out.usage(conn.session_elapsed())
         await self._commit(conn, pend, state)
         for p in pend:
             metrics.CAPTIONS_WRITTEN.labels(p.fields["kind"]).inc()
@@ -438,7 +451,7 @@ class EventSession:
         async def expire() -> None:
             pipe = self.client.pipeline(transaction=False)
             pipe.expire(keys.audio(self.event_id), keys.AUDIO_RETENTION_AFTER_END_SECONDS)
-            pipe.expire(self.state_key, keys.CAPTIONS_RETENTION_AFTER_END_SECONDS)
+            pipe.expire(self.state_key, self.config.retention_seconds)
             await pipe.execute()
 
         await self._redis(expire, "expiry")
