@@ -7,6 +7,10 @@ redis-py can swallow a task cancellation that lands while ``listen`` waits, whic
 shutdown; a poll returns each second and ``check_cancelled`` re-raises a swallowed stop.
 Messages published while the subscription is down are lost: each service re-checks what it
 holds after resubscribing (``on_subscribed``) or at its next revalidation.
+
+Given ``on_operator``, the same subscription also hears the operator's requests
+(``keys.OPERATOR_CHANNEL``, shared/operator.py: reachlive admin disconnect / revoke), which need
+the same promptness and the same outage handling.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
-from shared import keys
+from shared import keys, operator
 from shared.aio import check_cancelled
 
 log = logging.getLogger(__name__)
@@ -40,24 +44,32 @@ async def listen(
     on_lost: Callable[[BaseException], Awaitable[None]],
     *,
     on_subscribed: Callable[[], Awaitable[None]] | None = None,
+    on_operator: Callable[[operator.Request], None] | None = None,
     errors: tuple[type[BaseException], ...] = (Exception,),
     running: Callable[[], bool] = lambda: True,
 ) -> None:
     """Subscribe, call ``on_revoke`` per message, and resubscribe after ``on_lost`` (which waits
     as the service's outage handling says) until ``running()`` is false or the task is cancelled.
     ``errors`` are the losses ``on_lost`` handles; any other error is logged and retried after
-    a second (a listener that ends would leave revoked tasks served)."""
+    a second (a listener that ends would leave revoked tasks served). ``on_operator`` is called
+    per operator request (see the module doc)."""
+    channels = [keys.REVOKED_CHANNEL] + ([keys.OPERATOR_CHANNEL] if on_operator is not None else [])
     while running():
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             async with asyncio.timeout(SUBSCRIBE_DEADLINE_SECONDS):
-                await pubsub.subscribe(keys.REVOKED_CHANNEL)
+                await pubsub.subscribe(*channels)
                 if on_subscribed is not None:
                     await on_subscribed()
             while running():
                 message = await pubsub.get_message(timeout=1.0)
                 check_cancelled()
                 if message is None or message.get("type") != "message":
+                    continue
+                if on_operator is not None and _channel(message) == keys.OPERATOR_CHANNEL:
+                    request = operator.parse(message["data"])
+                    if request is not None:
+                        on_operator(request)
                     continue
                 parsed = parse(message["data"])
                 if parsed is not None:
@@ -74,3 +86,8 @@ async def listen(
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
+
+
+def _channel(message: dict) -> str:
+    channel = message.get("channel", b"")
+    return channel.decode() if isinstance(channel, bytes) else str(channel)
