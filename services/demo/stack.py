@@ -104,6 +104,8 @@ class Stack:
         ingest_port = free_port()
         self.ingest_url = f"rtmp://127.0.0.1:{ingest_port}/live"
         self.gateway_ports = [free_port() for _ in range(self.replicas.get("gateway", 1))]
+        # The gateways' metrics ports (loopback): their probes and the operator's page (/console/).
+        self.gateway_metrics_ports = [free_port() for _ in self.gateway_ports]
         base |= {
             "REACHLIVE_INGEST_PUBLIC_URL": self.ingest_url,
             "REACHLIVE_GATEWAY_PUBLIC_URL": self.gateway_urls()[0],
@@ -122,6 +124,8 @@ class Stack:
                     env["REACHLIVE_INGEST_LISTEN"] = f"127.0.0.1:{ingest_port}"
                 if name == "gateway":
                     env["REACHLIVE_GATEWAY_LISTEN"] = f"127.0.0.1:{self.gateway_ports[i]}"
+                    env["REACHLIVE_METRICS_PORT"] = str(self.gateway_metrics_ports[i])
+                    env["REACHLIVE_METRICS_HOST"] = "127.0.0.1"
                 if name == "relay":
                     env.setdefault("REACHLIVE_RELAY_CONSUMER_NAME", f"relay-{i}")
                 child = Child(name=f"{name}-{i}", args=[name], env=env, log_path=self._log_path(name, i))
