@@ -9,12 +9,15 @@ import pytest
 
 from services.demo.stack import Stack
 
+CONSOLE_TOKEN = "console-test-token-0123456789"
+
 
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     base = tmp_path_factory.mktemp("console")
     # A small window margin so that moving an event's end to "now" ends its media at once.
-    env = {"REACHLIVE_INGEST_WINDOW_MARGIN_SECONDS": "1"}
+    # The operator's page on the gateways' metrics ports (tests/console/test_page.py).
+    env = {"REACHLIVE_INGEST_WINDOW_MARGIN_SECONDS": "1", "REACHLIVE_GATEWAY_CONSOLE_TOKEN": CONSOLE_TOKEN}
     with Stack(data_dir=base / "data", log_dir=base / "logs", env=env) as s:
         yield s
 
