@@ -30,12 +30,12 @@ import time
 import uuid
 from collections import deque
 
-from services.ingest import metrics
+from services.ingest import metrics, presence
 from services.ingest.coordinator import RATE, Coordinator, Timeline
 from services.ingest.decoder import BATCH_SECONDS, AudioDecoder, DecodeError
 from services.ingest.outage import OUTAGE_ERRORS, Link
 from services.ingest.track import Track
-from shared import keys, redis_health, streams
+from shared import journal, keys, redis_health, streams
 from shared.rtmp.errors import ProtocolError
 from shared.rtmp.flv import TimestampUnwrapper, parse_audio_tag
 
@@ -332,6 +332,12 @@ class Publisher:
                     self._set_role("standby")
             elif receiving and not self.link.down_or_recent(WRITER_FIRST_SECONDS):
                 await self.try_acquire()
+                if self.role == "primary":
+                    # A standby continues the timeline (the writer stalled or left): the history says so.
+                    await journal.arecord(
+                        self.coord.client, self.event_id, "failover", task=self.task_id,
+                        media_time=self.expected / RATE, replica=presence.REPLICA,
+                    )  # fmt: skip
         except OUTAGE_ERRORS as exc:
             self.link.lost(exc)
             self.suspended = self.role == "primary"

@@ -38,7 +38,7 @@ from services.ingest.outage import OUTAGE_ERRORS, Health, Link
 from services.ingest.publisher import Publisher
 from services.ingest.readpause import ReadPause, coalesce_pause, wake_at
 from services.ingest.slots import PublisherSlots
-from shared import keys, redis_health, registry, revocations
+from shared import journal, keys, redis_health, registry, revocations
 from shared.aio import TaskSet, check_cancelled
 from shared.commands import PROCESSING, send_async
 from shared.logs import bind
@@ -127,6 +127,7 @@ class IngestServer:
         self.slots = PublisherSlots(self.client, settings.max_publishers_per_task)
         self._server: asyncio.base_events.Server | None = None
         self._live: dict[tuple[str, str], set[_Live]] = {}
+        self._refusals_logged = journal.Throttle()  # one event-log entry a minute per event and reason
         self.port = 0
         self.sweep_seconds = min(1.0, settings.grace_seconds / 4)
         self._closing = False
@@ -212,7 +213,7 @@ class IngestServer:
                 live = box[0]
                 if live is not None:
                     try:
-                        await asyncio.shield(self._close_publisher(live))
+                        await asyncio.shield(self._close_publisher(live, cause))
                     except Exception:
                         log.exception("flushing a closed publisher failed")
                 await self._finish(conn, writer, cause)
@@ -421,7 +422,7 @@ class IngestServer:
             except Rejected as exc:
                 self._reject(conn, ev.stream_id, exc)
                 if exc.event_id:  # in the background: the refusal goes out now
-                    self.tasks.spawn(self._count_refusal(exc.event_id, exc.reason), "refused")
+                    self.tasks.spawn(self._count_refusal(exc.event_id, exc.reason, exc.description), "refused")
                 return None
             except OUTAGE_ERRORS as exc:
                 self.link.lost(exc)
@@ -446,7 +447,21 @@ class IngestServer:
             except OUTAGE_ERRORS as exc:
                 self.link.lost(exc)  # the heartbeat tries again once Redis is back
         log.info("publish accepted as %s", publisher.role)
+        # In the background, once the caller has set the publisher's address (no await between).
+        self.tasks.spawn(self._journal_accepted(live), "journal")
         return live
+
+    async def _journal_accepted(self, live: _Live) -> None:
+        adm = live.admission
+        await journal.arecord(
+            self.client,
+            adm.event.id,
+            "publish_accepted",
+            task=adm.task.id,
+            role=live.publisher.role,
+            replica=presence.REPLICA,
+            address=live.address,
+        )
 
     async def _register(self, live: _Live) -> None:
         """Record an accepted publish: the event has a publisher, its media session is open.
@@ -480,18 +495,40 @@ class IngestServer:
             return
         live.announced = True
 
-    async def _count_refusal(self, event_id: str, reason: str) -> None:
+    async def _count_refusal(self, event_id: str, reason: str, description: str = "") -> None:
         if not self.link.up:
             return
         try:
             await presence.refused(self.client, event_id, reason)
         except OUTAGE_ERRORS as exc:
             self.link.lost(exc)
+            return
+        repeats = self._refusals_logged.take((event_id, reason))
+        if repeats is not None:
+            fields = {"repeated": repeats} if repeats else {}
+            await journal.arecord(
+                self.client,
+                event_id,
+                "publish_refused",
+                reason=reason,
+                description=description,
+                replica=presence.REPLICA,
+                **fields,
+            )
 
-    async def _close_publisher(self, live: _Live) -> None:
+    async def _close_publisher(self, live: _Live, cause: str = "unpublished") -> None:
         """The publish ended; its audio still held during a Redis outage is written when Redis
         is back (in the background, for at most the outage buffer's length)."""
         self._forget(live)
+        adm = live.admission
+        role = live.publisher.role
+        self.tasks.spawn(
+            journal.arecord(
+                self.client, adm.event.id, "publisher_gone", task=adm.task.id, role=role, cause=cause,
+                replica=presence.REPLICA, address=live.address,
+            ),
+            "journal",
+        )  # fmt: skip
         if self.link.up:  # while Redis is down the slot lapses by itself (and the record)
             try:
                 await self.slots.release(live.admission.event.id, live.admission.task.id, live.slot)
@@ -607,6 +644,7 @@ class IngestServer:
                 reason = "window_ended"
             if await self.coord.end_of_stream(event_id, reason):
                 log.info("end of stream written", extra={"event_id": event_id, "reason": reason})
+                await journal.arecord(self.client, event_id, "end_of_stream", reason=reason, replica=presence.REPLICA)
                 self._stop_event(event_id, "window" if reason == "window_ended" else "ended")
         metrics.EVENTS_PAUSED.set(paused)
 
