@@ -34,6 +34,7 @@ import functools
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import redis
@@ -178,6 +179,33 @@ async def arecord(
         await asyncio.wait_for(write(), DEADLINE_SECONDS)
     except Exception as exc:  # a log write never breaks the service (counted, logged)
         _failed(event_id, kind, exc)
+
+
+class Throttle:
+    """At most one entry per key (e.g. an event and a refusal reason) every ``seconds``: an
+    encoder retrying a refused publish in a loop writes one entry a minute, saying how many
+    attempts it stands for, not one per attempt that would push the event's history out of the
+    capped stream. Remembers at most ``size`` keys (the oldest forgotten: an entry too many)."""
+
+    def __init__(self, seconds: float = 60.0, size: int = 4096) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._seen: OrderedDict[object, list[float]] = OrderedDict()  # key → [last written, repeats]
+
+    def take(self, key: object, now: float | None = None) -> int | None:
+        """None: leave this one out; else write it, the number returned being how many were
+        left out since the last one written."""
+        now = time.monotonic() if now is None else now
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.seconds:
+            seen[1] += 1
+            return None
+        repeats = int(seen[1]) if seen is not None else 0
+        self._seen[key] = [now, 0]
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+        return repeats
 
 
 def _entry(entry_id: bytes | str, raw: dict) -> Entry:
