@@ -38,7 +38,7 @@ from services.ingest.outage import OUTAGE_ERRORS, Health, Link
 from services.ingest.publisher import Publisher
 from services.ingest.readpause import ReadPause, coalesce_pause, wake_at
 from services.ingest.slots import PublisherSlots
-from shared import journal, keys, redis_health, registry, revocations
+from shared import journal, keys, operator, redis_health, registry, revocations
 from shared.aio import TaskSet, check_cancelled
 from shared.commands import PROCESSING, send_async
 from shared.logs import bind
@@ -75,6 +75,11 @@ TOO_MANY = "Too many publishers for this stream key"
 # A closing connection's last statuses (a refusal, a stop) get this long to be read, then the
 # connection is aborted: a peer that does not read must not hold it (and its buffer) open.
 FLUSH_SECONDS = 2.0
+# What a stopped publish is told (onStatus description), by its close cause.
+STOPPED = {
+    "operator": "Disconnected by the operator; publish again to resume",
+    "ended": "The event's media has ended",
+}
 
 
 class _Closed(Exception):
@@ -131,6 +136,9 @@ class IngestServer:
         self.port = 0
         self.sweep_seconds = min(1.0, settings.grace_seconds / 4)
         self._closing = False
+        # Events an operator ended (status "ended", reachlive admin end-media) → when this
+        # replica's sweep first saw it: their drain counts from then, as a window's from its close.
+        self._ending: dict[str, float] = {}
 
     def _ssl(self) -> ssl.SSLContext | None:
         if not self.settings.tls_cert:
@@ -326,7 +334,7 @@ class IngestServer:
                         paused.until(at)
             if live is not None:
                 if live.revoked:
-                    self._stop(conn, live, "The caption order was cancelled")
+                    self._stop(conn, live, STOPPED.get(live.revoked, "The caption order was cancelled"))
                     await self._send(conn, writer, *write_deadline())
                     raise _Closed(live.revoked)
                 if now >= next_beat:
@@ -364,7 +372,7 @@ class IngestServer:
         try:
             check(event, task, time.time(), self.settings.window_margin_seconds)
         except Rejected as exc:
-            live.revoked = "window" if exc.reason in ("too_late", "too_early") else "revoked"
+            live.revoked = {"too_late": "window", "too_early": "window", "ended": "ended"}.get(exc.reason, "revoked")
         if live.publisher.ended:
             live.revoked = "ended"
 
@@ -571,8 +579,33 @@ class IngestServer:
 
         # The _closing flag, not only cancellation, ends it (shared.revocations).
         await revocations.listen(
-            self.client, revoke, on_lost, errors=(*OUTAGE_ERRORS, TimeoutError), running=lambda: not self._closing
+            self.client,
+            revoke,
+            on_lost,
+            on_operator=self._operator,
+            errors=(*OUTAGE_ERRORS, TimeoutError),
+            running=lambda: not self._closing,
         )
+
+    def _operator(self, req: operator.Request) -> None:
+        """reachlive admin (shared/operator.py): ``disconnect`` drops the event's publishers on this
+        replica (or the one named): the event pauses, as when a publisher goes away, and any valid
+        publish resumes it. ``revoke``: the task's publishers close as at any revocation (the
+        revocation message follows this one); here it is logged and counted as the operator's."""
+        cause = "operator" if req.action == operator.DISCONNECT else "revoked"
+        dropped = 0
+        for (event_id, task_id), group in list(self._live.items()):
+            if event_id != req.event_id or (req.task_id and task_id != req.task_id):
+                continue
+            for live in group:
+                if not req.publisher or live.publisher.id == req.publisher:
+                    live.revoked = live.revoked or cause
+                    dropped += 1
+        if dropped:
+            metrics.OPERATOR_ACTIONS.labels(req.action).inc()
+            ids = {"event_id": req.event_id, "task_id": req.task_id, "publisher": req.publisher}
+            extra = {k: v for k, v in ids.items() if v}
+            log.warning("operator %s: closing %d publisher(s)", req.action, dropped, extra=extra)
 
     async def _sweeper(self) -> None:
         """Write each open session's end of stream when it is due (docs/design.md section 3)."""
@@ -612,11 +645,14 @@ class IngestServer:
         within the window resumes it, on any replica, the timeline continuing. The end of stream
         is written only when the window (with the margin) has closed and ``grace_seconds`` of
         drain have passed (publishers of the event are stopped at the window's close, so their
-        last audio lands first), when every task is cancelled, or when the event is gone."""
+        last audio lands first), when every task is cancelled, or when the event is gone. An
+        operator's end (status "ended", reachlive admin end-media) is a window closing now."""
         now = time.time()
         active = [
             raw.decode() if isinstance(raw, bytes) else raw for raw in await self.client.smembers(keys.INGEST_ACTIVE)
         ]
+        if self._ending:
+            self._ending = {e: t for e, t in self._ending.items() if e in active}
         if not active:
             metrics.EVENTS_PAUSED.set(0)
             return
@@ -632,18 +668,24 @@ class IngestServer:
                 reason = "cancelled"
             else:
                 closes = event.window(self.settings.window_margin_seconds)[1]
+                ended = event.status == "ended"  # by the operator (reachlive admin end-media)
+                if ended:
+                    closes = min(closes, self._ending.setdefault(event_id, now))
                 if now <= closes:
                     paused += now - seen > PAUSED_AFTER_SECONDS
                     continue
-                self._stop_event(event_id, "window")
+                self._stop_event(event_id, "ended" if ended else "window")
                 # Drain: the stopped publishers flush their last audio; after a Redis outage,
                 # from Redis's return (with their backlogs, which they write at their next beat).
                 drain_from = max(closes, self.link.back_at + self.settings.heartbeat_seconds)
                 if now <= drain_from + self.settings.grace_seconds:
                     continue
-                reason = "window_ended"
+                reason = "operator" if ended else "window_ended"
             if await self.coord.end_of_stream(event_id, reason):
                 log.info("end of stream written", extra={"event_id": event_id, "reason": reason})
+                if reason == "operator":
+                    metrics.OPERATOR_ACTIONS.labels(operator.END_MEDIA).inc()
+                    log.warning("operator end-media: the event's media ended", extra={"event_id": event_id})
                 await journal.arecord(self.client, event_id, "end_of_stream", reason=reason, replica=presence.REPLICA)
                 self._stop_event(event_id, "window" if reason == "window_ended" else "ended")
         metrics.EVENTS_PAUSED.set(paused)
