@@ -6,6 +6,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 from shared.metrics import LATENCY_BUCKETS
+from shared.metrics import OPERATOR_ACTIONS as OPERATOR_ACTIONS  # reachlive admin (one family for all)
 
 CONNECTIONS = Gauge("reachlive_ingest_connections", "TCP connections open (any state)")
 PUBLISHERS = Gauge("reachlive_ingest_publishers", "accepted publishers connected, by role", ["role"])
@@ -16,7 +17,8 @@ REJECTED = Counter(
 )
 CLOSED = Counter(
     "reachlive_ingest_connections_closed_total",
-    "connections closed, by cause (eof, idle, handshake_timeout, protocol, revoked, window, shutdown; "
+    "connections closed, by cause (eof, idle, handshake_timeout, protocol, revoked, window, ended, shutdown; "
+    "operator: reachlive admin disconnect; "
     "write_buffer, write_timeout: the peer did not read what we sent)",
     ["cause"],
 )
