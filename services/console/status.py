@@ -295,12 +295,14 @@ def _publishers(presence: dict[Any, Any], primary: str, media: dict[str, Any], n
 
 
 def _refusals(raw: dict[Any, Any], now: float) -> list[dict[str, Any]]:
+    fields = text_map(raw)
     out = []
-    for reason, value in text_map(raw).items():
-        count, _, last = value.partition(" ")
-        at = _f(last, 0.0) or 0.0
-        if now - at <= RECENT_SECONDS:
-            out.append({"reason": reason, "count": int(count or 0), "last": at})
+    for reason, count in fields.items():
+        if reason.endswith(keys.INGEST_REFUSED_AT):
+            continue
+        at = _f(fields.get(reason + keys.INGEST_REFUSED_AT), 0.0) or 0.0
+        if now - at <= RECENT_SECONDS and count.isdigit():
+            out.append({"reason": reason, "count": int(count), "last": at})
     return sorted(out, key=lambda r: -r["last"])
 
 
