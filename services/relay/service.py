@@ -50,7 +50,7 @@ from redis.exceptions import RedisError
 from services.relay import metrics
 from services.relay.claim import Claimed, Claimer
 from services.relay.outage import COMMAND_SECONDS, Retry
-from shared import probes, redis_health
+from shared import journal, probes, redis_health
 from shared.aio import TaskSet, check_cancelled
 from shared.redis_health import RedisHealth, is_outage
 from shared.settings import RelaySettings
@@ -200,6 +200,9 @@ class Relay:
         if claimed.failover:
             metrics.FAILOVERS.inc()
             log.info("took over session", extra={"event_id": claimed.event_id, "entry": claimed.entry_id})
+            if claimed.event_id is not None:
+                entry = journal.arecord(self.client, claimed.event_id, "session_taken_over", replica=self.consumer)
+                self.tasks.spawn(entry, "journal")
         task = self.tasks.spawn(self._guard(claimed), name=f"session:{claimed.event_id}")
         self.owned[claimed.entry_id] = Owned(claimed, task)
         metrics.SESSIONS_OWNED.set(len(self.owned))

@@ -66,7 +66,7 @@ from services.relay.output import (
     claim_epoch,
 )
 from services.relay.outputs import entry_fields, is_translation, make_output, targets_of
-from shared import commands, keys, redis_health, registry
+from shared import commands, journal, keys, redis_health, registry
 from shared.aio import TaskSet
 from shared.kaltura.models import SCHEDULED
 from shared.logs import log_context
@@ -117,6 +117,7 @@ class EventSession:
         self.finalized: set[str] = set()  # tasks whose FINALIZE command was sent
         self.commits = CommitNumbers()  # this claim's caption commit numbers (output.CaptionWriter)
         self.failing = False  # a non-outage failure was logged with its traceback (once)
+        self.opened = False  # a KWIKmotion session of this claim is open (for the event's history)
         self.health = health or redis_health.get("relay")
         self.tasks = TaskSet(f"session:{self.event_id}")
         self.link = Link(
@@ -144,12 +145,14 @@ class EventSession:
                     except Fenced:
                         metrics.FENCED.inc()
                         log.warning("another relay owns the session now: stopped")
+                        await self._journal_closed(Outcome(Kind.FENCED, "fenced", "", "another relay owns the session"))
                         return
                     except CommitGap as gap:
                         # Not an error of ours: asynchronous replication lost what the old master
                         # acknowledged. The persisted state is consistent (one atomic commit at a
                         # time), only older: resume from it at once.
                         metrics.COMMIT_GAPS.inc()
+                        await self._journal_closed(Outcome(Kind.GAP, "commit_gap"))
                         log.warning(
                             "caption commit refused: redis lost earlier commits (a failover to a replica "
                             "that lagged; commit %d not stored): restarting from the persisted cursor",
@@ -167,6 +170,7 @@ class EventSession:
                             await outage.wait()
                             continue
                         delay = backoff.next()
+                        await self._journal_closed(Outcome(Kind.RETRY, "error", "", type(exc).__name__))
                         if self.failing:
                             log.debug("session failed again: retrying in %.1fs", delay, exc_info=True)
                         else:
@@ -240,6 +244,7 @@ class EventSession:
                 outcome = await conn.run()
             finally:
                 self.sent_high = ledger.sent_high
+            await self._journal_closed(outcome)
             if conn.progressed:
                 backoff.reset()
             clean = outcome.kind in (Kind.IDLE, Kind.RETARGET)
@@ -248,6 +253,7 @@ class EventSession:
                 return
             if outcome.kind is Kind.PERMANENT:
                 log.error("KWIKmotion refused the session for good: %s", outcome.reason, extra={"code": outcome.code})
+                await self._journal("speech_refused", code=outcome.code, reason=outcome.reason, tasks_fail="now")
                 await self._end(conn, "error", f"KWIKmotion error {outcome.code}: {outcome.reason}".strip())
                 return
             if outcome.kind is Kind.CANCELLED:
@@ -263,6 +269,7 @@ class EventSession:
                 continue
             if outcome.kind is Kind.RETARGET:
                 metrics.LATE_ORDERS.inc()
+                await self._journal("late_order_joined", tasks=outcome.reason)
                 continue  # the new task is read at the top of the loop; resume from the cursor
             refused = outcome.language
             if outcome.kind is Kind.LANGUAGE and refused in targets and refused != event.source_language:
@@ -284,6 +291,18 @@ class EventSession:
                     delay,
                 )
             await asyncio.sleep(delay)
+
+    async def _journal(self, kind: str, **fields: str | int | float) -> None:
+        """An entry in the event's history (shared/journal.py): never raises, waits at most its
+        deadline (a Redis outage costs the session that much per entry, a handful per event)."""
+        await journal.arecord(self.client, self.event_id, kind, replica=self.claimer.consumer, **fields)
+
+    async def _journal_closed(self, outcome: Outcome) -> None:
+        """The KWIKmotion session this claim opened ended, and why."""
+        if self.opened:
+            self.opened = False
+            cause = outcome.cause or outcome.kind.value
+            await self._journal("session_closed", cause=cause, code=outcome.code, reason=outcome.reason)
 
     async def _redis(self, call: Any, what: str, seconds: float | None = None) -> Any:
         """A Redis call of the session: under a deadline, retried until Redis is back."""
@@ -318,6 +337,8 @@ class EventSession:
         client, key = self.client, self.state_key
         clear = (keys.RELAY_REFUSED_SINCE, keys.RELAY_RETRYING)  # the retry mark is the console's
         self.tasks.spawn(self._redis(lambda: client.hdel(key, *clear), "refusal clock"), "refusal")
+        self.opened = True
+        self.tasks.spawn(self._journal("session_opened"), "journal")  # the same: never wait here
 
     def _retrying(self, cause: str) -> None:
         """For the console: the session retries since the first failure after it last started
@@ -360,6 +381,9 @@ class EventSession:
             max(0.0, since + deadline - now),
             extra={"code": outcome.code, "alert": "kwikmotion_auth" if auth else "kwikmotion_language"},
         )
+        await self._journal(
+            "speech_refused", code=outcome.code, reason=outcome.reason, tasks_fail_in=max(0.0, since + deadline - now)
+        )
         if now - since < deadline:
             return False
         log.error("KWIKmotion refused the session past the deadline: tasks fail", extra={"code": outcome.code})
@@ -386,6 +410,7 @@ class EventSession:
                 state[keys.relay_ended_field(out.id)] = reason
                 gone.append(out.id)
         log.error("KWIKmotion refused a translation target: its tasks fail", extra={"tasks": gone, "code": what})
+        await self._journal("target_refused", language=outcome.language, tasks=",".join(gone), reason=what)
         await self._commit(conn, pend, state)
         for task_id in gone:
             await self._send(commands.FINALIZE, task_id, "error", reason)
