@@ -111,8 +111,8 @@ def _is_secret(name: str) -> bool:
 def _args(kind: str, fields: dict[str, object], now: float, retention: float) -> list[str]:
     args = [repr(now), str(int(retention)), str(MAXLEN), KIND, kind, TIME, f"{now:.3f}"]
     for name, value in fields.items():
-        if name in (KIND, TIME) or value is None:
-            continue
+        if name in (KIND, TIME) or value is None or value == "":
+            continue  # an empty detail says nothing
         if _is_secret(name):
             log.warning("journal: field %r dropped (looks like a secret)", name)
             continue
