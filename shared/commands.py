@@ -34,6 +34,7 @@ CHECK_EVENT = "reach.check_event"
 # args: (event_id,) — the event's media started: its tasks go SCHEDULED → PROCESSING.
 PROCESSING = "reach.processing"
 # args: (task_id, outcome, reason) with outcome "ready" | "error"; reason is errDescription.
+# kwargs resend=True (reachlive admin resend-status): send the task's stored final status again.
 FINALIZE = "reach.finalize"
 
 QUEUE = "reach"
@@ -63,10 +64,12 @@ def _sender(redis_url: str) -> Celery:
     return app
 
 
-def send(redis_url: str, name: str, *args: object) -> None:
+def send(redis_url: str, name: str, *args: object, **kwargs: object) -> None:
     """Enqueue a command for the poller's workers (blocking: call it off the event loop).
     Raises within seconds when the broker is unreachable (see the module doc)."""
-    _sender(redis_url).send_task(name, args=list(args), queue=QUEUE, retry=True, retry_policy=RETRY_POLICY)
+    _sender(redis_url).send_task(
+        name, args=list(args), kwargs=kwargs or None, queue=QUEUE, retry=True, retry_policy=RETRY_POLICY
+    )
 
 
 async def send_async(redis_url: str, name: str, *args: object) -> None:
