@@ -63,36 +63,39 @@ def _order(event: dict[str, Any]) -> tuple[int, int, float]:
 
 
 def _event(e: dict[str, Any], now: float) -> list[str]:
+    """A header (the event and its speech session), a line per task with its publishers (each
+    feature publishes on its own key), then the problems."""
     w = e["window"]
-    head = (
+    lines = [
         f"EVENT {e['id']}  partner {e['partner_id'] or '-'}  {e['phase'].upper()}  {when(e, now)}  "
-        f"{clock(w['start'])}-{clock(w['end'])} UTC  source {e['source_language'] or '-'}"
-    )
-    lines = [head]
-    for i, t in enumerate(e["tasks"]):
+        f"{clock(w['start'])}-{clock(w['end'])} UTC  source {e['source_language'] or '-'}  |  "
+        f"session {_session(e, now)}"
+    ]
+    pubs = list(e["publishers"])
+    for t in e["tasks"]:
         lang = t["language"] if t["service"] == "captions" else f"{t['source_language']}>{t['language']}"
-        readers = ", ".join(f"{n}@{r}" for r, n in sorted(t["connections_by_replica"].items())) or "-"
-        lines.append(
-            f"  {'task' if i == 0 else '':<10} {t['id']:<10} {t['service']:<11} {lang:<7} {t['status']:<11} "
-            f"readers {t['connections']} ({readers})  last caption {ago(t['last_caption'], now)}"
+        readers = ", ".join(f"{n}@{r}" for r, n in sorted(t["connections_by_replica"].items()))
+        mine = [p for p in pubs if p["task"] == t["id"]]
+        pubs = [p for p in pubs if p["task"] != t["id"]]
+        line = (
+            f"  {t['id']:<10} {t['service']:<11} {lang:<7} {t['status']:<10} "
+            f"readers {t['connections']}{f' ({readers})' if readers else ''}  "
+            f"last caption {ago(t['last_caption'], now):<9}"
         )
+        lines.append(line + ("  " + _publisher(mine[0]) if mine else "  no publisher"))
+        lines += [" " * len(line) + "  " + _publisher(p) for p in mine[1:]]
     if not e["tasks"]:
-        lines.append(f"  {'task':<10} none")
-    media = e["media"]
-    if e["publishers"]:
-        for i, p in enumerate(e["publishers"]):
-            behind = "-" if p["behind_seconds"] is None else f"{p['behind_seconds']:.1f}s"
-            lines.append(
-                f"  {'publisher' if i == 0 else '':<10} {p['role']:<8} task {p['task'] or '-':<10} "
-                f"ingest {p['replica'] or '-'}  from {p['address'] or '-'}  audio {behind} behind"
-            )
-    else:
-        state = "media ended" if media["ended"] else "none"
-        lines.append(f"  {'publisher':<10} {state}")
-    lines.append(f"  {'session':<10} {_session(e, now)}")
-    for problem in e["problems"]:
-        lines.append(f"  ! {problem}")
+        lines.append("  no task")
+    lines += [f"  {'':<10} publisher of an unknown task: {_publisher(p)}" for p in pubs]
+    if e["media"]["ended"]:
+        lines.append(f"  media ended at {e['media']['seconds']:.1f}s")
+    lines += [f"  ! {problem}" for problem in e["problems"]]
     return lines
+
+
+def _publisher(p: dict[str, Any]) -> str:
+    behind = "" if p["behind_seconds"] is None else f", audio {p['behind_seconds']:.1f}s behind"
+    return f"{p['role']} on {p['replica'] or '?'} from {p['address'] or '?'}{behind}"
 
 
 def _session(e: dict[str, Any], now: float) -> str:
@@ -108,6 +111,6 @@ def _session(e: dict[str, Any], now: float) -> str:
     lag = "-" if s["lag_seconds"] is None else f"{s['lag_seconds']:.1f}s"
     committed = "-" if s["committed_seconds"] is None else f"{s['committed_seconds']:.1f}s"
     return (
-        f"relay {s['replica']} {age}  lag {lag} (audio {s['audio_seconds']:.1f}s, captioned {committed})  "
+        f"relay {s['replica']} {age}, lag {lag} (audio {s['audio_seconds']:.1f}s, captioned {committed}), "
         f"last commit {ago(s['last_commit'], now)}"
     )

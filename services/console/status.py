@@ -140,13 +140,12 @@ def snapshot(client: redis.Redis, now: float | None = None) -> dict[str, Any]:
         pipe.hmget(keys.relay_state(eid), fields)
         for t in task_ids:
             pipe.hmget(keys.task(eid, t), _TASK_READ)
-            pipe.zrangebyscore(keys.ingest_publishers(eid, t), int(now * 1000), "+inf")
     replies = cost.run(pipe)
 
     out = []
     at = 0
     for event, task_ids in chosen:
-        n = 5 + 2 * len(task_ids)
+        n = 5 + len(task_ids)
         mine, at = replies[at : at + n], at + n
         out.append(_assemble(event, task_ids, mine, owners.get(event["id"]), readers, now))
     snap = {
@@ -251,10 +250,10 @@ def _assemble(
     event["session"] = _session(state, owner, media, now)
     tasks = []
     for i, task_id in enumerate(task_ids):
-        record, slots = per_task[2 * i], per_task[2 * i + 1]
+        record = per_task[i]
         captioned = relay[len(_RELAY_READ) + 2 * i]
         ended = relay[len(_RELAY_READ) + 2 * i + 1]
-        tasks.append(_task(eid, task_id, record, slots, captioned, ended, event, readers))
+        tasks.append(_task(eid, task_id, record, captioned, ended, event, readers))
     event["tasks"] = tasks
     event["problems"] = problems.of_event(event, now)
     return event
@@ -336,7 +335,6 @@ def _task(
     event_id: str,
     task_id: str,
     record: Any,
-    slots: Any,
     captioned: str,
     ended: str,
     event: dict[str, Any],
@@ -355,7 +353,6 @@ def _task(
         "status": "cancelled" if d["cancelled"] == "1" else STATUS_NAMES.get(code, str(code or "unknown")),
         "status_code": code,
         "error": d["error"] or ended,
-        "publish_slots": len(slots or ()),
         "connections": sum(by_replica.values()),
         "connections_by_replica": by_replica,
         "last_caption": _f(captioned),
