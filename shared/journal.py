@@ -36,6 +36,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import redis
 import redis.asyncio as aioredis
@@ -95,6 +96,11 @@ class Entry:
 
     def as_dict(self) -> dict[str, object]:
         return {"ts": self.ts, "kind": self.kind, "fields": dict(self.fields), "id": self.id}
+
+
+def utc(ts: float) -> str:
+    """An epoch time as entries write it: UTC, to the second (``2026-12-04 10:00:00Z``)."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _quote(value: str) -> str:
