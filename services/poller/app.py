@@ -15,6 +15,7 @@ from celery import Celery, Task
 from services.poller import lifecycle, metrics
 from services.poller.context import Context
 from services.poller.provision import give_up, provision
+from services.poller.resend import resend_status
 from services.poller.sealing import Sealer
 from shared import commands, keys, redis_client
 from shared.kaltura import KalturaFacade, errors
@@ -185,5 +186,7 @@ def _register(app: Celery, ctx: Context) -> None:
         return lifecycle.processing(ctx, str(event_id))
 
     @app.task(name=commands.FINALIZE, shared=False, ignore_result=True, **retry)
-    def finalize(task_id: str, outcome: str, reason: str = "") -> str:
+    def finalize(task_id: str, outcome: str, reason: str = "", resend: bool = False) -> str:
+        if resend:  # reachlive admin resend-status: the stored final status again (resend.py)
+            return resend_status(ctx, str(task_id))
         return lifecycle.finalize(ctx, str(task_id), outcome, reason)
