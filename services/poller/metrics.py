@@ -10,6 +10,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from shared.kaltura import errors
 from shared.metrics import LATENCY_BUCKETS
+from shared.metrics import OPERATOR_ACTIONS as OPERATOR_ACTIONS  # reachlive admin: resend-status (one family for all)
 
 POLLS = Counter("reachlive_poller_polls_total", "getJobs polls run by the workers", ["result"])
 JOBS_LISTED = Gauge("reachlive_poller_jobs_listed", "tasks in the last getJobs listing", ["status"])
