@@ -32,7 +32,7 @@ from services.gateway.delivery import (
     StreamId,
 )
 from services.gateway.lineage import LineageStore
-from shared import keys, redis_client, redis_health, revocations
+from shared import keys, operator, redis_client, redis_health, revocations
 from shared.aio import TaskSet, check_cancelled
 from shared.logs import log_context
 from shared.streams import CaptionEntry, PayloadError
@@ -315,6 +315,18 @@ class CaptionHub:
         if feed is not None:
             feed.revoke()
 
+    def on_operator(self, req: operator.Request) -> None:
+        """reachlive admin revoke (shared/operator.py): the task's connections close as at any
+        revocation (the revocation message follows this one); logged and counted as the operator's."""
+        feed = self.feeds.get((req.event_id, req.task_id)) if req.action == operator.REVOKE else None
+        if feed is None or not feed.subscribers:
+            return
+        closing = len(feed.subscribers)
+        feed.revoke()
+        metrics.OPERATOR_ACTIONS.labels(req.action).inc()
+        ids = {"event_id": req.event_id, "task_id": req.task_id}
+        log.warning("operator revoke: closing %d caption connection(s)", closing, extra=ids)
+
     async def listen_revocations(
         self, subscribed: asyncio.Event | None = None, health: redis_health.RedisHealth | None = None
     ) -> None:
@@ -344,7 +356,12 @@ class CaptionHub:
             backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
 
         await revocations.listen(
-            self.redis, self.revoke, on_lost, on_subscribed=on_subscribed, errors=(RedisError, TimeoutError)
+            self.redis,
+            self.revoke,
+            on_lost,
+            on_subscribed=on_subscribed,
+            on_operator=self.on_operator,
+            errors=(RedisError, TimeoutError),
         )
 
     async def close(self, timeout: float) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 from shared.metrics import LATENCY_BUCKETS
+from shared.metrics import OPERATOR_ACTIONS as OPERATOR_ACTIONS  # reachlive admin: revoke (one family for all)
 
 CONNECTION_STATES = ("authenticating", "catching_up", "live", "closing")
 AUTH_FAILURE_REASONS = ("missing", "invalid", "timeout", "rate_limited", "bad_request")
