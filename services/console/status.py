@@ -270,8 +270,12 @@ def _publishers(presence: dict[Any, Any], primary: str, media: dict[str, Any], n
         if now - seen > keys.INGEST_PRESENCE_TTL_SECONDS:
             continue  # its replica stopped refreshing it (crashed): not a publisher any more
         role = "primary" if pub_id == primary else "standby"
-        # The primary's latest audio is on the timeline (exact); a standby's as of its last refresh.
-        last = media["last_audio"] if role == "primary" and media["last_audio"] else seen - float(info.get("behind", 0))
+        # The primary's latest audio is on the timeline (exact, now); a standby's is what its
+        # replica measured at its last refresh (seconds ago: aging it would count those too).
+        if role == "primary" and media["last_audio"]:
+            behind = now - media["last_audio"]
+        else:
+            behind = float(info.get("behind", 0))
         out.append(
             {
                 "id": pub_id,
@@ -279,7 +283,8 @@ def _publishers(presence: dict[Any, Any], primary: str, media: dict[str, Any], n
                 "role": role,
                 "replica": str(info.get("replica", "")),
                 "address": str(info.get("address", "")),
-                "behind_seconds": round(max(0.0, now - last), 1),
+                "behind_seconds": round(max(0.0, behind), 1),
+                "seen_seconds": round(max(0.0, now - seen), 1),
             }
         )
     out.sort(key=lambda p: (p["role"] != "primary", p["task"], p["id"]))
@@ -287,9 +292,8 @@ def _publishers(presence: dict[Any, Any], primary: str, media: dict[str, Any], n
         # The lease is held by a publisher this snapshot has no record of (a replica of an
         # earlier version, or its record not written yet).
         behind = round(max(0.0, now - media["last_audio"]), 1) if media["last_audio"] else None
-        out.insert(
-            0, {"id": primary, "task": "", "role": "primary", "replica": "", "address": "", "behind_seconds": behind}
-        )
+        unknown = {"id": primary, "task": "", "role": "primary", "replica": "", "address": ""}
+        out.insert(0, {**unknown, "behind_seconds": behind, "seen_seconds": None})
     return out
 
 
