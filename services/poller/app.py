@@ -20,7 +20,7 @@ from services.poller.sealing import Sealer
 from shared import commands, keys, redis_client
 from shared.kaltura import KalturaFacade, errors
 from shared.kaltura.errors import KalturaRetryableError
-from shared.settings import GatewaySettings, IngestSettings, KalturaSettings, PollerSettings, load
+from shared.settings import CommonSettings, GatewaySettings, IngestSettings, KalturaSettings, PollerSettings, load
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ def make_app(
         caption_url=caption_url or load(GatewaySettings).public_url,
         window_margin_seconds=window_margin_seconds,
         sealer=Sealer.from_settings(poller),
+        retention_seconds=load(CommonSettings).retention_seconds,
     )
     app.reachlive = ctx  # type: ignore[attr-defined]
     _register(app, ctx)

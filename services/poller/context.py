@@ -13,7 +13,7 @@ from services.poller.sealing import Sealer
 from services.poller.store import CheckLock, ProvisionLock
 from shared import keys
 from shared.kaltura import KalturaFacade
-from shared.settings import KalturaSettings, PollerSettings
+from shared.settings import CommonSettings, KalturaSettings, PollerSettings
 
 
 @dataclass
@@ -38,6 +38,9 @@ class Context:
         default=lambda event_id, task_ids, listed, holder, countdown: None
     )
     clock: Callable[[], float] = time.time
+    # REACHLIVE_RETENTION_DAYS in seconds: how long an ended event's registry records (what a
+    # captions export reads) and its tasks' usage records are kept.
+    retention_seconds: int = field(default_factory=lambda: CommonSettings().retention_seconds)
 
     @property
     def lock_seconds(self) -> int:
@@ -51,6 +54,11 @@ class Context:
         # Two poll periods: a check still queued or running when the next poll comes is not
         # sent again; one lost with its worker (acks_late redelivers it anyway) is not stuck.
         return CheckLock(self.redis, event_id, holder, int(max(60.0, 2 * self.kaltura_settings.poll_seconds)))
+
+    def expire_event_after(self, end: float) -> tuple[float, float]:
+        """(when the event's records expire, when its media key / caption token lookups do),
+        for an event whose window (post-end included) ends at ``end``."""
+        return end + self.retention_seconds, end + min(self.retention_seconds, keys.KEY_INDEX_TTL_AFTER_END_SECONDS)
 
     def external_task_id(self, event_id: str | int, task_id: str) -> str:
         return f"{self.kaltura_settings.vendor_name}:{event_id}:{task_id}"

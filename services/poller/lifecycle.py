@@ -21,10 +21,11 @@ import logging
 import uuid
 from collections import defaultdict
 
-from services.poller import metrics, window
+from services.poller import metrics, usage, window
 from services.poller.context import Context
 from services.poller.provision import cancel
 from services.poller.store import (
+    READ_BATCH,
     RelayEnd,
     access_key,
     find_task,
@@ -37,7 +38,7 @@ from services.poller.store import (
     set_task_fields,
     sizes,
 )
-from shared import keys, registry
+from shared import journal, keys, registry
 from shared.kaltura import errors
 from shared.kaltura.errors import KalturaError, KalturaPermanentError
 from shared.kaltura.models import (
@@ -165,14 +166,28 @@ def reconcile(ctx: Context, listing: dict[str, VendorTask] | None = None) -> dic
             raise
         metrics.EVENT_CHECKS.labels("sent").inc()
         sent += 1
-    for raw in ctx.redis.smembers(keys.EVENTS):  # records that expired (keys.REGISTRY_TTL_AFTER_END_SECONDS)
-        if not ctx.redis.exists(keys.event(raw.decode())):
-            ctx.redis.srem(keys.EVENTS, raw)
+    _drop_expired_events(ctx)
     events, tasks_n = sizes(ctx.redis)
     metrics.REGISTRY_EVENTS.set(events)
     metrics.REGISTRY_TASKS.set(tasks_n)
     metrics.TASKS_OVERDUE.set(overdue)
     return {"events": len(by_event), "checks_sent": sent}
+
+
+def _drop_expired_events(ctx: Context) -> None:
+    """Take events whose records expired (the retention period after their end) out of
+    ``keys.EVENTS``. Pipelined: the set holds every event of the retention period (30 days of
+    them by default), checked at each poll."""
+    members = list(ctx.redis.smembers(keys.EVENTS))
+    gone = []
+    for i in range(0, len(members), READ_BATCH):
+        batch = members[i : i + READ_BATCH]
+        pipe = ctx.redis.pipeline(transaction=False)
+        for raw in batch:
+            pipe.exists(keys.event(raw.decode()))
+        gone += [raw for raw, found in zip(batch, pipe.execute(), strict=True) if not found]
+    if gone:
+        ctx.redis.srem(keys.EVENTS, *gone)
 
 
 def check_gap(events: int, rate: float, poll_seconds: float) -> float:
@@ -289,6 +304,7 @@ def _no_shows(ctx: Context, event_id: str, tasks: list[TaskRecord]) -> int:
         if outcome == "error":
             metrics.NO_SHOWS.inc()
             log.warning("no-show: no media during the task's window", extra={"start": start, "end": end})
+            journal.record(ctx.redis, event_id, "no_show", task=rec.id)
             done += 1
     return done
 
@@ -328,7 +344,7 @@ def _check_task(ctx: Context, rec: TaskRecord, listed: int | None) -> bool:
         # READY/ERROR/REJECTED set by someone else: the feature is removed at ERROR (facts.md).
         if status != READY:
             _cancel(ctx, rec, f"final status {status}")
-        finish_task(ctx.redis, rec, status, rec.error)
+        _finish(ctx, rec, status, rec.error)
         return False
     return True
 
@@ -396,8 +412,9 @@ def _check_event(ctx: Context, event_id: str, tasks: list[TaskRecord]) -> tuple[
         pre = max([f.pre_start for f in event.features] + [0])
         post = max([f.post_end for f in event.features] + [0])
         registry.move_event_window(ctx.redis, event_id, event.start, event.end, pre, post)
-        registry.expire_event_at(ctx.redis, event_id, event.end + post + keys.REGISTRY_TTL_AFTER_END_SECONDS)
+        registry.expire_event_at(ctx.redis, event_id, *ctx.expire_event_after(event.end + post))
         log.info("event window moved", extra={"start": event.start, "end": event.end})
+        journal.record(ctx.redis, event_id, "window_moved", start=journal.utc(event.start), end=journal.utc(event.end))
         moved = 1
     if event.start:
         _follow_task_windows(ctx, event, tasks)
@@ -432,6 +449,9 @@ def processing(ctx: Context, event_id: str) -> int:
                 try:
                     ctx.kaltura.update_job(rec.id, PROCESSING)
                 except KalturaPermanentError as exc:
+                    journal.record(
+                        ctx.redis, event_id, "status_refused", task=rec.id, status="PROCESSING", code=exc.code
+                    )
                     if exc.code in (
                         errors.CANNOT_UPDATE_STATUS_OF_TASK_WHICH_IS_IN_FINAL_STATE,
                         errors.ENTRY_VENDOR_TASK_NOT_FOUND,
@@ -441,8 +461,14 @@ def processing(ctx: Context, event_id: str) -> int:
                         _check_task(ctx, rec, None)
                         continue
                     raise
+                except KalturaError as exc:  # retried by the command
+                    journal.record(
+                        ctx.redis, event_id, "status_failed", task=rec.id, status="PROCESSING", code=exc.code
+                    )
+                    raise
                 set_task_fields(ctx.redis, rec, status=str(PROCESSING))
                 metrics.TASKS.labels("processing").inc()
+                journal.record(ctx.redis, event_id, "status_sent", task=rec.id, status="PROCESSING")
                 done += 1
     return done
 
@@ -466,6 +492,8 @@ def finalize(ctx: Context, task_id: str, outcome: str, reason: str = "") -> str:
                 ctx.kaltura.update_job(task_id, PROCESSING)
             ctx.kaltura.update_job(task_id, status, err_description=description)
         except KalturaPermanentError as exc:
+            name = "READY" if status == READY else "ERROR"
+            journal.record(ctx.redis, rec.event, "status_refused", task=task_id, status=name, code=exc.code)
             if exc.code not in (
                 errors.CANNOT_UPDATE_STATUS_OF_TASK_WHICH_IS_IN_FINAL_STATE,
                 errors.ENTRY_VENDOR_TASK_NOT_FOUND,
@@ -479,13 +507,27 @@ def finalize(ctx: Context, task_id: str, outcome: str, reason: str = "") -> str:
                 return "duplicate"
             log.info("task already final at Kaltura (%s)", exc.code)
             _cancel(ctx, rec, exc.code)
-            finish_task(ctx.redis, rec, rec.status)
+            _finish(ctx, rec, rec.status)
             return "cancelled"
+        except KalturaError as exc:  # retried by the command
+            name = "READY" if status == READY else "ERROR"
+            journal.record(ctx.redis, rec.event, "status_failed", task=task_id, status=name, code=exc.code)
+            raise
         if status == ERROR:
             registry.revoke_task(ctx.redis, rec.event, rec.id)  # Kaltura removes the feature at ERROR
         elif rec.media_key_hash:
             ctx.redis.delete(keys.media_key(rec.media_key_hash))  # no more media; captions stay readable
-        finish_task(ctx.redis, rec, status, description or "")
+        _finish(ctx, rec, status, description or "")
         metrics.TASKS.labels("ready" if status == READY else "error").inc()
         log.info("task finalized", extra={"status": status})
+        name = "READY" if status == READY else "ERROR"
+        journal.record(ctx.redis, rec.event, "status_sent", task=task_id, status=name, error=description or "")
         return "ready" if status == READY else "error"
+
+
+def _finish(ctx: Context, rec: TaskRecord, status: int, error: str = "") -> None:
+    """The task's final status in the registry, its usage record first: a Redis error before
+    the registry write leaves the task live, and the retry (the command's, or reconcile's) that
+    settles it again finds the record written, once."""
+    usage.record_end(ctx.redis, rec, status, ctx.retention_seconds)
+    finish_task(ctx.redis, rec, status, error)

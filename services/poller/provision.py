@@ -23,15 +23,16 @@ from __future__ import annotations
 import logging
 import time
 
-from services.poller import metrics, window
+from services.poller import metrics, usage, window
 from services.poller.context import Context
 from services.poller.store import drop_indexes, find_task, merge_event, set_task_fields
-from shared import keys, registry
+from shared import journal, keys, registry
 from shared.hashing import new_secret, same_secret
 from shared.kaltura import errors
 from shared.kaltura.errors import KalturaError, KalturaPermanentError
 from shared.kaltura.languages import UnsupportedLanguage, resolve
 from shared.kaltura.models import (
+    ABORTED,
     ERROR,
     FEATURE_PREFIX,
     FINAL_STATUSES,
@@ -131,7 +132,7 @@ def _provision(ctx: Context, task_id: str, job: VendorTask) -> str:
         try:
             plan = _plan(ctx, task_id, job, details)
         except Refusal as exc:
-            refuse(ctx, task_id, str(exc))
+            refuse(ctx, task_id, str(exc), str(job.scheduled_event_id or ""))
             return "refused"
         event = ctx.kaltura.get_schedule_event(job.scheduled_event_id, job.access_key, task_id)
         feature = event.feature(task_id)
@@ -141,7 +142,7 @@ def _provision(ctx: Context, task_id: str, job: VendorTask) -> str:
         try:
             _check_event_language(ctx, event, plan)
         except Refusal as exc:
-            refuse(ctx, task_id, str(exc))
+            refuse(ctx, task_id, str(exc), str(job.scheduled_event_id or ""))
             return "refused"
         rec = _endpoints(ctx, task_id, job, event, plan, find_task(ctx.redis, task_id))
         external = ctx.external_task_id(event.id, task_id)
@@ -150,18 +151,22 @@ def _provision(ctx: Context, task_id: str, job: VendorTask) -> str:
         elif job.external_task_id != external:
             ctx.kaltura.update_job(task_id, external_task_id=external)
         set_task_fields(ctx.redis, rec, status=str(SCHEDULED))
-        registry.expire_event_at(
-            ctx.redis, rec.event, max(job.end, event.end) + event.post_end + keys.REGISTRY_TTL_AFTER_END_SECONDS
-        )
+        ends = max(job.end, event.end) + event.post_end
+        registry.expire_event_at(ctx.redis, rec.event, *ctx.expire_event_after(ends))
         log.info("task scheduled", extra={"kind": plan.kind, "language": plan.language})
+        journal.record(
+            ctx.redis, rec.event, "provisioned", task=task_id, service=plan.kind, language=plan.language_code,
+            window=f"{journal.utc(rec.start)} to {journal.utc(rec.end)}", status_sent="SCHEDULED",
+        )  # fmt: skip
         return "scheduled"
 
 
 def _past_window(ctx: Context, task_id: str, job: VendorTask) -> str | None:
     """A task whose window has passed is never provisioned, whatever the registry holds (its
-    records expire a day after the window, and Kaltura keeps listing an unfinished task): it goes
-    ERROR instead, and Kaltura stops listing it, so this happens once. Judged from getJobs' own
-    dates (and the event's registry window, if the registry still has it: a moved window)."""
+    records expire REACHLIVE_RETENTION_DAYS after the window, and Kaltura keeps listing an
+    unfinished task): it goes ERROR instead, and Kaltura stops listing it, so this happens once.
+    Judged from getJobs' own dates (and the event's registry window, if the registry still has
+    it: a moved window)."""
     event = registry.read_event_sync(ctx.redis, str(job.scheduled_event_id)) if job.scheduled_event_id else None
     start, end = window.bounds(float(job.start), float(job.end), event)
     if not window.passed(ctx.clock(), end, ctx.window_margin_seconds):
@@ -169,9 +174,11 @@ def _past_window(ctx: Context, task_id: str, job: VendorTask) -> str | None:
     # SCHEDULED: it was given a mediaUrl and never used it (else it would be PROCESSING).
     no_show = job.status == SCHEDULED and not (event is not None and event.session == "1")
     reason = window.no_media_reason(start, end, ctx.media_url) if no_show else window.expired_reason(start, end)
-    refuse(ctx, task_id, reason)
+    refuse(ctx, task_id, reason, str(job.scheduled_event_id or ""))
     if no_show:
         metrics.NO_SHOWS.inc()
+        if job.scheduled_event_id:
+            journal.record(ctx.redis, str(job.scheduled_event_id), "no_show", task=task_id)
     return "no_show" if no_show else "expired"
 
 
@@ -328,18 +335,26 @@ def _endpoints(
     return record
 
 
-def refuse(ctx: Context, task_id: str, reason: str) -> None:
-    """ERROR with a readable errDescription; Kaltura removes the feature, we hold nothing."""
+def refuse(ctx: Context, task_id: str, reason: str, event_id: str = "") -> None:
+    """ERROR with a readable errDescription; Kaltura removes the feature, we hold nothing.
+    ``event_id``: the order's event, for its history when the registry does not have the task."""
     log.warning("refusing task: %s", reason)
+    refused = ""
     try:
         ctx.kaltura.update_job(task_id, ERROR, err_description=reason)
     except KalturaPermanentError as exc:
         if exc.code not in CANCEL_CODES:
             raise
+        refused = exc.code
     rec = find_task(ctx.redis, task_id)
     if rec is not None:
+        usage.record_end(ctx.redis, rec, ERROR, ctx.retention_seconds)
         registry.revoke_task(ctx.redis, rec.event, rec.id)
         ctx.redis.hset(keys.task(rec.event, rec.id), mapping={"status": str(ERROR), "error": reason})
+    event_id = rec.event if rec is not None else event_id
+    if event_id:
+        kind, fields = ("status_refused", {"code": refused}) if refused else ("status_sent", {})
+        journal.record(ctx.redis, event_id, kind, task=task_id, status="ERROR", error=reason, **fields)
 
 
 def cancel(ctx: Context, task_id: str, why: str) -> bool:
@@ -348,6 +363,8 @@ def cancel(ctx: Context, task_id: str, why: str) -> bool:
     log.info("task cancelled: %s", why)
     if rec is None or rec.cancelled:
         return False
+    journal.record(ctx.redis, rec.event, "cancelled", task=task_id, why=why)
+    usage.record_end(ctx.redis, rec, rec.status if rec.status in FINAL_STATUSES else ABORTED, ctx.retention_seconds)
     registry.revoke_task(ctx.redis, rec.event, rec.id)
     return True
 
@@ -370,7 +387,7 @@ def handle_permanent(ctx: Context, task_id: str, job: VendorTask | None, exc: Ka
     reason = f"reachlive could not set up live captions: Kaltura {exc.service}.{exc.action} returned {exc.code}"
     log.error("provision failed: %s", exc)
     try:
-        refuse(ctx, task_id, reason)
+        refuse(ctx, task_id, reason, str(job.scheduled_event_id or "") if job is not None else "")
     except KalturaError as again:
         log.error("could not mark the task ERROR: %s", again)
     return "failed"

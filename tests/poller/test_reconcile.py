@@ -15,6 +15,7 @@ from shared import commands, keys, registry
 from shared.hashing import same_secret
 from shared.kaltura import errors
 from shared.kaltura.models import ERROR, PENDING, PROCESSING, READY, SCHEDULED
+from shared.settings import CommonSettings
 from tests.kaltura.support import CAPTION, Admin, event_spec, translation, wait_for
 from tests.poller.test_provision import _lookups, wait_status
 
@@ -84,11 +85,16 @@ def test_moved_window_moves_the_event_record(worker: Any, admin: Admin, send: An
     wait_for(lambda: registry.read_event_sync(redis_client, event_id).start == start)
     event = registry.read_event_sync(redis_client, event_id)
     assert event.end == start + 5400 and event.status == "scheduled"
-    assert (
-        0
-        < redis_client.ttl(keys.event(event_id)) - (start + 5400 - time.time())
-        <= (keys.REGISTRY_TTL_AFTER_END_SECONDS + 5)
-    )
+    # The records are kept the retention period after the window (REACHLIVE_RETENTION_DAYS, for
+    # the console's captions export and usage), the media key / caption token lookups a day.
+    retention = CommonSettings().retention_seconds
+    event_ttl = redis_client.ttl(keys.event(event_id))
+    assert retention - 5 < event_ttl - (start + 5400 - time.time())
+    task_id = next(iter(redis_client.smembers(keys.event_tasks(event_id)))).decode()
+    task = registry.read_task_sync(redis_client, event_id, task_id)
+    assert abs(redis_client.ttl(keys.task_event(task_id)) - event_ttl) <= 2
+    index_ttl = redis_client.ttl(keys.caption_token(task.caption_token_hash))
+    assert abs(event_ttl - index_ttl - (retention - keys.KEY_INDEX_TTL_AFTER_END_SECONDS)) <= 2
 
 
 def test_processing_then_ready_and_error(

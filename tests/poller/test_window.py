@@ -59,7 +59,7 @@ def _go_live(redis_client: redis.Redis, event_id: str) -> None:
 
 
 def _expire_registry(redis_client: redis.Redis, event_id: str) -> None:
-    """What the registry's TTLs (keys.REGISTRY_TTL_AFTER_END_SECONDS) do a day after the window."""
+    """What the registry's TTLs do once the retention period after the window is over."""
     names = [keys.event(event_id), keys.event_tasks(event_id)]
     for raw in redis_client.smembers(keys.event_tasks(event_id)):
         rec = registry.read_task_sync(redis_client, event_id, raw)
