@@ -266,10 +266,11 @@ GATEWAY_CONNECTIONS_HOST = "~host"
 
 
 # --- TTLs and retention --------------------------------------------------------------------
-# Captions stay readable for the event plus an hour (docs/design.md section 4), so a client that
-# reconnects late still resumes; the registry outlives the event by a day for reconciliation.
-CAPTIONS_RETENTION_AFTER_END_SECONDS = 3600
-REGISTRY_TTL_AFTER_END_SECONDS = 86400
+# What an event leaves behind is kept CommonSettings().retention_seconds (REACHLIVE_RETENTION_DAYS,
+# default 30) after its end (docs/design.md section 4): its captions streams, the relay state
+# (positions, usage counters), the ingest state (media time), the registry records, the per-event
+# log, and the tasks' usage records. The audio is not (115 MB per hour of an event, transcribed
+# already): it goes an hour after the end of stream.
 AUDIO_RETENTION_AFTER_END_SECONDS = 3600
 # The media key and caption token lookups of an ended event's tasks: a day after its window, not
 # the retention period (REACHLIVE_RETENTION_DAYS keeps the records and captions for the console,
@@ -278,7 +279,7 @@ KEY_INDEX_TTL_AFTER_END_SECONDS = 86400
 PROVISION_LOCK_SECONDS = 60
 INGEST_PRIMARY_TTL_SECONDS = 5
 # A task's lineage hash expires with its captions stream (the relay sets that stream's expiry at
-# each commit: the event's end + CAPTIONS_RETENTION_AFTER_END_SECONDS); this until it has one.
+# each commit: the event's end + the retention period); this until it has one.
 LINEAGE_TTL_SECONDS = 86400
 LINEAGE_MAX_RECORDS = 64  # per task: far above the per-replica connection cap of a task
 GATEWAY_INSTANCE_TTL_SECONDS = 60  # only to clear a dead process's key: death is a counter that stops
