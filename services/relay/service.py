@@ -180,7 +180,11 @@ class Relay:
             self.need_group = False
         lost = await self.claimer.heartbeat(list(self.owned))
         for entry_id in lost:
-            owned = self.owned.get(entry_id)
+            # Forgotten now, not when its task has ended: this replica may take the entry over
+            # again in this very round (an operator's restart-session hands it to no relay: any,
+            # this one too, takes it from the cursor, with a new epoch that fences the old session).
+            owned = self.owned.pop(entry_id, None)
+            metrics.SESSIONS_OWNED.set(len(self.owned))
             if owned is not None and not owned.task.done():
                 log.warning("session taken over by another relay: stopping", extra={"event_id": owned.claimed.event_id})
                 metrics.SESSIONS_LOST.inc()
@@ -212,7 +216,9 @@ class Relay:
         try:
             await self.runner(claimed)
         finally:
-            self.owned.pop(claimed.entry_id, None)
+            owned = self.owned.get(claimed.entry_id)
+            if owned is not None and owned.task is asyncio.current_task():  # not a newer claim of it
+                del self.owned[claimed.entry_id]
             metrics.SESSIONS_OWNED.set(len(self.owned))
 
     async def shutdown(self) -> None:
