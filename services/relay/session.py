@@ -187,6 +187,7 @@ class EventSession:
             # Repeated after a lost reply: harmless (a higher epoch fences the same earlier owners).
             consumer = self.claimer.consumer
             self.epoch = await self._redis(lambda: claim_epoch(client, event_id, consumer), "claim epoch")
+            await self._restarted()
         cfg = self.config.relay
         backoff = Backoff(cfg.backoff_initial_seconds, cfg.backoff_max_seconds)
         clean = False  # the last KWIKmotion session ended with every result in (idle, late order)
@@ -303,6 +304,17 @@ class EventSession:
             self.opened = False
             cause = outcome.cause or outcome.kind.value
             await self._journal("session_closed", cause=cause, code=outcome.code, reason=outcome.reason)
+
+    async def _restarted(self) -> None:
+        """This claim is the takeover an operator asked for (reachlive admin restart-session marks
+        ``keys.RELAY_RESTART`` and hands the entry over): logged and counted by whoever clears it."""
+        client, key = self.client, self.state_key
+        if await self._redis(lambda: client.hdel(key, keys.RELAY_RESTART), "restart mark"):
+            metrics.OPERATOR_ACTIONS.labels("restart-session").inc()
+            log.warning(
+                "operator restart-session: session taken over, resuming from the cursor",
+                extra={"replica": self.claimer.consumer},
+            )
 
     async def _redis(self, call: Any, what: str, seconds: float | None = None) -> Any:
         """A Redis call of the session: under a deadline, retried until Redis is back."""
