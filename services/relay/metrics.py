@@ -6,6 +6,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 from shared.metrics import LATENCY_BUCKETS
+from shared.metrics import OPERATOR_ACTIONS as OPERATOR_ACTIONS  # reachlive admin: restart-session (one family for all)
 
 SESSIONS_OWNED = Gauge("reachlive_relay_sessions_owned", "Live event sessions this replica owns")
 SESSIONS_CLAIMED = Counter(
