@@ -16,7 +16,8 @@ Paths (under ``/console``):
 - ``/task/<id>`` a task's live captions; ``/task/<id>/captions`` what it reads: Server-Sent
   Events from the task's captions stream (``keys.captions``), XREAD BLOCK on this server's
   thread for the request, at most ``MAX_STREAMS`` at once, each ending after
-  ``STREAM_SECONDS`` (the browser reconnects with ``Last-Event-ID`` and misses nothing);
+  ``STREAM_SECONDS`` (the browser reconnects with ``Last-Event-ID``, or the page reopens it
+  with ``?from=<id>`` after a refusal, and misses nothing);
 - ``/login`` (GET the form, POST the token), ``/logout`` (POST), ``/static/<file>``: the page's
   HTML, JS and CSS, shipped in the package (no build step; no data in them, so not behind the
   token: the login form needs its stylesheet).
@@ -300,7 +301,9 @@ class Console:
             for name, value in SECURITY_HEADERS.items():
                 req.send_header(name, value)
             req.end_headers()
-            CaptionFeed(self.client, info, req.headers.get("Last-Event-ID", ""), req.wfile.write).run()
+            # EventSource's own reconnect sends Last-Event-ID; the page's reopen after a refusal, ?from=.
+            last_id = req.headers.get("Last-Event-ID") or parse_qs(urlsplit(req.path).query).get("from", [""])[0]
+            CaptionFeed(self.client, info, last_id, req.wfile.write).run()
         finally:
             self.streams.release()
 

@@ -42,27 +42,42 @@ function onCaption(c) {
 }
 
 document.getElementById("title").textContent = `Live captions · task ${taskId}`;
-const source = new EventSource(`/console/task/${encodeURIComponent(taskId)}/captions`);
-source.addEventListener("task", (m) => {
-  const t = JSON.parse(m.data);
-  const service = t.kind === "translation" ? "translation" : "captions";
-  document.getElementById("about").textContent =
-    `event ${t.event} · ${service} · ${t.language_code || t.language || "?"}`;
-  setState("connected, waiting for captions", "ok");
-});
-source.addEventListener("caption", (m) => onCaption(JSON.parse(m.data)));
-source.addEventListener("problem", (m) => setState(JSON.parse(m.data).message, "bad"));
-source.addEventListener("end", () => {
-  source.close();
-  setState("ended: the task's end of stream was sent", "ended");
-});
-source.onerror = async () => {
-  if (source.readyState === EventSource.CLOSED) {
-    // Refused (unknown task, signed out, too many views): say which.
+
+let lastId = "";
+let ended = false;
+
+function connect() {
+  const from = lastId ? `?from=${encodeURIComponent(lastId)}` : "";
+  const source = new EventSource(`/console/task/${encodeURIComponent(taskId)}/captions${from}`);
+  source.addEventListener("task", (m) => {
+    const t = JSON.parse(m.data);
+    const service = t.kind === "translation" ? "translation" : "captions";
+    document.getElementById("about").textContent =
+      `event ${t.event} · ${service} · ${t.language_code || t.language || "?"}`;
+    setState(lastId ? "reconnected" : "connected, waiting for captions", "ok");
+  });
+  source.addEventListener("caption", (m) => {
+    lastId = m.lastEventId || lastId;
+    onCaption(JSON.parse(m.data));
+  });
+  source.addEventListener("problem", (m) => setState(JSON.parse(m.data).message, "bad"));
+  source.addEventListener("end", () => {
+    ended = true;
+    source.close();
+    setState("ended: the task's end of stream was sent", "ended");
+  });
+  source.onerror = async () => {
+    if (ended) return;
+    if (source.readyState !== EventSource.CLOSED) {
+      setState("reconnecting…", "bad");  // the browser retries by itself, from the last id
+      return;
+    }
+    // Refused: signed out (the form), or an unknown task, too many open views, Redis unreachable.
     const reply = await fetch("/console/status.json", { credentials: "same-origin", cache: "no-store" }).catch(() => null);
     if (reply && reply.status === 401) { location.reload(); return; }
-    setState("the gateway refused this view (unknown task, or too many open views)", "bad");
-  } else {
-    setState("reconnecting…", "bad");
-  }
-};
+    setState("refused (unknown task, too many open views, or Redis unreachable); retrying in 5 s", "bad");
+    setTimeout(connect, 5000);
+  };
+}
+
+connect();
