@@ -296,8 +296,8 @@ EVENT_LOG_MAXLEN = 1000
 #   id, partner_id, start, end (epoch s, the scheduled event's startDate/endDate),
 #   pre_start, post_end (s, the largest over its tasks' features), source_language (ISO 639-1,
 #   what KWIKmotion takes), source_language_code (Kaltura response code, e.g. "en-US"),
-#   status ("scheduled" | "live" | "ended" | "cancelled"), session ("1" once the media
-#   session was opened on SESSIONS_STREAM).
+#   status ("scheduled" | "live" | "ended" | "cancelled"; "ended": an operator ended the media,
+#   reachlive admin end-media), session ("1" once the media session was opened on SESSIONS_STREAM).
 # keys.task(E, T), written by the poller:
 #   id, event, partner_id, feature ("8" LIVE_CAPTION | "11" LIVE_TRANSLATION),
 #   kind ("caption" | "translation"), language (ISO 639-1 of its responses: the source for a
