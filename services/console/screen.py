@@ -34,7 +34,9 @@ def when(event: dict[str, Any], now: float) -> str:
         return f"live for {span(now - w['start'])}"
     if phase == "cancelled":
         return "cancelled"
-    return f"ended {span(now - min(w['closes'], now))} ago"
+    if now < w["closes"]:
+        return "ended early (media ended by an operator)"
+    return f"ended {span(now - w['closes'])} ago"
 
 
 def render(snap: dict[str, Any]) -> str:

@@ -215,6 +215,8 @@ def _phase(event: dict[str, Any], now: float, eos: bool) -> str:
     w = event["window"]
     if event["status"] == "cancelled":
         return "cancelled"
+    if event["status"] == "ended":  # an operator ended its media (reachlive admin end-media)
+        return "ended"
     if now < w["opens"]:
         return "upcoming"
     if now <= w["closes"] and not eos:

@@ -1,7 +1,8 @@
 """``reachlive status`` against the running stack: an event ordered in the Kaltura emulator and
 published with real media shows, while it is live, in the real command's JSON (its tasks, the
 primary publisher, the relay holding the session, a caption reader and the last caption time)
-and on its text screen; ``--watch`` redraws in place and stops on Ctrl-C with exit 0."""
+and on its text screen, with an upcoming event whose too-early publish was refused; ``--watch``
+redraws in place and stops on Ctrl-C with exit 0."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import time
 from typing import Any
 
 from emulators.media import JFK_FLAC
+from emulators.restreamer import publish_url, restream
 from services.demo import scenario
 from services.demo.stack import Stack
 from tests.support.polling import wait_for
@@ -55,7 +57,15 @@ def complete(snap: dict[str, Any], event_id: str) -> dict[str, Any] | None:
 async def test_status_shows_a_live_event_from_every_service(stack: Stack) -> None:
     admin = stack.kaltura
     run = await asyncio.to_thread(scenario.order, admin, translations=("French",), duration=600)
+    later = await asyncio.to_thread(scenario.order, admin, translations=(), duration=600, start_in=1800)
     await asyncio.to_thread(scenario.wait_scheduled, admin, run, 60)
+    await asyncio.to_thread(scenario.wait_scheduled, admin, later, 60)
+    # A publish half an hour early is refused: the status counts it for that event.
+    [feature] = later.features.values()
+    early = await asyncio.to_thread(
+        restream, JFK_FLAC, publish_url(feature["mediaUrl"], feature["mediaKey"]), stop_at=1.0
+    )
+    assert early.error
     stop = threading.Event()
     clients = scenario.start_clients(run, gateway_urls=stack.gateway_urls(), ping_interval=1.0)
     # The sample three times over (about 33 s): live long enough to be looked at.
@@ -79,6 +89,10 @@ async def test_status_shows_a_live_event_from_every_service(stack: Stack) -> Non
         assert event["session"]["replica"] == "relay-0" == event["session"]["claimed_by"]
         assert event["media"]["seconds"] > 0
         assert snaps[-1]["cost"]["round_trips"] == 3
+        upcoming = next(e for e in snaps[-1]["events"] if e["id"] == later.event_id)
+        assert upcoming["phase"] == "upcoming"
+        assert [(r["reason"], r["count"]) for r in upcoming["refused"]] == [("too_early", 1)]
+        assert upcoming["problems"][0].startswith("publish refused 1x: too early")
 
         text = await asyncio.to_thread(
             subprocess.run, command(stack), env=env(stack), capture_output=True, text=True, timeout=60
