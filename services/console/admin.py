@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from kombu.exceptions import OperationalError
 
 from shared import commands, journal, keys, operator, registry
 from shared.cli import plain
@@ -364,8 +365,8 @@ def main(argv: list[str]) -> int:
     except Refused as exc:
         print(f"reachlive admin {args.action}: refused: {exc}", file=sys.stderr)
         return 1
-    except (redis.RedisError, OSError) as exc:
-        print(f"reachlive admin {args.action}: Redis unreachable ({type(exc).__name__}): nothing done", file=sys.stderr)
+    except (redis.RedisError, OSError, OperationalError) as exc:  # OperationalError: the broker (Redis)
+        print(f"reachlive admin {args.action}: Redis unreachable ({type(exc).__name__})", file=sys.stderr)
         return 2
     finally:
         client.close()
