@@ -209,16 +209,21 @@ class Admin:
         self._journal(event_id, operator.RESTART_SESSION, relay=session.holder)
         self.out(f"restart-session: event {event_id}: the session was taken from relay {session.holder}")
 
-        def taken() -> str:
+        def taken() -> tuple[str] | None:
+            """(the relay that took the session over,) once one has (its claim cleared the mark);
+            ("",) if the session is gone (finished meanwhile)."""
             now = self._session(event_id)
-            marked = self.client.hexists(state_key, keys.RELAY_RESTART)
-            if now is None or (now.holder and now.holder != keys.RELAY_OPERATOR_CONSUMER and not marked):
-                return now.holder if now else "(finished)"
-            return ""
+            if now is None:
+                return ("",)
+            if now.holder in ("", keys.RELAY_OPERATOR_CONSUMER) or self.client.hexists(state_key, keys.RELAY_RESTART):
+                return None
+            return (now.holder,)
 
         by = self._until(taken) if self.wait > 0 else None
-        if by:
-            self.out(f"restart-session: relay {by} took the session over and resumes from the cursor")
+        if by == ("",):
+            self.out("restart-session: the session finished meanwhile")
+        elif by:
+            self.out(f"restart-session: relay {by[0]} took the session over and resumes from the cursor")
         elif self.wait > 0:
             self.out(f"restart-session: no relay took the session over within {self.wait:.0f} s (reachlive status)")
 
