@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="reachlive",
         description="Live captions and live translations for Kaltura REACH. "
-        "Settings come from REACHLIVE_* environment variables (see README).",
+        "Settings come from REACHLIVE_* environment variables (see docs/operating.md).",
     )
     parser.add_argument("-V", "--version", action="version", version=f"reachlive {version()}")
     sub = parser.add_subparsers(dest="command", metavar="command", required=True)

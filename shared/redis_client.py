@@ -1,6 +1,6 @@
 """The one place that turns ``REACHLIVE_REDIS_URL`` into Redis clients and Celery settings.
 
-Two kinds of URL (README, "Running Redis in production"):
+Two kinds of URL (docs/operating.md, "Running Redis in production"):
 
 - a single endpoint, as redis-py reads it: ``redis://[[user]:password@]host[:port][/db]``,
   ``rediss://...`` (TLS), ``unix:///path/redis.sock[?db=N]``;
@@ -19,7 +19,7 @@ Every client built here for a Sentinel URL asks the sentinels for the current ma
 (re)connects, so after a failover the next command after the connection error goes to the new
 master (redis-py's ``Sentinel.master_for``). A connection still open to a demoted master that
 answers ``READONLY`` is dropped and retried the same way. What a failover costs and what the
-asynchronous replication can lose is told in README ("Running Redis in production").
+asynchronous replication can lose is told in docs/operating.md ("Running Redis in production").
 
 redis-py 8's default pool raises ``MaxConnectionsError`` past 100 connections; a service with
 hundreds of concurrent publishers, sessions or subscribers must wait for a free connection

@@ -90,7 +90,9 @@ def _fernet_keys(value: SecretStr) -> SecretStr:
         except (binascii.Error, ValueError):
             ok = False
         if not ok:
-            raise ValueError(f"key {i} of {len(keys)} is not a Fernet key (32 bytes, url-safe base64: README Secrets)")
+            raise ValueError(
+                f"key {i} of {len(keys)} is not a Fernet key (32 bytes, url-safe base64: docs/operating.md Secrets)"
+            )
     return value
 
 

@@ -61,7 +61,7 @@ def build_children(
 
 
 def encryption_keys(redis_url: str) -> None:
-    """The workers seal each task's accessKey in Redis (issue 19; README "Secrets"). On the
+    """The workers seal each task's accessKey in Redis (issue 19; docs/operating.md "Secrets"). On the
     embedded Redis, which keeps nothing past this run, a key made for the run and handed to every
     child serves; an external Redis outlives the run, so its keys must be set (SettingsError)."""
     poller = load(PollerSettings)

@@ -4,7 +4,7 @@ A Kaltura customer orders live captions (English) and a live translation (French
 scheduled event; reachlive provisions them; "Kaltura" restreams the speech sample over RTMP in
 real time; captions and translations arrive live on Kaltura's caption WebSocket client; at the
 end the tasks are READY in Kaltura. Embedded Redis and the emulators by default; real
-Kaltura/KWIKmotion when their REACHLIVE_* settings are given (see README, "Demo on real
+Kaltura/KWIKmotion when their REACHLIVE_* settings are given (see docs/services.md, "Demo on real
 accounts").
 """
 

@@ -72,13 +72,13 @@ class Stack:
         if not self.redis_url:
             self.embedded_redis = self._exit.enter_context(EmbeddedRedis(self.data_dir))
             self.redis_url = self.embedded_redis.url
-        # Real accounts when their credentials are set (README, "Demo on real accounts").
+        # Real accounts when their credentials are set (docs/services.md, "Demo on real accounts").
         self.real_kaltura = load(KalturaSettings).partner_id > 0
         self.real_kwik = bool(load(KwikmotionSettings).token.get_secret_value())
         base = {"REACHLIVE_REDIS_URL": self.redis_url, "REACHLIVE_DATA_DIR": str(self.data_dir)}
         if not sealing.split_keys(load(PollerSettings).encryption_keys.get_secret_value()):
             # The demo's (and the tests') own key for the run, shared by its workers: what it
-            # seals is demo data (issue 19; README "Secrets"). A key given in env= wins.
+            # seals is demo data (issue 19; docs/operating.md "Secrets"). A key given in env= wins.
             base[sealing.VARIABLE] = sealing.new_key()
         if not self.real_kaltura:
             from emulators.kaltura import KalturaEmulator

@@ -14,7 +14,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="reachlive ingest",
         description="RTMP(S) server: event media to 16 kHz PCM on Redis Streams. "
-        "Settings: REACHLIVE_INGEST_* (see README).",
+        "Settings: REACHLIVE_INGEST_* (see docs/operating.md).",
     )
     parser.parse_args(argv)
     settings = load(IngestSettings)

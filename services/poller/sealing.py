@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 VARIABLE = "REACHLIVE_POLLER_ENCRYPTION_KEYS"
 KEY_REQUIRED = (
     f"{VARIABLE} is empty: set it (a Kubernetes Secret) to a Fernet key, which seals each task's Kaltura "
-    "accessKey in Redis; every worker needs the same one (README 'Secrets' says how to make one)"
+    "accessKey in Redis; every worker needs the same one (docs/operating.md 'Secrets' says how to make one)"
 )
 
 

@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="reachlive relay",
         description="Claims live event sessions and streams their audio to KWIKmotion; settings come from "
-        "REACHLIVE_RELAY_* and REACHLIVE_KWIKMOTION_* (see README).",
+        "REACHLIVE_RELAY_* and REACHLIVE_KWIKMOTION_* (see docs/operating.md).",
     )
     parser.parse_args(argv)
     # Validate the settings before anything starts (a bad value is one readable line).

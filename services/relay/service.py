@@ -149,7 +149,7 @@ class Relay:
                         log.debug("claim round failed: redis unreachable (%r)", exc)
                     elif "NOGROUP" in str(exc):
                         # Redis came back without its data (no AOF): the group is made again; the
-                        # sessions it listed are gone with it (see README, Running Redis).
+                        # sessions it listed are gone with it (see docs/operating.md, Running Redis).
                         log.error("the relays' consumer group is gone from redis: creating it again")
                         self.need_group = True
                     elif not self._warned:

@@ -32,7 +32,7 @@ from tests.deploy.manifests import (
 )
 
 K8S_VERSION = kubernetes_validate.latest_version()
-# The oldest Kubernetes the manifests support (README) and the newest the package knows.
+# The oldest Kubernetes the manifests support (docs/operating.md) and the newest the package knows.
 K8S_VERSIONS = ("1.30.0", K8S_VERSION)
 # Prometheus Operator CRDs: kubernetes-validate has no schema for them (checked structurally).
 CRD_GROUP = "monitoring.coreos.com/v1"
@@ -110,7 +110,7 @@ def test_references_resolve(overlay: str) -> None:
                     assert ("ConfigMap", ref["configMapRef"]["name"]) in names
                 if "secretRef" in ref:
                     name = ref["secretRef"]["name"]
-                    # prod's Secret is created out of band from the template (README).
+                    # prod's Secret is created out of band from the template (docs/operating.md).
                     assert ("Secret", name) in names or (overlay == "prod" and name == "reachlive-secrets")
             env_names = {e["name"] for e in c.get("env", [])}
             for e in c.get("env", []):

@@ -5,7 +5,7 @@ services' command clients and readers, the Celery broker, redbeat, the probes) f
 caption client must receive every word once, the tasks go READY, and no process exits.
 
 What the asynchronous replication could lose at that moment, and why it does not become lost or
-doubled captions, is told in README ("Running Redis in production", Sentinel)."""
+doubled captions, is told in docs/operating.md ("Running Redis in production", Sentinel)."""
 
 from __future__ import annotations
 
