@@ -109,7 +109,7 @@ async def test_stepping_in_on_a_live_event(stack: Stack) -> None:
         refused = await asyncio.to_thread(
             restream, JFK_FLAC, publish_url(**_url(run.features[french_task])), stop_at=1.0
         )
-        assert refused.error and refused.packets < 50, refused
+        assert refused.error, refused
 
         # disconnect: the publish is dropped; a new one is accepted and the captions go on.
         words_before = caption_words(captions.responses("captions"))
