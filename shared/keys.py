@@ -30,6 +30,9 @@ PREFIX = "rl"
 SESSIONS_STREAM = f"{PREFIX}:sessions"  # one entry per live event: {"v": "1", "event": id}
 RELAY_GROUP = "relay"  # consumer group of the relays on SESSIONS_STREAM
 EVENTS = f"{PREFIX}:events"  # set of event ids with a live registry entry
+# Sorted set: event id scored by its window's close (end + postEndTime), written with the window.
+# The console reads the events around now from it: EVENTS holds the whole retention period.
+EVENTS_BY_CLOSE = f"{PREFIX}:events:by_close"
 TASKS = f"{PREFIX}:tasks"  # set of task ids provisioned and not yet final
 REVOKED_CHANNEL = f"{PREFIX}:revoked"  # pub/sub: task id whose token/key was just revoked
 # pub/sub: operator requests the ingest and the gateway carry out at once (reachlive admin

@@ -119,6 +119,7 @@ def write_event(client: redis.Redis, event: EventRecord) -> None:
     pipe = client.pipeline()
     pipe.hset(keys.event(event.id), mapping=event.fields())
     pipe.sadd(keys.EVENTS, event.id)
+    pipe.zadd(keys.EVENTS_BY_CLOSE, {event.id: event.window()[1]})
     pipe.execute()
 
 
@@ -177,7 +178,12 @@ def move_event_window(
         mapping["pre_start"] = str(float(pre_start))
     if post_end is not None:
         mapping["post_end"] = str(float(post_end))
-    client.hset(keys.event(event_id), mapping=mapping)
+    else:
+        post_end = float(client.hget(keys.event(event_id), "post_end") or 0)
+    pipe = client.pipeline()
+    pipe.hset(keys.event(event_id), mapping=mapping)
+    pipe.zadd(keys.EVENTS_BY_CLOSE, {event_id: float(end) + post_end})
+    pipe.execute()
 
 
 def expire_event_at(client: redis.Redis, event_id: str, when: float, indexes_at: float | None = None) -> None:

@@ -97,7 +97,8 @@ def snapshot(client: redis.Redis, now: float | None = None) -> dict[str, Any]:
 
     # 1: the indexes. Events come from the registry's set and the ingest's open sessions.
     pipe = client.pipeline(transaction=False)
-    pipe.smembers(keys.EVENTS)
+    # The events whose window closed recently or is still to close (the registry keeps a month).
+    pipe.zrangebyscore(keys.EVENTS_BY_CLOSE, now - RECENT_SECONDS, "+inf")
     pipe.smembers(keys.INGEST_ACTIVE)
     pipe.xrange(keys.SESSIONS_STREAM, "-", "+", count=MAX_STREAM)
     pipe.xpending_range(keys.SESSIONS_STREAM, keys.RELAY_GROUP, "-", "+", MAX_STREAM)

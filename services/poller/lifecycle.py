@@ -188,6 +188,7 @@ def _drop_expired_events(ctx: Context) -> None:
         gone += [raw for raw, found in zip(batch, pipe.execute(), strict=True) if not found]
     if gone:
         ctx.redis.srem(keys.EVENTS, *gone)
+        ctx.redis.zrem(keys.EVENTS_BY_CLOSE, *gone)
 
 
 def check_gap(events: int, rate: float, poll_seconds: float) -> float:

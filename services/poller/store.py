@@ -117,6 +117,7 @@ def merge_event(client: redis.Redis, ev: EventRecord) -> EventRecord:
                     )
                     merged = cur
                 pipe.sadd(keys.EVENTS, ev.id)
+                pipe.zadd(keys.EVENTS_BY_CLOSE, {ev.id: merged.end + merged.post_end})
                 pipe.execute()
                 return merged
             except redis.WatchError:

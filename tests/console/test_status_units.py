@@ -186,6 +186,19 @@ async def test_round_trips_do_not_grow_with_events(redis_client: redis.Redis, ar
     assert costs[1]["commands"] > costs[0]["commands"]
 
 
+
+async def test_a_month_of_ended_events_costs_nothing(redis_client: redis.Redis) -> None:
+    """The registry keeps events for the retention period (30 days): the snapshot reads the ones
+    around now from the window index, not every event of the month."""
+    now = time.time()
+    order(redis_client, "live", now - 60, now + 3600)
+    before = status.snapshot(redis_client, now)["cost"]["commands"]
+    for i in range(300):  # ten a day for a month, all over
+        order(redis_client, f"old-{i}", now - 86400 * 30 + i * 8640, now - 86400 * 30 + i * 8640 + 3600)
+    snap = status.snapshot(redis_client, now)
+    assert [e["id"] for e in snap["events"]] == ["live"]
+    assert snap["cost"]["commands"] == before
+
 def test_redis_unreachable(monkeypatch: Any, capsys: Any) -> None:
     monkeypatch.setenv("REACHLIVE_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     assert status.main([]) == 1
