@@ -186,7 +186,6 @@ async def test_round_trips_do_not_grow_with_events(redis_client: redis.Redis, ar
     assert costs[1]["commands"] > costs[0]["commands"]
 
 
-
 async def test_a_month_of_ended_events_costs_nothing(redis_client: redis.Redis) -> None:
     """The registry keeps events for the retention period (30 days): the snapshot reads the ones
     around now from the window index, not every event of the month."""
@@ -198,6 +197,7 @@ async def test_a_month_of_ended_events_costs_nothing(redis_client: redis.Redis) 
     snap = status.snapshot(redis_client, now)
     assert [e["id"] for e in snap["events"]] == ["live"]
     assert snap["cost"]["commands"] == before
+
 
 def test_redis_unreachable(monkeypatch: Any, capsys: Any) -> None:
     monkeypatch.setenv("REACHLIVE_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
