@@ -296,7 +296,7 @@ class EventSession:
     async def _journal(self, kind: str, **fields: str | int | float) -> None:
         """An entry in the event's history (shared/journal.py): never raises, waits at most its
         deadline (a Redis outage costs the session that much per entry, a handful per event)."""
-        await journal.arecord(self.client, self.event_id, kind, replica=self.claimer.consumer, **fields)
+        await journal.arecord(self.client, self.event_id, kind, **fields, replica=self.claimer.consumer)
 
     async def _journal_closed(self, outcome: Outcome) -> None:
         """The KWIKmotion session this claim opened ended, and why."""
