@@ -63,7 +63,8 @@ def load(client: redis.Redis, event_id: str) -> dict[str, Any]:
     pipe = client.pipeline(transaction=False)
     pipe.hgetall(keys.event(event_id))
     pipe.smembers(keys.event_tasks(event_id))
-    raw_event, members = pipe.execute()
+    pipe.hget(keys.ingest_state(event_id), "eos")
+    raw_event, members, eos = pipe.execute()
     history = journal.read(client, event_id)
     task_ids = sorted(text(m) for m in members)
     pipe = client.pipeline(transaction=False)
@@ -79,19 +80,25 @@ def load(client: redis.Redis, event_id: str) -> dict[str, Any]:
         )
     return {
         "event_id": event_id,
-        "event": _event(event) if event is not None else None,
+        "event": _event(event, text(eos or b"") == "1") if event is not None else None,
         "tasks": [_task(t) for t in tasks],
         "history": [{"time": utc(e.ts), **e.as_dict()} for e in history],
         "history_capped": len(history) >= keys.EVENT_LOG_MAXLEN,
     }
 
 
-def _event(event: EventRecord) -> dict[str, Any]:
+def _event(event: EventRecord, ended: bool) -> dict[str, Any]:
     start, end = event.window()
+    if event.status == "cancelled":
+        media = "cancelled"
+    elif ended:
+        media = "ended"
+    else:
+        media = "live" if event.session == "1" else "not started"
     return {
         "partner_id": event.partner_id,
         "status": event.status,
-        "media_session": event.session == "1",
+        "media": media,  # not started | live | ended (end of stream written) | cancelled
         "start": event.start,
         "end": event.end,
         "media_start": start,
@@ -123,8 +130,7 @@ def render(view: dict[str, Any]) -> str:
     if ev is None:
         lines.append(f"event {view['event_id']}: no registry record (expired, or never provisioned here)")
     else:
-        session = ", media session open" if ev["media_session"] else ""
-        lines.append(f"event {view['event_id']}  partner {ev['partner_id'] or '?'}  {ev['status']}{session}")
+        lines.append(f"event {view['event_id']}  partner {ev['partner_id'] or '?'}  media {ev['media']}")
         lines.append(
             f"window {_span(ev['start'], ev['end'])}  (media {_span(ev['media_start'], ev['media_end'])})"
             f"  source language {ev['source_language'] or '?'}"
