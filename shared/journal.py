@@ -11,10 +11,12 @@ Bounded twice:
 
 - in length: ``XADD MAXLEN ~ MAXLEN``. An ordinary event writes a few dozen entries (per task:
   provisioned, two or three statuses; a few publishes and sessions). What grows is repetition:
-  an encoder reconnecting in a loop writes two entries per attempt. 1000 keeps the whole
-  history of an 8-hour event whose encoder reconnects every minute, and at ~150 bytes an entry
-  (the stream's listpacks) costs at most ~150 kB per event; ``~`` lets Redis trim whole nodes
-  of 100 entries, so the length stays between 1000 and 1100 and a trim costs no more than an XADD.
+  an encoder reconnecting in a loop writes two entries per attempt (its refusals are throttled:
+  ``Throttle``). 1000 keeps the whole history of an 8-hour event whose encoder reconnects every
+  minute. Measured with ``MEMORY USAGE`` on the embedded Redis: 110-135 bytes an entry, so at most
+  ~140 kB for a full log, ~5 kB for an ordinary event (30 days of 500 events a day: ~75 MB
+  ordinary, ~2 GB if every one of them filled its log). ``~`` lets Redis trim whole nodes of 100
+  entries, so the length stays between 1000 and 1100 and a trim costs no more than an XADD.
 - in time: the stream is kept as long as the event's captions and registry records, until
   (event end + its post-end margin, or now if later) + ``REACHLIVE_RETENTION_DAYS``. The expiry is
   renewed at every write from the registry's event hash, in the same script as the XADD (one

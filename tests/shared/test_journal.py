@@ -118,3 +118,15 @@ async def test_redis_down_or_frozen_never_raises(tmp_path: Path, monkeypatch: py
         await client.aclose()
         sync.close()
         server.stop()
+
+
+def test_throttle_writes_one_entry_a_minute_per_key_and_counts_the_rest() -> None:
+    throttle = journal.Throttle(seconds=60, size=2)
+    assert throttle.take(("E1", "too_early"), now=0) == 0
+    assert [throttle.take(("E1", "too_early"), now=t) for t in (1, 30, 59)] == [None, None, None]
+    assert throttle.take(("E1", "too_late"), now=2) == 0  # another reason: its own entry
+    assert throttle.take(("E1", "too_early"), now=61) == 3  # the next one says how many it stands for
+    assert throttle.take(("E1", "too_early"), now=62) is None
+    throttle.take(("E2", "too_early"), now=63)
+    throttle.take(("E3", "too_early"), now=64)  # past its size the oldest key is forgotten
+    assert throttle.take(("E1", "too_late"), now=65) == 0
