@@ -1,7 +1,8 @@
 """reachlive event EVENT_ID: the history of one event.
 
-First the event as the registry holds it: partner, status, window (UTC; the media window adds
-preStartTime before and postEndTime after) and each task (service, language, status, error).
+First the event as the registry holds it: partner, its media (not started, live, ended,
+cancelled), window (UTC; the media window adds preStartTime before and postEndTime after) and
+each task (service, language, status, error).
 Then its history, oldest first, one line per entry: the UTC time, what happened, and its
 details: tasks provisioned, statuses sent to Kaltura and what Kaltura refused, publishes accepted
 and refused (with the reason), publishers gone, failovers, speech sessions opened and closed
