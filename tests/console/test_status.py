@@ -27,6 +27,18 @@ def command(stack: Stack, *args: str) -> list[str]:
     return [sys.executable, "-m", "shared.cli", "status", *args]
 
 
+# Ctrl-C as a terminal delivers it. A shell without job control (CI started in the background)
+# starts its children with SIGINT ignored, and Python then installs no KeyboardInterrupt handler:
+# the child must get SIGINT's default back before the real command starts.
+_CTRL_C_DEFAULT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.executable, sys.argv[1:])"
+)
+
+
+def interactive(cmd: list[str]) -> list[str]:
+    return [sys.executable, "-c", _CTRL_C_DEFAULT, *cmd]
+
+
 def env(stack: Stack) -> dict[str, str]:
     return {**os.environ, "REACHLIVE_REDIS_URL": stack.redis_url}
 
@@ -103,7 +115,7 @@ async def test_status_shows_a_live_event_from_every_service(stack: Stack) -> Non
 
         # --watch: redrawn in place (cursor home, clear) until Ctrl-C, which exits 0.
         watch = subprocess.Popen(  # noqa: ASYNC220 - started, then read and waited for in threads
-            command(stack, "--watch", "0.3"), env=env(stack), stdout=subprocess.PIPE, text=True
+            interactive(command(stack, "--watch", "0.3")), env=env(stack), stdout=subprocess.PIPE, text=True
         )
         try:
             seen = ""
@@ -112,7 +124,9 @@ async def test_status_shows_a_live_event_from_every_service(stack: Stack) -> Non
                 seen += await asyncio.to_thread(watch.stdout.readline)  # type: ignore[union-attr]
             assert seen.count("\x1b[H\x1b[2J") >= 2 and run.event_id in seen
             watch.send_signal(signal.SIGINT)
-            assert await asyncio.to_thread(watch.wait, 30) == 0
+            # communicate drains the pipe: a redraw blocked on a full pipe cannot hide the exit.
+            await asyncio.to_thread(watch.communicate, None, 30)
+            assert watch.returncode == 0
         finally:
             if watch.poll() is None:
                 watch.kill()
