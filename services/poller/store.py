@@ -60,9 +60,6 @@ class Lock:
     def release(self) -> None:
         self.client.eval(_RELEASE, 1, self.key, self.holder)
 
-    def held_by_anyone(self) -> bool:
-        return bool(self.client.exists(self.key))
-
 
 class ProvisionLock(Lock):
     """``keys.provision_lock(task)``: who may provision a task now. The poll takes it for the

@@ -215,7 +215,3 @@ async def claim_epoch(client: aioredis.Redis, event_id: str, consumer: str = "")
         pipe.hset(key, mapping={keys.RELAY_CLAIMED_AT: repr(time.time()), keys.RELAY_CLAIMED_BY: consumer})
         epoch, _ = await pipe.execute()
     return int(epoch)
-
-
-def now_epoch() -> float:
-    return time.time()
