@@ -175,10 +175,6 @@ class ServerConnection:
         return events
 
     @property
-    def awaiting_decision(self) -> bool:
-        return bool(self._requested)
-
-    @property
     def held_bytes(self) -> int:
         """What the peer's input holds here: bytes not parsed yet and partly received messages."""
         return self._reader.pending_bytes + self._reader.buffered_bytes
