@@ -53,13 +53,6 @@ class Chunk:
     def media_t1(self) -> float:
         return self.media_t0 + self.duration
 
-    @property
-    def kwik_t1(self) -> float:
-        return self.kwik_t0 + self.duration
-
-    def to_media(self, kwik_time: float) -> float:
-        return self.media_t0 + (kwik_time - self.kwik_t0)
-
 
 class Chunker:
     """Groups audio entries into chunks of at least ``chunk_seconds`` (the last one may be shorter).
