@@ -39,7 +39,7 @@ from services.gateway.lineage import LineageStore  # noqa: E402
 from services.ingest import presence  # noqa: E402
 from services.ingest.coordinator import Coordinator  # noqa: E402
 from services.relay.claim import Claimer  # noqa: E402
-from services.relay.output import CaptionWriter, Pending, claim_epoch  # noqa: E402
+from services.relay.writer import CaptionWriter, Pending, claim_epoch  # noqa: E402
 from shared import keys, redis_health, registry  # noqa: E402
 from shared.aio import TaskSet  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402

@@ -6,7 +6,7 @@ One event with a captions task (English) and a translation task (French), ``hour
 the speech sample is 120), in the relay's default 2 s KWIKmotion chunks: each chunk one
 AddTranscript and one AddTranslation, turned into Kaltura responses by the relay's own code
 (``relay.outputs.make_output``: the caption builder with the reach profile's 26-character lines)
-and committed by the relay's own commit script (``relay.output.CaptionWriter``: the XADDs with the
+and committed by the relay's own commit script (``relay.writer.CaptionWriter``: the XADDs with the
 relay state fields, as in production) into the embedded Redis (6.2, default stream node sizes).
 Then ``MEMORY USAGE <key> SAMPLES 0`` (exact) of each task's captions stream, of the relay state,
 and of what else the event leaves for the retention period (registry records, ingest state, a
@@ -31,8 +31,8 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from services.relay.output import CaptionWriter, Pending, caption_maxlen, claim_epoch  # noqa: E402
 from services.relay.outputs import entry_fields, make_output  # noqa: E402
+from services.relay.writer import CaptionWriter, Pending, caption_maxlen, claim_epoch  # noqa: E402
 from shared import keys, registry, usage  # noqa: E402
 from shared.captions import AnchoredTimeBase, parse_result  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402

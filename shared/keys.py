@@ -144,7 +144,7 @@ def relay_state(event_id: str | int) -> str:
     return f"{_tag(event_id)}:relay"
 
 
-# keys.relay_state(E) fields, written by the relay (output.CaptionWriter commits them with the
+# keys.relay_state(E) fields, written by the relay (writer.CaptionWriter commits them with the
 # captions): the fencing epoch of the current claim, the cursor (last audio id transcribed), per
 # task its position and caption builder state, and once the session is over its outcome.
 RELAY_EPOCH = "epoch"

@@ -10,7 +10,7 @@
   order, session or chunk time base, translations by time range, missing fields derived, words
   across chunk boundaries) and releases them per stream in chunk order; each released result
   becomes caption entries, committed atomically with the task positions and the cursor
-  (``output.CaptionWriter``), the cursor moved by the ``ledger.ChunkLedger``. What cannot be
+  (``writer.CaptionWriter``), the cursor moved by the ``ledger.ChunkLedger``. What cannot be
   placed, and results that never come, are counted (metrics) and logged once per KWIKmotion
   session per reason;
 - ``_timers``: sleeps until the next deadline — the session core's (``next_deadline``: the
@@ -26,7 +26,7 @@ sent chunk is answered and ``idle_close_seconds`` passed without audio, the conn
 Redis outages (issue 18): the connection stays open (KWIKmotion is not Redis). The reader waits
 and retries (every Redis call has a deadline: a frozen Redis is an error, not a hang); a commit
 that fails for want of Redis is kept in memory, in order, and a flusher commits the backlog when
-Redis is back (``output.CaptionWriter`` numbers commits, so one whose reply was lost is applied
+Redis is back (``writer.CaptionWriter`` numbers commits, so one whose reply was lost is applied
 once). While a commit is held the reader reads no more audio, so the backlog is bounded by the
 chunks held (at most ``2 × max_unacked_chunks + 1`` chunks' results). The connection never ends
 with commits held: whatever ends it, the backlog is committed first (or, if the claim was lost,
@@ -65,8 +65,8 @@ from services.relay.audio import Chunker, id_le
 from services.relay.ledger import ChunkLedger
 from services.relay.outage import COMMAND_SECONDS, Retry, until_done
 from services.relay.outcome import Kind, Outcome, close_cause, error_cause, refused_language
-from services.relay.output import CaptionWriter, Commit, CommitGap, Fenced, Pending
 from services.relay.outputs import TaskOutput, entry_fields
+from services.relay.writer import CaptionWriter, Commit, CommitGap, Fenced, Pending
 from shared import keys, redis_health, registry
 from shared.aio import check_cancelled
 from shared.captions import AnchoredTimeBase, ChunkTimeBase, InvalidResult, parse_result

@@ -4,7 +4,7 @@ docs/design.md section 4, "Output": caption tasks want the source-language trans
 tasks the translations into their target; StartRecognition's ``target_languages`` are the
 event's translation targets. Per task the relay persists (in ``keys.relay_state(E)``, field
 ``task:<id>``) the last audio entry whose result it emitted and its caption builder's state,
-atomically with the captions (``output.CaptionWriter``), so a replay skips what is done; and
+atomically with the captions (``writer.CaptionWriter``), so a replay skips what is done; and
 its usage counters (field ``usage:<id>``: words captioned, seconds of KWIKmotion sessions that
 served it), committed with the captions they count, so a replay or a takeover never counts twice.
 """

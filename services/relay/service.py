@@ -3,7 +3,7 @@
 Every ``tick`` (at most ``heartbeat_seconds``) the loop:
 
 1. heartbeats the entries it owns; an entry another replica owns now is *lost*: its session is
-   cancelled at once (its caption writes are also fenced, see ``output.py``);
+   cancelled at once (its caption writes are also fenced, see ``writer.py``);
 2. below ``max_sessions``: takes over entries idle past ``failover_seconds`` (``XAUTOCLAIM``),
    then reads new entries (``XREADGROUP >``, blocking a fraction of the tick).
 

@@ -25,7 +25,7 @@ end-of-stream has been transcribed, the tasks fail, or every task is cancelled:
 - 4001 invalid_message is permanent: end-of-stream responses, tasks → ERROR with the reason.
 
 Nothing is kept only in memory: every caption write persists, atomically, what was emitted
-(``output.CaptionWriter``), so after a failure the state is simply re-read from Redis.
+(``writer.CaptionWriter``), so after a failure the state is simply re-read from Redis.
 
 Redis failovers (issue 18): a commit that finds the stored state behind it (``output.CommitGap``:
 the new master lacks commits the old one acknowledged) restarts the session from the persisted
@@ -56,7 +56,8 @@ from services.relay.connection import Connection, Link
 from services.relay.ledger import ChunkLedger
 from services.relay.outage import Retry, until_done
 from services.relay.outcome import Kind, Outcome
-from services.relay.output import (
+from services.relay.outputs import entry_fields, is_translation, make_output, targets_of
+from services.relay.writer import (
     CaptionWriter,
     CommitGap,
     CommitNumbers,
@@ -65,7 +66,6 @@ from services.relay.output import (
     caption_maxlen,
     claim_epoch,
 )
-from services.relay.outputs import entry_fields, is_translation, make_output, targets_of
 from shared import commands, journal, keys, redis_health, registry
 from shared.aio import TaskSet
 from shared.kaltura.models import SCHEDULED
@@ -115,7 +115,7 @@ class EventSession:
         self.refused = False  # counted in the SESSIONS_REFUSED gauge
         self.processing_asked: set[str] = set()  # tasks whose PROCESSING command was sent
         self.finalized: set[str] = set()  # tasks whose FINALIZE command was sent
-        self.commits = CommitNumbers()  # this claim's caption commit numbers (output.CaptionWriter)
+        self.commits = CommitNumbers()  # this claim's caption commit numbers (writer.CaptionWriter)
         self.failing = False  # a non-outage failure was logged with its traceback (once)
         self.opened = False  # a KWIKmotion session of this claim is open (for the event's history)
         self.health = health or redis_health.get("relay")

@@ -1,5 +1,5 @@
 """``reachlive captions`` on captions the relay's own writers stored (the caption builder through
-``relay.outputs`` and the commit script of ``relay.output.CaptionWriter``, on the embedded Redis):
+``relay.outputs`` and the commit script of ``relay.writer.CaptionWriter``, on the embedded Redis):
 each format parsed back with a real subtitle library (webvtt-py, srt), one cue per captions
 response with its text, line breaks and times. The whole pipeline's export is in
 test_captions_usage.py."""
@@ -19,8 +19,8 @@ import srt
 import webvtt
 
 from services.console import captions
-from services.relay.output import CaptionWriter, Pending, claim_epoch
 from services.relay.outputs import entry_fields, make_output
+from services.relay.writer import CaptionWriter, Pending, claim_epoch
 from shared import keys, registry
 from shared.captions import AnchoredTimeBase, parse_result
 from shared.registry import EventRecord, TaskRecord

@@ -17,7 +17,7 @@ from services.gateway.lineage import LineageStore
 from services.ingest import presence
 from services.ingest.coordinator import Coordinator
 from services.relay.claim import Claimer
-from services.relay.output import CaptionWriter, Pending, claim_epoch
+from services.relay.writer import CaptionWriter, Pending, claim_epoch
 from shared import keys, redis_health, registry
 from shared.aio import TaskSet
 from shared.child import free_port

@@ -11,7 +11,7 @@ from emulators.registry import make_event
 from services.relay.audio import Chunker, id_le, parse_id
 from services.relay.backoff import Backoff
 from services.relay.claim import Claimer
-from services.relay.output import CaptionWriter, Fenced, Pending, claim_epoch
+from services.relay.writer import CaptionWriter, Fenced, Pending, claim_epoch
 from shared import keys
 from shared.streams import AudioChunk, SessionEntry
 

@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 
 from emulators.media import JFK_TEXT
 from emulators.registry import make_event
-from services.relay.output import CaptionWriter, CommitGap, Pending, claim_epoch
+from services.relay.writer import CaptionWriter, CommitGap, Pending, claim_epoch
 from shared import keys
 from tests.relay.helpers import (
     CHUNK_BYTES,

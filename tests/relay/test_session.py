@@ -208,7 +208,7 @@ async def test_claim_lost_while_alive_stops_at_once(redis_client, emu, relays, r
     owner goes silent in turn, the session fails over back and completes with no duplicate."""
     import asyncio
 
-    from services.relay.output import claim_epoch
+    from services.relay.writer import claim_epoch
     from tests.relay.helpers import feed_paced
 
     pcm = jfk_pcm()

@@ -173,7 +173,7 @@ async def test_drop_mid_event_under_every_reading(redis_client, relays, redis_ur
 async def test_takeover_mid_event_under_every_reading(redis_client, relays, redis_url) -> None:
     """Another replica takes the session (and the fencing epoch) mid-event under ``all``; the
     session fails over back and resumes from the persisted cursor: every word once per task."""
-    from services.relay.output import claim_epoch
+    from services.relay.writer import claim_epoch
 
     pcm = _pcm()
     ev = make_event(redis_client, "1720", targets=("fr",))
