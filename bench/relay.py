@@ -13,6 +13,10 @@ KWIKmotion target), so each 2 s chunk gives one AddTranscript and one AddTransla
 - Added latency: from the KWIKmotion result read off the WebSocket to its captions committed to
   Redis (parse, caption builder, the fenced Lua XADD), the values the relay observes into
   ``reachlive_relay_added_latency_seconds``, collected raw here for exact percentiles.
+- Redis commands per session per second: Redis's ``total_commands_processed`` over the window (a
+  script's own calls count too, as in ``bench/pipeline.py``) less the feeder's XADDs (it counts
+  them) and the bench's own INFO calls; and of them the XREAD calls (only the relay reads audio),
+  from ``INFO commandstats``.
 
 Run: ``.venv/bin/python bench/relay.py [sessions=100] [seconds=40]``. The machine is shared, so
 the figures are an upper bound.
@@ -29,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -48,8 +53,9 @@ from shared.streams import AudioChunk, EndOfStream, SessionEntry  # noqa: E402
 TOKEN = "bench-relay-kwikmotion-token"  # the emulator is started with it
 
 
-def feeder(redis_url: str, events: list[str], seconds: float, start: mp.Event) -> None:
-    """Real-time audio for every event: one 500 ms entry per event every 500 ms."""
+def feeder(redis_url: str, events: list[str], seconds: float, start: mp.Event, sent: Any) -> None:
+    """Real-time audio for every event: one 500 ms entry per event every 500 ms (``sent`` counts
+    the XADDs, so that the relay's own commands can be told from them)."""
     client = redis.Redis.from_url(redis_url)
     pcm = jfk_pcm()
     step = 16000  # 500 ms of s16le at 16 kHz
@@ -69,6 +75,7 @@ def feeder(redis_url: str, events: list[str], seconds: float, start: mp.Event) -
         client.xadd(
             keys.audio(e), AudioChunk(media_time=t, pts=t, epoch=time.time(), pcm=pcm[off : off + step]).fields()
         )
+        sent.value += 1
     pipe = client.pipeline(transaction=False)
     for e in events:
         pipe.xadd(keys.audio(e), EndOfStream(n * 0.5, "ended").fields())
@@ -105,6 +112,13 @@ def start_emulator(sessions: int) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the emulator did not start")
 
 
+def redis_counts(client: redis.Redis) -> tuple[int, dict[str, int]]:
+    """(commands processed, calls by command) so far; two INFO calls of the bench's own."""
+    total = int(client.info("stats")["total_commands_processed"])
+    calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in client.info("commandstats").items()}
+    return total, calls
+
+
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(q * len(s)))]
@@ -137,16 +151,23 @@ async def run(redis_url: str, kwik_url: str, sessions: int, seconds: float) -> N
     for e in events:
         client.xadd(keys.SESSIONS_STREAM, SessionEntry(e).fields())
     start = mp.Event()
-    feed = mp.get_context("fork").Process(target=feeder, args=(redis_url, events, seconds, start))
+    sent = mp.Value("q", 0, lock=False)  # written by the feeder only
+    feed = mp.get_context("fork").Process(target=feeder, args=(redis_url, events, seconds, start, sent))
     feed.start()
     await asyncio.sleep(1.0)
     start.set()
     # Measure the steady state: skip the first 5 s (connections, first chunks) and the end.
     await asyncio.sleep(5.0)
     latencies.clear()
+    (cmd0, calls0), fed0 = redis_counts(client), sent.value
     cpu0, wall0 = time.process_time(), time.monotonic()
     await asyncio.sleep(max(5.0, seconds - 10.0))
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    (cmd1, calls1), fed1 = redis_counts(client), sent.value
+    relay_commands = cmd1 - cmd0 - (fed1 - fed0) - 2  # the second redis_counts' INFOs are before cmd1
+    by_command = {k: n - calls0.get(k, 0) for k, n in calls1.items()}
+    by_command["xadd"] = by_command.get("xadd", 0) - (fed1 - fed0)  # the relay's (in scripts)
+    by_command["info"] = 0
     results = len(latencies)
     lat = list(latencies)
     await asyncio.to_thread(feed.join)
@@ -161,6 +182,13 @@ async def run(redis_url: str, kwik_url: str, sessions: int, seconds: float) -> N
     print(
         f"  relay CPU: {100 * cpu / wall:.1f}% of a core in total, "
         f"{100 * cpu / wall / owned:.3f}% of a core per session (target < 0.5%)"
+    )
+    rate = {k: n / wall / owned for k, n in by_command.items()}
+    top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(rate.items(), key=lambda kv: -kv[1])[:8] if v >= 0.01)
+    print(
+        f"  Redis commands by the relay: {relay_commands / wall / owned:.2f}/s per session, XREAD "
+        f"{rate.get('xread', 0.0):.2f}/s per session (the feeder's {(fed1 - fed0) / wall / owned:.2f} XADD/s "
+        f"per session not counted); by command, per session per second: {top}"
     )
     if lat:
         print(
