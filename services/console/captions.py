@@ -11,8 +11,8 @@ included) or txt (plain text, one block per response, a blank line between). --o
 writes the file instead of stdout.
 
 Captions are kept REACHLIVE_RETENTION_DAYS (30) after the event's end. An unknown task id, or
-one whose captions expired, is exit status 1 with a message saying which. Reads Redis only
-(REACHLIVE_REDIS_URL).
+one whose captions expired, is exit status 1 with a message saying which; Redis unreachable is
+exit status 2. Reads Redis only (REACHLIVE_REDIS_URL).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 
 import redis
 
+from services.console.redis_io import with_redis
 from shared import keys, registry
 from shared.cli import plain
 from shared.kaltura import models
@@ -178,29 +179,20 @@ RENDER = {"vtt": to_vtt, "srt": to_srt, "json": to_json, "txt": to_txt}
 
 
 def main(argv: list[str]) -> int:
-    from shared.redis_client import redacted, sync_client
-    from shared.settings import CommonSettings
-
     parser = argparse.ArgumentParser(prog="reachlive captions", description=plain(__doc__))
     parser.add_argument("task_id", metavar="TASK_ID", help="the Kaltura REACH task id (entryVendorTask id)")
     parser.add_argument("--format", choices=FORMATS, default="vtt", help="vtt (default), srt, json or txt")
     parser.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
     args = parser.parse_args(argv)
-    url = CommonSettings().redis_url
-    if not url:
-        print("reachlive captions: REACHLIVE_REDIS_URL is not set", file=sys.stderr)
-        return 2
-    client = sync_client(url, socket_timeout=10.0, socket_connect_timeout=5.0)
-    try:
-        export = load(client, args.task_id.strip())
-    except ExportError as exc:
-        print(f"reachlive captions: {exc}", file=sys.stderr)
-        return 1
-    except (redis.RedisError, OSError) as exc:
-        print(f"reachlive captions: redis at {redacted(url)} unreachable: {type(exc).__name__}", file=sys.stderr)
-        return 1
-    finally:
-        client.close()
+    loaded: list[Export] = []
+
+    def fetch(client: redis.Redis) -> int:
+        loaded.append(load(client, args.task_id.strip()))
+        return 0
+
+    if code := with_redis("reachlive captions", fetch, refusals=(ExportError,)):
+        return code
+    [export] = loaded
     body = RENDER[args.format](export)
     if not export.complete:
         print(

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 import redis
 
+from services.console.redis_io import with_redis
 from services.console.status import STATUS_NAMES
 from shared import journal, keys
 from shared.cli import plain
@@ -164,27 +164,14 @@ def _span(start: float, end: float) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from shared.redis_client import redacted, sync_client
-    from shared.settings import CommonSettings
-
     parser = argparse.ArgumentParser(prog="reachlive event", description=plain(__doc__))
     parser.add_argument("event_id", metavar="EVENT_ID", help="the Kaltura scheduled event id")
     parser.add_argument("--json", action="store_true", help="print the event and its history as JSON")
     args = parser.parse_args(argv)
-    url = CommonSettings().redis_url
-    if not url:
-        print("reachlive event: REACHLIVE_REDIS_URL is not set", file=sys.stderr)
-        return 2
-    client = sync_client(url, socket_timeout=10.0, socket_connect_timeout=5.0)
-    try:
+
+    def show(client: redis.Redis) -> int:
         view = load(client, args.event_id.strip())
-    except UnknownEvent as exc:
-        print(f"reachlive event: {exc}", file=sys.stderr)
-        return 1
-    except (redis.RedisError, OSError) as exc:
-        print(f"reachlive event: redis at {redacted(url)} unreachable: {type(exc).__name__}", file=sys.stderr)
-        return 2
-    finally:
-        client.close()
-    print(json.dumps(view, indent=1) if args.json else render(view))
-    return 0
+        print(json.dumps(view, indent=1) if args.json else render(view))
+        return 0
+
+    return with_redis("reachlive event", show, refusals=(UnknownEvent,))

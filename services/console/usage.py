@@ -10,7 +10,7 @@ captions. Records are kept REACHLIVE_RETENTION_DAYS (30) after the task's end.
 (2026-11-01T14:30, 2026-11-01T14:30:00+01:00; UTC unless an offset is given); --since is included,
 --until is not, so --since 2026-11-01 --until 2026-12-01 is November. --partner ID keeps one
 partner's. --format csv (default; times in ISO 8601 UTC) or json (a list). Reads Redis only
-(REACHLIVE_REDIS_URL).
+(REACHLIVE_REDIS_URL); Redis unreachable is exit status 2.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 
 import redis
 
+from services.console.redis_io import with_redis
 from shared import usage
 from shared.cli import plain
 
@@ -65,26 +66,16 @@ def to_json(records: list[usage.Record]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from shared.redis_client import redacted, sync_client
-    from shared.settings import CommonSettings
-
     parser = argparse.ArgumentParser(prog="reachlive usage", description=plain(__doc__))
     parser.add_argument("--since", type=parse_date, metavar="DATE", help="tasks that ended at or after DATE")
     parser.add_argument("--until", type=parse_date, metavar="DATE", help="tasks that ended before DATE")
     parser.add_argument("--partner", metavar="ID", help="one Kaltura partner id")
     parser.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default) or json")
     args = parser.parse_args(argv)
-    url = CommonSettings().redis_url
-    if not url:
-        print("reachlive usage: REACHLIVE_REDIS_URL is not set", file=sys.stderr)
-        return 2
-    client = sync_client(url, socket_timeout=10.0, socket_connect_timeout=5.0)
-    try:
+
+    def show(client: redis.Redis) -> int:
         records = list(usage.read(client, args.since, args.until, args.partner))
-    except (redis.RedisError, OSError) as exc:
-        print(f"reachlive usage: redis at {redacted(url)} unreachable: {type(exc).__name__}", file=sys.stderr)
-        return 1
-    finally:
-        client.close()
-    sys.stdout.write(to_csv(records) if args.format == "csv" else to_json(records))
-    return 0
+        sys.stdout.write(to_csv(records) if args.format == "csv" else to_json(records))
+        return 0
+
+    return with_redis("reachlive usage", show)
