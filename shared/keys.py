@@ -12,7 +12,7 @@ Who writes what (the contract between services):
   ``ingest_publishers``, ``ingest_presence`` and ``ingest_refused`` (for the console);
   adds one entry per event to ``SESSIONS_STREAM`` (guarded by ``event`` field ``session``).
 - relay: consumes ``SESSIONS_STREAM`` in group ``RELAY_GROUP``, keeps ``relay_state``, writes
-  ``captions`` of each task.
+  ``captions`` of each task; each replica wakes its own audio reader with ``relay_wake``.
 - gateway: reads ``captions``, keeps a ``lineage`` hash per task (one record per caption
   connection: its proven cursor) and its own ``gateway_instance`` heartbeat, with
   ``GATEWAY_INSTANCES`` and ``gateway_connections`` (open connections per task, for the console).
@@ -139,6 +139,12 @@ INGEST_ACTIVE = f"{PREFIX}:ingest:active"
 
 
 # --- speech (relay) ------------------------------------------------------------------------
+def relay_wake(consumer: str) -> str:
+    """Stream (its last entry only, expiring an hour after the last): one relay replica's wake-ups
+    of its shared audio reader, read with the audio streams (services/relay/reader.py)."""
+    return f"{PREFIX}:relay:wake:{consumer}"
+
+
 def relay_state(event_id: str | int) -> str:
     """Hash: the relay's persisted cursor (audio id transcribed, caption positions, offsets)."""
     return f"{_tag(event_id)}:relay"

@@ -3,8 +3,9 @@
 ``Connection.run`` connects, sends StartRecognition, then runs three tasks until an
 :class:`~services.relay.outcome.Outcome` is decided:
 
-- ``_read_audio``: audio entries after the persisted cursor → chunks (``audio.Chunker``), up to a
-  bounded number held in memory;
+- ``_read_audio``: audio entries after the persisted cursor, handed over by the process's shared
+  reader (``reader.AudioReader``) → chunks (``audio.Chunker``), up to a bounded number held in
+  memory;
 - ``_receive``: KWIKmotion's messages through the sans-I/O ``KwikSession``, which places results on
   chunks whatever reading of the seed the server follows (``shared.kwikmotion.results``: any
   order, session or chunk time base, translations by time range, missing fields derived, words
@@ -23,8 +24,8 @@ connected): a partial chunk is sent once no audio came for ``flush_after_seconds
 sent chunk is answered and ``idle_close_seconds`` passed without audio, the connection closes
 (1000 "idle", ``Kind.IDLE``) and the session reopens one from the cursor when audio returns.
 
-Redis outages (issue 18): the connection stays open (KWIKmotion is not Redis). The reader waits
-and retries (every Redis call has a deadline: a frozen Redis is an error, not a hang); a commit
+Redis outages (issue 18): the connection stays open (KWIKmotion is not Redis). The shared reader
+waits and retries (every Redis call has a deadline: a frozen Redis is an error, not a hang); a commit
 that fails for want of Redis is kept in memory, in order, and a flusher commits the backlog when
 Redis is back (``writer.CaptionWriter`` numbers commits, so one whose reply was lost is applied
 once). While a commit is held the reader reads no more audio, so the backlog is bounded by the
@@ -66,6 +67,7 @@ from services.relay.ledger import ChunkLedger
 from services.relay.outage import COMMAND_SECONDS, Retry, until_done
 from services.relay.outcome import Kind, Outcome, close_cause, error_cause, refused_language
 from services.relay.outputs import TaskOutput, entry_fields
+from services.relay.reader import AudioReader, Subscription
 from services.relay.writer import CaptionWriter, Commit, CommitGap, Fenced, Pending
 from shared import keys, redis_health, registry
 from shared.aio import check_cancelled
@@ -132,7 +134,7 @@ class Link:
     """What a connection uses of its event's session."""
 
     client: aioredis.Redis
-    reader: aioredis.Redis  # for the blocking XREAD of the audio
+    audio: AudioReader  # the process's shared reader of the audio streams
     event_id: str
     relay: RelaySettings
     kwik: KwikmotionSettings
@@ -566,20 +568,24 @@ class Connection:
 
     async def _read_audio(self) -> None:
         """Audio entries after the cursor (or the prime) → chunks; never skips, stops at the
-        end-of-stream."""
-        client = self.link.reader
-        key = keys.audio(self.link.event_id)
-        pos = self.start
+        end-of-stream. The entries come from the process's shared reader (``reader``), which
+        also rides through Redis outages: meanwhile no entry comes, as in a pause."""
+        sub = self.link.audio.subscribe(self.link.event_id, self.start)
+        try:
+            await self._take_audio(sub)
+        finally:
+            sub.close()
+
+    async def _take_audio(self, sub: Subscription) -> None:
         flush_after = self.relay.flush_after_seconds
-        retry = Retry()
         while not self.eos and not self.result.done():
-            # redis-py may swallow a cancellation that lands as a read completes (shared.aio).
             check_cancelled()
-            # Bounded: no more audio while a commit is held (Redis is down: nothing to write it to).
+            # Bounded: no more audio while a commit is held (Redis is down: nothing to write it
+            # to). Not taking it fills the subscription's queue, and the reader stops reading it.
             while self._held() >= self.max_held or self.backlog:
                 self.room.clear()
                 await self.room.wait()
-            block_ms = 1000
+            wait = 1.0
             if self.chunker.buffered_seconds >= MIN_FLUSH_SECONDS:
                 # A pause keeps a partial chunk from filling up: send it once no audio came for
                 # flush_after_seconds, so its words are captioned now, not when the media returns.
@@ -593,39 +599,25 @@ class Connection:
                     self.ledger.add(self.chunker.flush())
                     await self._pump()
                     continue
-                block_ms = max(1, min(block_ms, int(left * 1000) + 1))
-            try:
-                async with asyncio.timeout(block_ms / 1000 + COMMAND_SECONDS):
-                    reply = await client.xread({key: pos}, count=64, block=block_ms)
-            except Exception as exc:
-                if not is_outage(exc):
-                    raise
-                self.link.health.lost(exc)
-                log.debug("audio read: redis unreachable (%r), retrying in %.2fs", exc, retry.delay)
-                await retry.wait()
-                continue
-            self.link.health.back()
-            retry.reset()
-            for _stream, entries in reply or []:
-                if entries:
-                    self.last_audio = self.link.clock()
-                for raw_id, fields in entries:
-                    pos = self.read_pos = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-                    try:
-                        item = parse_audio(fields)
-                    except PayloadError as exc:
-                        log.error("unreadable audio entry %s skipped: %s", pos, exc)
-                        continue
-                    if isinstance(item, AudioChunk):
-                        self.time_base.add(item)
-                        self.media_end = max(self.media_end, item.media_time + item.duration)
-                        self.ledger.add(self.chunker.add(pos, item))
-                    else:
-                        self.media_end = max(self.media_end, item.media_time)
-                        self.ledger.add(self.chunker.flush())
-                        self.eos = True
-                        break
-                if self.eos:
+                wait = min(wait, left + 0.001)
+            entries = await sub.get(wait)
+            if entries:
+                self.last_audio = self.link.clock()
+            for pos, fields in entries:
+                self.read_pos = pos
+                try:
+                    item = parse_audio(fields)
+                except PayloadError as exc:
+                    log.error("unreadable audio entry %s skipped: %s", pos, exc)
+                    continue
+                if isinstance(item, AudioChunk):
+                    self.time_base.add(item)
+                    self.media_end = max(self.media_end, item.media_time + item.duration)
+                    self.ledger.add(self.chunker.add(pos, item))
+                else:
+                    self.media_end = max(self.media_end, item.media_time)
+                    self.ledger.add(self.chunker.flush())
+                    self.eos = True
                     break
             await self._pump()
 

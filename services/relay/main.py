@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from services.relay.reader import AudioReader
 from services.relay.service import Relay
 from services.relay.session import Config, session_runner
 from shared.redis_client import async_client, command_client
@@ -28,15 +29,22 @@ async def serve(redis_url: str, stop: asyncio.Event, config: Config | None = Non
             redis_url=redis_url,
             retention_seconds=common.retention_seconds,
         )
-    # Two pools: each session holds one connection in a blocking XREAD of its audio (a pool with
-    # one per session), and everything else shares a bounded pool that waits for a free
-    # connection rather than failing (redis-py's default pool raises past 100 connections).
-    reader = async_client(redis_url, max_connections=config.relay.max_sessions + 8)
+    # Two pools: the shared audio reader holds one connection of its own in a blocking XREAD of
+    # every session's audio (services/relay/reader.py), and everything else shares a bounded pool
+    # that waits for a free connection rather than failing (redis-py's default pool raises past
+    # 100 connections).
+    reader = async_client(redis_url, max_connections=2)
     client = command_client(redis_url, max_connections=64)
     try:
         relay = Relay(client, config.relay)
-        relay.runner = session_runner(client, relay.claimer, config, reader=reader)
-        await relay.run(stop)
+        audio = AudioReader(reader, client, relay.consumer)
+        relay.runner = session_runner(client, relay.claimer, config, audio)
+        async with asyncio.TaskGroup() as tg:
+            reading = tg.create_task(audio.run(), name="relay-audio-reader")
+            try:
+                await relay.run(stop)
+            finally:
+                reading.cancel()  # after the sessions: they stopped reading
     finally:
         await client.aclose()
         await client.connection_pool.disconnect()

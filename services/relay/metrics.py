@@ -118,3 +118,23 @@ TIME_BASE = Counter(
     "KWIKmotion sessions by the time base their results showed",
     ["base"],  # session | chunk
 )
+# Issue 22: one shared reader of the sessions' audio streams per process (services/relay/reader.py).
+AUDIO_READS = Counter("reachlive_relay_audio_reads_total", "XREADs of the shared audio reader (one per process)")
+AUDIO_READ_ENTRIES = Counter(
+    "reachlive_relay_audio_read_entries_total", "Audio entries the shared reader handed to sessions"
+)
+AUDIO_READ_STREAMS = Histogram(
+    "reachlive_relay_audio_read_streams",
+    "Audio streams (sessions) in one read of the shared reader",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
+AUDIO_SUBSCRIPTIONS = Gauge(
+    "reachlive_relay_audio_subscriptions", "Sessions the shared audio reader reads for (connections, paused sessions)"
+)
+AUDIO_READS_HELD = Counter(
+    "reachlive_relay_audio_reads_held_total",
+    "Streams left out of a read because their session's queue was full (back-pressure: a slow session)",
+)
+AUDIO_READER_WAKES = Counter(
+    "reachlive_relay_audio_reader_wakes_total", "Blocked reads of the shared audio reader woken for a new session"
+)

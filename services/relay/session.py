@@ -57,6 +57,7 @@ from services.relay.ledger import ChunkLedger
 from services.relay.outage import Retry, until_done
 from services.relay.outcome import Kind, Outcome
 from services.relay.outputs import entry_fields, is_translation, make_output, targets_of
+from services.relay.reader import AudioReader
 from services.relay.writer import (
     CaptionWriter,
     CommitGap,
@@ -97,13 +98,13 @@ class EventSession:
         claimer: Claimer,
         config: Config,
         claimed: Claimed,
+        audio: AudioReader,
         clock: Any = time.monotonic,
-        reader: aioredis.Redis | None = None,
         health: RedisHealth | None = None,
     ) -> None:
         assert claimed.event_id is not None
         self.client = client
-        self.reader = reader or client  # for the blocking XREAD of the audio
+        self.audio = audio  # the process's shared reader of the audio streams
         self.claimer = claimer
         self.config = config
         self.entry_id = claimed.entry_id
@@ -122,7 +123,7 @@ class EventSession:
         self.tasks = TaskSet(f"session:{self.event_id}")
         self.link = Link(
             client,
-            self.reader,
+            audio,
             self.event_id,
             config.relay,
             config.kwik,
@@ -326,20 +327,21 @@ class EventSession:
     async def _await_audio(self, after: str, task_ids: list[str]) -> bool:
         """With the KWIKmotion session closed for a pause: wait for audio after ``after`` (True),
         checking at each heartbeat that some task is still live (False: re-read the registry)."""
-        key = keys.audio(self.event_id)
-        block_ms = max(1, int(self.config.relay.heartbeat_seconds * 1000))
-        reader, client, event_id = self.reader, self.client, self.event_id
-        while True:
-            reply = await self._redis(
-                lambda: reader.xread({key: after}, count=1, block=block_ms), "audio wait", block_ms / 1000 + 2.0
-            )
-            if any(entries for _stream, entries in reply or []):
-                return True
-            event, flags = await self._redis(
-                lambda: registry.read_cancellation(client, event_id, task_ids), "cancellations"
-            )
-            if event is None or event.status == "cancelled" or all(flags):
-                return False
+        client, event_id = self.client, self.event_id
+        sub = self.audio.subscribe(event_id, after)
+        try:
+            while True:
+                # A read error (not an outage: the shared reader rides those out) is retried by
+                # the session loop, as a failed read of its own was.
+                if await sub.get(self.config.relay.heartbeat_seconds):
+                    return True
+                event, flags = await self._redis(
+                    lambda: registry.read_cancellation(client, event_id, task_ids), "cancellations"
+                )
+                if event is None or event.status == "cancelled" or all(flags):
+                    return False
+        finally:
+            sub.close()
 
     async def _started(self) -> None:
         """KWIKmotion accepted a session: the refusal clock (if any) stops (cleared in the
@@ -499,15 +501,16 @@ def session_runner(
     client: aioredis.Redis,
     claimer: Claimer,
     config: Config,
-    reader: aioredis.Redis | None = None,
+    audio: AudioReader,
     health: RedisHealth | None = None,
 ) -> Any:
-    """The ``Relay``'s runner: one ``EventSession`` per claimed entry."""
+    """The ``Relay``'s runner: one ``EventSession`` per claimed entry, all reading their audio
+    through ``audio``."""
 
     async def run(claimed: Claimed) -> None:
         if claimed.event_id is None:
             await until_done(health or redis_health.get("relay"), lambda: claimer.ack(claimed.entry_id), "ack")
             return
-        await EventSession(client, claimer, config, claimed, reader=reader, health=health).run()
+        await EventSession(client, claimer, config, claimed, audio, health=health).run()
 
     return run
