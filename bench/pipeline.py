@@ -1,14 +1,21 @@
 """Pipeline benchmark: N concurrent live events on this machine, each a real-time RTMP publisher
-(an RTMP connection of its own from ffmpeg `-re -c copy` of the speech sample, AAC-encoded once;
-two events per ffmpeg process, ``--per-process``) and a Kaltura caption client, through every
+of what Kaltura restreams (the speech sample with a 3 Mbps 720p30 H.264 picture, AAC, muxed to
+FLV once: ``emulators.media.flv.av_flv``; ``--audio-only``: the AAC audio alone, as before issue
+22) on an RTMP connection and stream key of its own, and a Kaltura caption client, through every
 reachlive service (separate processes) with the KWIKmotion emulator answering at once.
+
+The publishers are the load generator (bench/loadgen.py: one asyncio process sends every
+stream from the file held in memory, ~5x cheaper per stream than ffmpeg), or with ``--ffmpeg``
+ffmpeg ``-re -c copy`` processes (two events per process, ``--per-process``). Their own CPU is
+printed with the rest: at a few hundred events the load generator must not be what is measured.
 
 Prints, per N: the pipeline overhead p50/p99 (audio arrival at ingest of the end of a
 KWIKmotion chunk → the transcript frame at the caption client, minus the emulator's own reply
 time), CPU per event per service, and whether the run kept up with real time (every client got
 every word and the end of stream, overhead p99 under 2 s).
 
-    .venv/bin/python bench/pipeline.py              # N = 10 50 100 200
+    .venv/bin/python bench/pipeline.py              # N = 10 50 100 200, A/V, the load generator
+    .venv/bin/python bench/pipeline.py 100 --audio-only --ffmpeg   # the bench before issue 22
     .venv/bin/python bench/pipeline.py 10 50        # chosen N
     .venv/bin/python bench/pipeline.py 100 --stages # and where the time goes, stage by stage
 
@@ -50,8 +57,10 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._measure import TICKS, cpu_seconds, percentile, words
+from bench.loadgen import Publishers, Report
 from emulators.caption_client import CaptionClient
 from emulators.media import JFK_FLAC, JFK_TEXT
+from emulators.media.flv import av_flv
 from emulators.restreamer import encode_flv, publish_url
 from services.demo import scenario
 from services.demo.stack import Stack
@@ -64,6 +73,12 @@ FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 CORES = os.cpu_count() or 1
 CHUNK_SECONDS = RelaySettings().chunk_seconds  # the KWIKmotion chunk period
 SERVICES = ("worker", "poller", "ingest", "relay", "gateway")
+# Streams per load generator process. It runs in child processes, not in this one: this process
+# hosts the Kaltura emulator (a thread: a GIL shared with the publishers would delay both and
+# blur both CPU figures), and a process of its own is measured apart. More than one above this
+# many streams: one event loop is one core at most, and the fuller it is, the later it sends
+# (~0.1 % of a core per 3 Mbps stream: 200 streams keep a loop ~20 % busy).
+STREAMS_PER_LOADGEN = 200
 
 
 def machine_jiffies() -> tuple[int, int, int]:
@@ -319,6 +334,8 @@ def run_n(
     ingests: int,
     nice: int = 0,
     per_process: int = 1,
+    use_ffmpeg: bool = False,
+    loadgen_processes: int = 0,
 ) -> dict[str, Any]:
     env = {
         "REACHLIVE_RELAY_MAX_SESSIONS": str(max(50, n)),
@@ -356,12 +373,26 @@ def run_n(
             pids["redis"] = [stack.embedded_redis.proc.pid]
         pids["clients"] = [clients.pid]
         pids["kwikmotion"] = [kwik_pid]
+        urls = [
+            publish_url(run.features[run.task_ids[0]]["mediaUrl"], run.features[run.task_ids[0]]["mediaKey"])
+            for run in runs
+        ]
+        loadgen = None
+        if not use_ffmpeg:
+            # Every event starts at a phase of the chunk period of its own (``start_offsets``);
+            # the processes read and chunk the file before the clock starts.
+            starts = start_offsets(n) if spread else [0.0] * n
+            count = loadgen_processes or math.ceil(n / STREAMS_PER_LOADGEN)
+            loadgen = Publishers(flv, urls, starts, processes=count)
+            pids["loadgen"] = loadgen.pids
         cpu0 = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
         cpu_watch = CpuWatch(pids) if with_stages else None
         if cpu_watch:
             cpu_watch.thread.start()
         redis_commands0 = redis_commands(stack.redis_url)
         busy0, own0, t0 = machine_jiffies(), time.process_time(), time.monotonic()
+        if loadgen is not None:
+            loadgen.start()
         # Publishers are ffmpeg processes: the real thing, and no GIL shared with anything. One
         # process publishes ``per_process`` events (an output, so an RTMP connection and publish,
         # each): a process per event spent ~40 % of the load's CPU on ffmpeg's own per-process
@@ -373,8 +404,8 @@ def run_n(
         # chunk ends together, the synchronised worst case.
         publishers = []
         prefix = ["nice", "-n", str(nice)] if nice else []  # nice execs ffmpeg: same pid
-        groups = [runs[i : i + per_process] for i in range(0, n, per_process)]
-        starts_at = start_offsets(len(groups)) if spread else [0.0] * len(groups)
+        groups = [runs[i : i + per_process] for i in range(0, n, per_process)] if use_ffmpeg else []
+        starts_at = start_offsets(len(groups)) if spread and groups else [0.0] * len(groups)
         for group, start in zip(groups, starts_at, strict=True):
             time.sleep(max(0.0, t0 + start - time.monotonic()))
             outputs = []
@@ -388,7 +419,9 @@ def run_n(
                     stdin=subprocess.DEVNULL,
                 )
             )
-        pids["ffmpeg"] = [p.pid for p in publishers]
+        if use_ffmpeg:
+            pids["ffmpeg"] = [p.pid for p in publishers]
+        loadgen_report: list[Report] = []
 
         def end_events() -> None:
             # The media is over: the events' windows close (Kaltura's admin), which is what ends
@@ -396,6 +429,8 @@ def run_n(
             # next reconcile (up to the 30 s poll), so the run's tail includes that wait.
             for p in publishers:
                 p.wait()
+            if loadgen is not None:
+                loadgen_report.append(loadgen.wait(LOOPS * 11 + spread + 60))
             for run in runs:
                 admin.end_window(run.event_id)
 
@@ -411,6 +446,20 @@ def run_n(
             ffmpeg_cpu += cpu_seconds(p.pid)  # a zombie's /proc entry still has its times
             p.kill()
             p.wait()
+        ender.join(10)
+        if loadgen is not None:
+            loadgen.kill()
+        if use_ffmpeg:
+            publisher_cpu = ffmpeg_cpu
+            publisher_lines = [
+                f"ffmpeg: {100 * ffmpeg_cpu / wall:.1f} % of a core ({100 * ffmpeg_cpu / wall / n:.3f} % per event)"
+            ]
+        elif loadgen_report:
+            publisher_cpu = loadgen_report[0].cpu_seconds
+            publisher_lines = loadgen_report[0].lines()
+        else:
+            publisher_cpu = cpu1["loadgen"] - cpu0["loadgen"]
+            publisher_lines = ["the load generator did not report in time (its CPU from /proc)"]
         clients.join(10)
         if watch:
             watch.stop.set()
@@ -461,13 +510,14 @@ def run_n(
             "load_pct": {
                 "machine (of all cores)": 100 * busy,
                 "of which steal": 100 * (busy1[2] - busy0[2]) / max(1, busy1[1] - busy0[1]),
-                "ffmpeg publishers": 100 * ffmpeg_cpu / wall,
+                ("ffmpeg publishers" if use_ffmpeg else "load generator"): 100 * publisher_cpu / wall,
                 "caption clients": 100 * (cpu1["clients"] - cpu0["clients"]) / wall,
                 "kwikmotion emulator": 100 * (cpu1["kwikmotion"] - cpu0["kwikmotion"]) / wall,
                 "kaltura emulator (bench process)": 100 * (own1 - own0) / wall,
                 "redis": 100 * (cpu1.get("redis", 0) - cpu0.get("redis", 0)) / wall,
             },
             "redis_commands_per_event_s": redis_rate,
+            "publishers": publisher_lines,
             "emulator_ms": (percentile(replies, 0.5) * 1000, percentile(replies, 0.99) * 1000),
             "emulator_sessions": by_audio(sessions) if incomplete else [],
             "stages": stages(stack.redis_url, runs, results, offsets, watch, window) if watch else {},
@@ -494,25 +544,51 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--stages", action="store_true", help="also split the overhead by stage (adds a reader)")
     parser.add_argument("--timeline", action="store_true", help="with --stages: every steady second's overhead and CPU")
+    media = parser.add_mutually_exclusive_group()
+    media.add_argument(
+        "--video",
+        dest="video",
+        action="store_true",
+        default=True,
+        help="publish 3 Mbps 720p30 H.264 + AAC, as Kaltura restreams (the default)",
+    )
+    media.add_argument("--audio-only", dest="video", action="store_false", help="publish the AAC audio alone")
+    parser.add_argument(
+        "--ffmpeg", action="store_true", help="publish with ffmpeg -re -c copy processes instead of the load generator"
+    )
+    parser.add_argument(
+        "--loadgen-processes",
+        type=int,
+        default=0,
+        help=f"load generator processes (default: one per {STREAMS_PER_LOADGEN} events)",
+    )
     parser.add_argument(
         "--per-process",
         type=int,
         default=2,
-        help="events published by one ffmpeg process (an RTMP connection each; 1: a process per event)",
+        help="with --ffmpeg: events published by one ffmpeg process (an RTMP connection each; 1: a process per event)",
     )
     parser.add_argument(
         "--nice-load",
         type=int,
         default=0,
-        help="run the ffmpeg publishers at this niceness (the load, not the system measured)",
+        help="with --ffmpeg: run the ffmpeg publishers at this niceness (the load, not the system measured)",
     )
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="reachlive-bench-"))
-    flv = encode_flv(JFK_FLAC, workdir / "jfk.flv", loops=LOOPS)
+    # A/V: made once and cached across runs (x264 at 720p takes a while); audio-only: the AAC
+    # encoding the bench used before issue 22, for comparison with its figures.
+    flv = av_flv(loops=LOOPS) if args.video else encode_flv(JFK_FLAC, workdir / "jfk.flv", loops=LOOPS)
     starts = "all at once" if args.burst else f"at distinct phases over ~{STARTS_OVER_CHUNKS * CHUNK_SECONDS:.0f} s"
+    what = "3 Mbps 720p30 H.264 + AAC" if args.video else "AAC audio only"
+    by = (
+        f"ffmpeg -re -c copy, {args.per_process} event(s) per process"
+        if args.ffmpeg
+        else "the load generator (bench/loadgen.py)"
+    )
     print(
-        f"pipeline bench: {os.cpu_count()} cores, {LOOPS * 11} s of speech per event, "
-        f"{args.per_process} event(s) per ffmpeg publisher process, starting {starts}, "
+        f"pipeline bench: {os.cpu_count()} cores, {LOOPS * 11} s of speech per event ({what}, "
+        f"{flv.stat().st_size * 8 / (LOOPS * 11) / 1e6:.2f} Mbit/s) published by {by}, starting {starts}, "
         f"{args.ingest_replicas} ingest replica(s), workdir {workdir}"
     )
     print("overhead = transcript frame at the client - arrival at ingest of its chunk's end - the emulator's")
@@ -525,7 +601,18 @@ def main(argv: list[str]) -> int:
     best = 0
     for n in args.n:
         spread = 0.0 if args.burst else STARTS_OVER_CHUNKS * CHUNK_SECONDS
-        result = run_n(n, flv, workdir, args.stages, spread, args.ingest_replicas, args.nice_load, args.per_process)
+        result = run_n(
+            n,
+            flv,
+            workdir,
+            args.stages,
+            spread,
+            args.ingest_replicas,
+            args.nice_load,
+            args.per_process,
+            use_ffmpeg=args.ffmpeg,
+            loadgen_processes=args.loadgen_processes,
+        )
         cpu = " ".join(f"{k}={v:.2f}" for k, v in result["cpu_per_event_pct"].items())
         print(
             f"{n:>5} {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {result['edge_p50_ms']:>9.1f} "
@@ -538,6 +625,8 @@ def main(argv: list[str]) -> int:
             f"      {result['measured']} steady frames; load: {load}; emulator reply p50/p99 {reply} ms; "
             f"Redis {result['redis_commands_per_event_s']:.1f} commands/s per event (scripts' own counted)"
         )
+        for line in result["publishers"]:
+            print(f"      publishers: {line}")
         if args.stages:
             print("      worst seconds of the steady state (max overhead; CPU % of a core per process group then):")
             for v, t, cpu in result["worst_seconds"]:
