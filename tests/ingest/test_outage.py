@@ -40,8 +40,11 @@ from tests.ingest.test_rejections import statuses
 from tests.rtmp.helpers import Client, handshake
 from tests.support.outage import OutageRedis
 
-OUTAGE_SECONDS = 8.0
-LOOPS = 1  # the sample published twice (-stream_loop 1): 22 s
+# The outage outlasts the writer's lease (5 s), so a standby could take over meanwhile, and ends
+# while the 11 s sample is still being published (from OUTAGE_AFTER to about 8.5 s of it).
+OUTAGE_SECONDS = 6.0
+OUTAGE_AFTER = 2.0  # seconds of audio on the timeline before Redis goes away
+LOOPS = 0  # the sample once (-stream_loop 0): 11 s
 LOOPED = np.concatenate([REF] * (LOOPS + 1))
 
 
@@ -91,8 +94,9 @@ def total(counter) -> float:
 async def publish_through(
     own_redis: OutageRedis, client: redis.Redis, server: IngestServer, *, freeze: bool
 ) -> dict[str, float]:
-    """A real-time publish of 22 s with Redis out for OUTAGE_SECONDS after 3 s of it; returns the
-    figures (seconds from Redis's return to the first new chunk and to the backlog written)."""
+    """A real-time publish of the sample with Redis out for OUTAGE_SECONDS after OUTAGE_AFTER
+    seconds of it; returns the figures (seconds from Redis's return to the first new chunk and to
+    the backlog written)."""
     closed_before = total(metrics.CLOSED)
     publish = asyncio.create_task(
         ffmpeg_publish(
@@ -102,7 +106,7 @@ async def publish_through(
             timeout=60 + 12 * LOOPS + OUTAGE_SECONDS,
         )
     )
-    await wait_for(lambda: (written(client) or 0) >= 3.0, 30)
+    await wait_for(lambda: (written(client) or 0) >= OUTAGE_AFTER, 30)
     before = written(client) or 0.0
     await asyncio.to_thread(own_redis.freeze if freeze else own_redis.stop)
     out_at = time.monotonic()
@@ -161,10 +165,13 @@ async def test_outage_past_the_buffer_drops_the_oldest_audio(own_redis, client, 
     dropped = total(metrics.OUTAGE_DROPPED)
     publish = asyncio.create_task(
         ffmpeg_publish(
-            f"rtmp://127.0.0.1:{server.port}/live/key-1", realtime=True, input_args=("-stream_loop", "1"), timeout=120
+            f"rtmp://127.0.0.1:{server.port}/live/key-1",
+            realtime=True,
+            input_args=("-stream_loop", str(LOOPS)),
+            timeout=120,
         )
     )
-    await wait_for(lambda: (written(client) or 0) >= 3.0, 30)
+    await wait_for(lambda: (written(client) or 0) >= OUTAGE_AFTER, 30)
     await asyncio.to_thread(own_redis.stop)
     await asyncio.sleep(OUTAGE_SECONDS)
     await asyncio.to_thread(own_redis.start)
@@ -342,13 +349,13 @@ async def test_writer_and_standby_on_two_replicas_one_writes_after_the_outage(ow
             ffmpeg_publish(
                 f"rtmp://127.0.0.1:{server.port}/live/{key}",
                 realtime=True,
-                input_args=("-stream_loop", "1"),
+                input_args=("-stream_loop", str(LOOPS)),
                 timeout=120,
             )
         )
         for server, key in ((a, "key-1"), (b, "key-2"))
     ]
-    await wait_for(lambda: (written(client) or 0) >= 3.0, 30)
+    await wait_for(lambda: (written(client) or 0) >= OUTAGE_AFTER, 30)
     await asyncio.to_thread(own_redis.stop)
     await asyncio.sleep(OUTAGE_SECONDS)
     await asyncio.to_thread(own_redis.start)
