@@ -3,6 +3,10 @@ AAC and for a 3 Mbps audio+video stream, and how many concurrent real-time publi
 process sustains. Prints figures; asserts nothing (docs/design.md section 9: timing claims live here).
 
     .venv/bin/python bench/ingest.py [--seconds 60] [--concurrency 10,20,40] [--window 20]
+        [--audio-concurrency 25] [--profile DIR]
+
+``--profile DIR`` samples the ingest with py-spy (``pip install py-spy``) during each real-time
+window and prints the functions with the most samples (bench/_profile.py).
 
 Media is pre-encoded once to FLV files (ffmpeg from imageio-ffmpeg), then published with
 ``ffmpeg -c copy`` so publishers cost little; the ingest runs as ``reachlive ingest`` in its own
@@ -25,7 +29,8 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._measure import cpu_seconds  # noqa: E402
+from bench._measure import TICKS, cpu_seconds  # noqa: E402
+from bench._profile import record, summarise  # noqa: E402
 from shared import keys, registry  # noqa: E402
 from shared.child import free_port, wait_port  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
@@ -89,9 +94,58 @@ def add_events(client: redis.Redis, n: int, prefix: str) -> list[str]:
     return out
 
 
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
 def written_seconds(client: redis.Redis, eid: str) -> float:
     raw = client.hget(keys.ingest_state(eid), "samples")
     return int(raw) / 16000 if raw else 0.0
+
+
+def realtime_step(
+    client: redis.Redis, pid: int, base: str, path: Path, n: int, label: str, args: argparse.Namespace
+) -> None:
+    """``n`` publishers of ``path`` in real time: the ingest's CPU over a window, per stream."""
+    tag = "av" if "A/V" in label else "audio"
+    events = add_events(client, n, f"rt{tag}{n}-")
+    procs = [publish(path, base + f"bench-{e}", realtime=True) for e in events]
+    time.sleep(3)  # connect, first keyframes
+    start_written = {e: written_seconds(client, e) for e in events}
+    spy, raw = None, None
+    if args.profile:
+        raw = Path(args.profile) / f"ingest-{tag}-{n}.txt"
+        spy = record(pid, args.window, raw)
+    c0, t0, u0 = cpu_seconds(pid), time.monotonic(), cpu_split(pid)
+    time.sleep(args.window)
+    c1, t1, u1 = cpu_seconds(pid), time.monotonic(), cpu_split(pid)
+    rates = sorted((written_seconds(client, e) - start_written[e]) / (t1 - t0) for e in events)
+    util = (c1 - c0) / (t1 - t0)
+    if spy is not None:
+        spy.wait(30)
+    for p in procs:
+        p.kill()
+    for p in procs:
+        p.wait()
+    ok = rates[0] > 0.9
+    print(
+        f"  {n:4d} publishers: ingest CPU {util * 100:5.1f}% of one core "
+        f"({util / n * 100:.3f}% per stream); audio written per wall second min "
+        f"{rates[0]:.2f} / median {rates[len(rates) // 2]:.2f} -> "
+        f"{'keeps up' if ok else 'FALLS BEHIND'}; "
+        f"projected {n / util if util else float('inf'):.0f} streams per core"
+    )
+    wall = (t1 - t0) * n
+    print(
+        f"        user {(u1[0] - u0[0]) / wall * 1e3:.2f} + system {(u1[1] - u0[1]) / wall * 1e3:.2f} ms CPU "
+        "per stream-second"
+    )
+    if raw is not None and raw.exists():
+        print(f"  py-spy profile of the ingest over the window ({raw}):")
+        print(summarise(raw, args.profile_top))
+    time.sleep(3)
 
 
 def main() -> int:
@@ -99,6 +153,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=60, help="media length per stream (s)")
     parser.add_argument("--concurrency", default="10,25,50", help="real-time publisher counts to try")
     parser.add_argument("--window", type=float, default=20.0, help="seconds measured per concurrency step")
+    parser.add_argument(
+        "--audio-concurrency", default="25", help="real-time audio-only publisher counts to try ('' for none)"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record the ingest with py-spy over each real-time window (raw stacks in DIR) and print its top functions",
+    )
+    parser.add_argument("--profile-top", type=int, default=15, help="functions listed per profile")
     args = parser.parse_args()
     work = Path(tempfile.gettempdir()) / "reachlive-bench-ingest"
     work.mkdir(exist_ok=True)
@@ -145,30 +208,11 @@ def main() -> int:
                     f"audio written {written_seconds(client, eid):.1f} s"
                 )
 
-            print(f"\nConcurrent real-time 3 Mbps A/V publishers (each window {args.window:.0f} s):")
-            for n in [int(x) for x in args.concurrency.split(",") if x]:
-                events = add_events(client, n, f"rt{n}-")
-                procs = [publish(av_flv, base + f"bench-{e}", realtime=True) for e in events]
-                time.sleep(3)  # connect, first keyframes
-                start_written = {e: written_seconds(client, e) for e in events}
-                c0, t0 = cpu_seconds(ingest.pid), time.monotonic()
-                time.sleep(args.window)
-                c1, t1 = cpu_seconds(ingest.pid), time.monotonic()
-                rates = sorted((written_seconds(client, e) - start_written[e]) / (t1 - t0) for e in events)
-                util = (c1 - c0) / (t1 - t0)
-                for p in procs:
-                    p.kill()
-                for p in procs:
-                    p.wait()
-                ok = rates[0] > 0.9
-                print(
-                    f"  {n:4d} publishers: ingest CPU {util * 100:5.1f}% of one core "
-                    f"({util / n * 100:.3f}% per stream); audio written per wall second min "
-                    f"{rates[0]:.2f} / median {rates[len(rates) // 2]:.2f} -> "
-                    f"{'keeps up' if ok else 'FALLS BEHIND'}; "
-                    f"projected {n / util if util else float('inf'):.0f} streams per core"
-                )
-                time.sleep(3)
+            steps = [("3 Mbps A/V", av_flv, args.concurrency), ("audio-only AAC", audio_flv, args.audio_concurrency)]
+            for label, path, counts in steps:
+                print(f"\nConcurrent real-time {label} publishers (each window {args.window:.0f} s):")
+                for n in [int(x) for x in counts.split(",") if x]:
+                    realtime_step(client, ingest.pid, base, path, n, label, args)
             print(
                 f"\n(machine: {os.cpu_count()} CPUs, shared; publishers are ffmpeg -c copy processes on the "
                 "same machine, so high counts also measure their contention)"
