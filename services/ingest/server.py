@@ -51,12 +51,25 @@ from shared.rtmp import (
     ServerConnection,
     Unpublished,
 )
-from shared.rtmp.chunks import AUDIO, prepublish_limits
+from shared.rtmp.chunks import AUDIO, DATA_AMF0, DATA_AMF3, VIDEO, Limits, prepublish_limits
 from shared.settings import IngestSettings, split_listen
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 65536
+# What a publisher's connection is held to once its publish is accepted: the codec's defaults,
+# with video and data messages (onMetaData) skipped in the chunk layer as they arrive, never
+# copied nor parsed past their header: the ingest has no use for them (docs/design.md section
+# 3), and a 3 Mbps A/V stream is ~95 % video by bytes (issue 22).
+LIMITS = Limits(skip=frozenset((VIDEO, DATA_AMF0, DATA_AMF3)))
+
+# One read takes what one recv of asyncio's transport got (it receives up to 256 KiB at once).
+READ_SIZE = 256 << 10
+# A read at least this large is a backlog (or a publisher far above real time): read on at once
+# instead of pausing. It must stay above what a coalescing pause gathers from a real-time
+# publisher (COALESCE_SECONDS of a 3 Mbps A/V stream is ~38 kB): with 32 kB here (64 kB reads),
+# every other read of such a stream skipped its pause and the ingest read each of its
+# messages as it came, ~24 reads a second instead of ~12 (issue 22).
+BACKLOG_BYTES = 128 << 10
 # A publisher silent this long is stalled or half-open: its writer lease is no longer
 # refreshed, so a standby takes over INGEST_PRIMARY_TTL_SECONDS later (a real-time publisher
 # sends dozens of messages a second; a 1 s hiccup alone never causes a takeover).
@@ -191,6 +204,7 @@ class IngestServer:
         metrics.CONNECTIONS.inc()
         s = self.settings
         conn = ServerConnection(
+            limits=LIMITS,
             prepublish_limits=prepublish_limits(s.prepublish_max_message_bytes, s.prepublish_max_messages),
             chunk_size=s.rtmp_chunk_size,
             epoch_ms=int(time.monotonic() * 1000),
@@ -327,7 +341,7 @@ class IngestServer:
                     raise _Closed("rejected" if live is None else "stopped")
                 pause = coalesce_pause(live.publisher.seconds_to_chunk()) if live is not None else 0.0
                 # A large read means a backlog (or a fast publisher): read on at once.
-                if pause and len(data) < READ_SIZE // 2 and not paused.active:
+                if pause and len(data) < BACKLOG_BYTES and not paused.active:
                     t = loop.time()
                     at = wake_at(t, pause)
                     if at is not None:

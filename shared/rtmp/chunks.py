@@ -48,6 +48,13 @@ class Limits:
     max_chunk_streams: int = 64  # distinct chunk stream ids with state
     media: bool = True  # audio, video and aggregate messages; False: skipped as they arrive, never held
     max_messages: int = 0  # messages of the connection so far (0: no limit)
+    # Message type ids the reader's owner has no use for (the ingest: video): skipped as they
+    # arrive like media before a publish, their bodies never copied nor held (issue 22).
+    skip: frozenset[int] = frozenset()
+
+    def skipped(self) -> frozenset[int]:
+        """Every message type skipped under these limits."""
+        return self.skip if self.media else self.skip | _MEDIA
 
 
 # Before a publish is accepted the peer is unauthenticated: what it may send then (handshake,
@@ -91,13 +98,14 @@ class _Stream:
     """Per chunk stream id: the last header (for header compression) and a message in progress."""
 
     __slots__ = (
+        "active",
         "delta",
-        "discard",
         "ext_value",
         "extended",
         "got",
         "length",
         "partial",
+        "skip",
         "stream_id",
         "timestamp",
         "type_id",
@@ -111,9 +119,10 @@ class _Stream:
         self.stream_id = 0
         self.extended = False
         self.ext_value = 0
-        self.partial: bytearray | None = None  # None: no message in progress
-        self.got = 0  # bytes of the message in progress received so far
-        self.discard = False  # the message in progress is skipped, not held (media before a publish)
+        self.active = False  # a message is in progress (its next chunk is a continuation)
+        self.partial: bytearray | None = None  # the kept message in progress, past its first chunk
+        self.got = 0  # bytes of the message in progress received (or skipped) so far
+        self.skip = False  # the message in progress is skipped, not held (Limits.skipped)
 
 
 class ChunkReader:
@@ -122,23 +131,44 @@ class ChunkReader:
     ``next_message`` returns one message or None when more bytes are needed; the caller applies
     Set Chunk Size / Abort before asking for the next, because they change how the following
     chunks parse.
+
+    The read path does the least per byte (issue 22): the input is one bytearray consumed from
+    an offset; a message in one chunk is copied once, out of it; a longer one is gathered in a
+    bytearray from views of it, copied once more when complete; a skipped message (video the
+    owner has no use for, media before a publish) is never copied: each of its chunks is dropped
+    once its header is parsed, the part of its body not received yet as it arrives (``feed``).
     """
 
     def __init__(self, limits: Limits | None = None) -> None:
         self._limits = limits or Limits()
+        self._skipped = self._limits.skipped()
         self.declared_chunk_size = DEFAULT_CHUNK_SIZE  # the peer's last Set Chunk Size
         # What parsing uses: the declared size, honoured up to the message size limit (equivalent
         # for every message we accept, see ``Limits``).
         self.chunk_size = min(DEFAULT_CHUNK_SIZE, self._limits.max_message_size)
         self._buf = bytearray()
         self._pos = 0
+        # A view of _buf while parsing copies out of it; released before _buf changes size.
+        self._view: memoryview | None = None
+        # Body bytes of a skipped chunk not received yet: the next bytes fed are dropped.
+        self._skip_left = 0
         self._streams: dict[int, _Stream] = {}
         self._buffered = 0
         self.messages = 0  # complete messages read (skipped ones too)
 
     def feed(self, data: bytes) -> None:
+        if self._view is not None:
+            self._view.release()
+            self._view = None
+        if self._skip_left and data:
+            # The rest of a skipped chunk: dropped here, never appended (_buf is all parsed).
+            n = min(self._skip_left, len(data))
+            self._skip_left -= n
+            if n == len(data):
+                return
+            data = memoryview(data)[n:]  # type: ignore[assignment]
         if self._pos:
-            del self._buf[: self._pos]
+            del self._buf[: self._pos]  # O(1) in CPython for a prefix of a bytearray
             self._pos = 0
         self._buf += data
 
@@ -160,6 +190,7 @@ class ChunkReader:
     def limits(self, limits: Limits) -> None:
         """Other limits from the next message on (ServerConnection: the publish was accepted)."""
         self._limits = limits
+        self._skipped = limits.skipped()
         self.chunk_size = min(self.declared_chunk_size, limits.max_message_size)
 
     def set_chunk_size(self, size: int) -> None:
@@ -172,9 +203,11 @@ class ChunkReader:
     def abort(self, csid: int) -> None:
         """Abort Message (section 5.4.2): drop the partly received message of a chunk stream."""
         st = self._streams.get(csid)
-        if st is not None and st.partial is not None:
-            self._buffered -= len(st.partial)
-            st.partial = None
+        if st is not None and st.active:
+            if st.partial is not None:
+                self._buffered -= len(st.partial)
+                st.partial = None
+            st.active = False
 
     def next_message(self) -> Message | None:
         while True:
@@ -184,8 +217,17 @@ class ChunkReader:
             if isinstance(result, Message):
                 return result
 
+    def _complete(self, st: _Stream) -> None:
+        """The last chunk of ``st``'s message is here (its body may still be arriving if skipped)."""
+        st.active = False
+        self.messages += 1
+        if self._limits.max_messages and self.messages > self._limits.max_messages:
+            raise ProtocolError("messages", f"more than {self._limits.max_messages} messages")
+
     def _one_chunk(self) -> Message | bool | None:
         """Parse one chunk: a finished Message, True (chunk consumed, message not done), or None."""
+        if self._skip_left:
+            return None  # the rest of a skipped chunk is still to come (feed drops it)
         buf, pos, lim = self._buf, self._pos, self._limits
         avail = len(buf) - pos
         if avail < 1:
@@ -211,7 +253,7 @@ class ChunkReader:
             if len(self._streams) >= lim.max_chunk_streams:
                 raise ProtocolError("chunk_streams", f"more than {lim.max_chunk_streams} chunk streams")
         h = pos + hl
-        new_message = st is None or st.partial is None
+        new_message = st is None or not st.active
         if fmt != 3 and not new_message:
             raise ProtocolError("chunk_header", f"type {fmt} header in the middle of a message on stream {csid}")
         field = length = type_id = stream_id = 0
@@ -239,14 +281,15 @@ class ChunkReader:
         if new_message:
             if fmt <= 1 and length > lim.max_message_size:
                 raise ProtocolError("message_size", f"message of {length} bytes (limit {lim.max_message_size})")
-            if fmt == 3 and st is not None:
-                length = st.length
-        if new_message:
             remaining = length if fmt <= 1 else st.length  # type: ignore[union-attr]
+            skip = (type_id if fmt <= 1 else st.type_id) in self._skipped  # type: ignore[union-attr]
         else:
             remaining = st.length - st.got  # type: ignore[union-attr]
+            skip = st.skip  # type: ignore[union-attr]
         take = min(self.chunk_size, remaining)
-        if avail < off + take:
+        body = avail - off  # body bytes at hand
+        # A kept chunk is parsed whole; a skipped one as soon as its header is here.
+        if body < take and not skip:
             return None
         # Header complete: commit the state.
         if st is None:
@@ -271,29 +314,55 @@ class ChunkReader:
                 st.ext_value = ext_value
             if st.length > lim.max_message_size:
                 raise ProtocolError("message_size", f"message of {st.length} bytes")
-            st.partial = bytearray()
+            st.active = True
             st.got = 0
-            # Media from a peer without an accepted publish: its bytes are skipped as they come.
-            st.discard = not lim.media and st.type_id in _MEDIA
+            st.skip = skip
         start = pos + off
-        partial = st.partial
-        assert partial is not None
-        if take and not st.discard:
-            if self._buffered + take > lim.max_buffered_bytes:
-                raise ProtocolError("buffered", "partial messages exceed the connection's buffer limit")
-            partial += buf[start : start + take]
-            self._buffered += take
         st.got += take
+        done = st.got >= st.length
+        if done:
+            self._complete(st)
+        if skip:
+            if body < take:  # the rest of this chunk is dropped as it is fed
+                self._pos = len(buf)
+                self._skip_left = take - body
+                return True
+            pos = start + take
+            if not done and not st.extended and csid < 64:
+                # A sender writes a message's chunks back to back (ffmpeg, OBS): the type-3
+                # continuations that follow are dropped here, without the general header parse.
+                marker, end = 0xC0 | csid, len(buf)
+                while pos < end and buf[pos] == marker:
+                    take = min(self.chunk_size, st.length - st.got)
+                    st.got += take
+                    if st.got >= st.length:
+                        self._complete(st)
+                    if end - pos - 1 < take:
+                        self._pos = end
+                        self._skip_left = take - (end - pos - 1)
+                        return True
+                    pos += 1 + take
+                    if not st.active:
+                        break
+            self._pos = pos
+            return True
+        if take and self._buffered + take > lim.max_buffered_bytes:
+            raise ProtocolError("buffered", "partial messages exceed the connection's buffer limit")
         self._pos = start + take
-        if st.got < st.length:
+        view = self._view
+        if view is None:
+            view = self._view = memoryview(buf)
+        partial = st.partial
+        if partial is None:
+            if done:  # the whole message in this one chunk: one copy, out of the input
+                return Message(csid, st.type_id, st.stream_id, st.timestamp, bytes(view[start : start + take]))
+            partial = st.partial = bytearray()
+        partial += view[start : start + take]
+        self._buffered += take
+        if not done:
             return True
         self._buffered -= len(partial)
         st.partial = None
-        self.messages += 1
-        if lim.max_messages and self.messages > lim.max_messages:
-            raise ProtocolError("messages", f"more than {lim.max_messages} messages")
-        if st.discard:
-            return True
         return Message(csid, st.type_id, st.stream_id, st.timestamp, bytes(partial))
 
 

@@ -8,6 +8,7 @@ aggregate's own timestamp.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from shared.rtmp.errors import ProtocolError
@@ -22,15 +23,19 @@ CODEC_NAMES = {MP3: "mp3", MP3_8K: "mp3", AAC: "aac", SPEEX: "speex", G711_ALAW:
 AAC_SEQUENCE_HEADER, AAC_RAW = 0, 1
 
 
-def split_aggregate(payload: bytes, timestamp: int) -> list[tuple[int, int, bytes]]:
-    """(type id, 32-bit timestamp, body) of each message inside an aggregate message."""
+def split_aggregate(
+    payload: bytes, timestamp: int, types: Collection[int] | None = None
+) -> list[tuple[int, int, bytes]]:
+    """(type id, 32-bit timestamp, body) of each message inside an aggregate message; only those
+    of ``types`` when given (the others are checked, not copied)."""
     out: list[tuple[int, int, bytes]] = []
     pos, n = 0, len(payload)
     offset: int | None = None
+    seen = 0  # sub-messages left out (types)
     while pos < n:
         if n - pos < 11:
             raise ProtocolError("aggregate", "truncated sub-message header")
-        if len(out) >= MAX_SUBMESSAGES:
+        if len(out) + seen >= MAX_SUBMESSAGES:
             raise ProtocolError("aggregate", "too many sub-messages")
         type_id = payload[pos]
         size = int.from_bytes(payload[pos + 1 : pos + 4], "big")
@@ -40,7 +45,10 @@ def split_aggregate(payload: bytes, timestamp: int) -> list[tuple[int, int, byte
             raise ProtocolError("aggregate", f"sub-message of {size} bytes past the end")
         if offset is None:
             offset = timestamp - ts
-        out.append((type_id, (ts + offset) & 0xFFFFFFFF, bytes(payload[body_start : body_start + size])))
+        if types is None or type_id in types:
+            out.append((type_id, (ts + offset) & 0xFFFFFFFF, bytes(payload[body_start : body_start + size])))
+        else:
+            seen += 1
         pos = body_start + size
         # The back pointer (previous tag size) is optional at the very end of the body.
         if n - pos >= 4:

@@ -54,6 +54,7 @@ STREAM_BEGIN, STREAM_EOF, SET_BUFFER_LENGTH, PING_REQUEST, PING_RESPONSE = 0, 1,
 # common practice (3 for connection commands, 5 for stream status).
 CSID_CONTROL, CSID_COMMAND, CSID_STATUS = 2, 3, 5
 
+_AV = frozenset((AUDIO, VIDEO))
 MIN_ACK_WINDOW = 4096  # a tiny window would make us acknowledge every few bytes
 MAX_STREAMS = 8  # createStream calls per connection
 
@@ -132,6 +133,7 @@ class ServerConnection:
             max_chunk_streams=min(pre.max_chunk_streams, self.limits.max_chunk_streams),
             media=pre.media and self.limits.media,
             max_messages=pre.max_messages,
+            skip=pre.skip | self.limits.skip,
         )
         self._handshake = ServerHandshake(epoch_ms, handshake_random)
         self._reader = ChunkReader(self.prepublish_limits)
@@ -193,9 +195,10 @@ class ServerConnection:
             return
         if t == AGGREGATE:
             if msg.stream_id in self.publishing:
-                for sub_type, ts, body in split_aggregate(msg.payload, msg.timestamp):
-                    if sub_type in (AUDIO, VIDEO):
-                        events.append(MediaMessage(msg.stream_id, sub_type, ts, body))
+                # Sub-messages of a type the limits skip are not copied out (the ingest: video).
+                wanted = _AV - self._reader.limits.skip
+                for sub_type, ts, body in split_aggregate(msg.payload, msg.timestamp, wanted):
+                    events.append(MediaMessage(msg.stream_id, sub_type, ts, body))
             return
         if len(msg.payload) > self._reader.limits.max_control_size:
             raise ProtocolError("message_size", f"type {t} message of {len(msg.payload)} bytes")
