@@ -422,12 +422,17 @@ def run_n(
         if use_ffmpeg:
             pids["ffmpeg"] = [p.pid for p in publishers]
         loadgen_report: list[Report] = []
+        ffmpeg_cpu_at_exit: dict[int, float] = {}
 
         def end_events() -> None:
             # The media is over: the events' windows close (Kaltura's admin), which is what ends
             # them; a publisher going away alone only pauses its event. The poller notices at its
             # next reconcile (up to the 30 s poll), so the run's tail includes that wait.
             for p in publishers:
+                # Exited but not reaped yet (WNOWAIT): the zombie's /proc times are its final CPU,
+                # which a reaped process no longer has (the figure read 0 before).
+                os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)
+                ffmpeg_cpu_at_exit[p.pid] = cpu_seconds(p.pid)
                 p.wait()
             if loadgen is not None:
                 loadgen_report.append(loadgen.wait(LOOPS * 11 + spread + 60))
@@ -443,7 +448,7 @@ def run_n(
         cpu1 = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
         ffmpeg_cpu = 0.0
         for p in publishers:
-            ffmpeg_cpu += cpu_seconds(p.pid)  # a zombie's /proc entry still has its times
+            ffmpeg_cpu += ffmpeg_cpu_at_exit.get(p.pid) or cpu_seconds(p.pid)  # or still running: now
             p.kill()
             p.wait()
         ender.join(10)
@@ -451,8 +456,10 @@ def run_n(
             loadgen.kill()
         if use_ffmpeg:
             publisher_cpu = ffmpeg_cpu
+            media_seconds = n * LOOPS * 11
             publisher_lines = [
-                f"ffmpeg: {100 * ffmpeg_cpu / wall:.1f} % of a core ({100 * ffmpeg_cpu / wall / n:.3f} % per event)"
+                f"ffmpeg CPU: {ffmpeg_cpu:.2f} s over {media_seconds} stream-seconds of media = "
+                f"{100 * ffmpeg_cpu / media_seconds:.3f} % of a core per stream"
             ]
         elif loadgen_report:
             publisher_cpu = loadgen_report[0].cpu_seconds
