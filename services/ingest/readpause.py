@@ -2,8 +2,9 @@
 bytes in the socket between reads, and the timer that resumes it.
 
 A real-time publisher writes each media packet on its own (~40 small segments/s for audio alone,
-~100/s at 3 Mbps A/V). Letting the kernel gather them for a moment turns that into ~10 reads/s:
-most of the ingest's CPU per stream is per wakeup.
+~100/s at 3 Mbps A/V, ffmpeg a message's header and body apart). Letting the kernel gather them
+for a moment turns that into ~10 reads/s: most of the ingest's CPU per stream is per wakeup
+(~0.1 ms of CPU per read, BENCHMARKS.md "Ingest profile (issue 22)").
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ from __future__ import annotations
 import asyncio
 import math
 
-COALESCE_SECONDS = 0.1  # longest pause between reads of a real-time publisher (see coalesce_pause)
+# The longest pause between reads of a real-time publisher (see coalesce_pause). With 500 ms
+# chunks, 250 ms makes two pauses per chunk before its guard: 100 ms made five, ~6 more reads a
+# second per stream, 0.07 % of a core per stream (issue 22). It never delays a chunk (the pause
+# ends before the chunk's end is due); what it delays is the arrival stamp of audio in the middle
+# of a chunk, and a stall is noticed after STALL_SECONDS (1 s) as before. A 3 Mbps publisher
+# leaves ~94 kB in the socket meanwhile: within the kernel's receive buffer, which it grows for
+# a reader that takes that much at once.
+COALESCE_SECONDS = 0.25
 MIN_PAUSE_SECONDS = 0.005  # a shorter pause costs a timer wakeup and saves no read
 # The message that completes a chunk arrives up to one codec frame (AAC 23 ms, MP3 26 ms)
 # sooner than the missing audio suggests: the last message read arrived up to a frame before
