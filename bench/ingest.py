@@ -105,6 +105,52 @@ def written_seconds(client: redis.Redis, eid: str) -> float:
     return int(raw) / 16000 if raw else 0.0
 
 
+def codec_cost(path: Path, seconds: int) -> None:
+    """CPU per stream-second of the codec and the decoder alone, in this process (no I/O): the
+    chunk layer reading the stream as ffmpeg chunks it (4096-byte chunks, audio and video on
+    chunk streams of their own) with video kept and with the ingest's skips, and the AAC decode
+    and resample to 16 kHz."""
+    from bench.loadgen import read_flv
+    from services.ingest.decoder import AudioDecoder
+    from services.ingest.server import LIMITS
+    from shared.rtmp.chunks import AUDIO, ChunkReader, Limits
+    from shared.rtmp.client import chunk_media
+    from shared.rtmp.flv import parse_audio_tag
+
+    messages = read_flv(path.read_bytes())
+    data, _ends = chunk_media(messages, 4096, 1)
+    read = len(data) // seconds // 4  # ~250 ms of the stream per read, as a coalesced read
+
+    def parse(limits: Limits) -> int:
+        reader = ChunkReader(limits)
+        reader.set_chunk_size(4096)
+        kept = 0
+        for i in range(0, len(data), read):
+            reader.feed(data[i : i + read])
+            while reader.next_message() is not None:
+                kept += 1
+        return kept
+
+    def decode() -> int:
+        dec, n = AudioDecoder(), 0
+        for type_id, ts, body in messages:
+            if type_id == AUDIO and (tag := parse_audio_tag(body)) is not None:
+                n += sum(len(pcm) for pcm, _pts, _epoch in dec.decode(tag, ts / 1000, 0.0))
+        return n
+
+    for label, run in (
+        ("chunk layer, video kept", lambda: parse(Limits())),
+        ("chunk layer, video skipped (the ingest)", lambda: parse(LIMITS)),
+        ("AAC decode + resample (AudioDecoder)", decode),
+    ):
+        best = float("inf")
+        for _ in range(3):
+            t = time.process_time()
+            run()
+            best = min(best, time.process_time() - t)
+        print(f"  {label:42s} {best / seconds * 1e3:6.3f} ms CPU per stream-second")
+
+
 def realtime_step(
     client: redis.Redis, pid: int, base: str, path: Path, n: int, label: str, args: argparse.Namespace
 ) -> None:
@@ -189,6 +235,8 @@ def main() -> int:
         try:
             wait_port(port)
             base = f"rtmp://127.0.0.1:{port}/live/"
+            print(f"\nIn process, one {av_flv.name} stream, no I/O:")
+            codec_cost(av_flv, args.seconds)
             print("\nCPU time of the ingest process per stream-minute (media pushed as fast as possible):")
             for label, path in (("audio-only AAC 128k", audio_flv), ("3 Mbps A/V (x264 720p + AAC)", av_flv)):
                 (eid,) = add_events(client, 1, f"cpu-{path.stem}-")
