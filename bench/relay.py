@@ -17,6 +17,8 @@ KWIKmotion target), so each 2 s chunk gives one AddTranscript and one AddTransla
   script's own calls count too, as in ``bench/pipeline.py``) less the feeder's XADDs (it counts
   them) and the bench's own INFO calls; and of them the XREAD calls (only the relay reads audio),
   from ``INFO commandstats``.
+- Audio read delay: from the feeder's XADD of an audio entry (its ``epoch``) to the session
+  parsing it (``connection.parse_audio``, wrapped here): the wait for the relay's read.
 
 Run: ``.venv/bin/python bench/relay.py [sessions=100] [seconds=40]``. The machine is shared, so
 the figures are an upper bound.
@@ -42,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from emulators.media import jfk_pcm  # noqa: E402
 from emulators.registry import make_event  # noqa: E402
-from services.relay import metrics  # noqa: E402
+from services.relay import connection, metrics  # noqa: E402
 from services.relay.main import serve  # noqa: E402
 from services.relay.session import Config  # noqa: E402
 from shared import keys  # noqa: E402
@@ -138,6 +140,16 @@ async def run(redis_url: str, kwik_url: str, sessions: int, seconds: float) -> N
         observe(value)
 
     metrics.ADDED_LATENCY.observe = record  # type: ignore[method-assign]
+    read_delays: list[float] = []
+    parse = connection.parse_audio
+
+    def parse_timed(fields: Any) -> Any:
+        item = parse(fields)
+        if isinstance(item, AudioChunk):
+            read_delays.append(time.time() - item.epoch)
+        return item
+
+    connection.parse_audio = parse_timed  # type: ignore[assignment]
     config = Config(
         relay=RelaySettings(
             max_sessions=sessions + 10, heartbeat_seconds=2.0, failover_seconds=10.0, consumer_name="bench"
@@ -159,6 +171,7 @@ async def run(redis_url: str, kwik_url: str, sessions: int, seconds: float) -> N
     # Measure the steady state: skip the first 5 s (connections, first chunks) and the end.
     await asyncio.sleep(5.0)
     latencies.clear()
+    read_delays.clear()
     (cmd0, calls0), fed0 = redis_counts(client), sent.value
     cpu0, wall0 = time.process_time(), time.monotonic()
     await asyncio.sleep(max(5.0, seconds - 10.0))
@@ -170,6 +183,7 @@ async def run(redis_url: str, kwik_url: str, sessions: int, seconds: float) -> N
     by_command["info"] = 0
     results = len(latencies)
     lat = list(latencies)
+    reads = list(read_delays)
     await asyncio.to_thread(feed.join)
     for _ in range(120):  # the sessions end (EndOfStream → EndOfTranscript → ack), 60 s at most
         if not client.xlen(keys.SESSIONS_STREAM):
@@ -194,6 +208,11 @@ async def run(redis_url: str, kwik_url: str, sessions: int, seconds: float) -> N
         print(
             f"  added latency (result received → captions XADDed): p50 {1000 * pct(lat, 0.5):.2f} ms, "
             f"p99 {1000 * pct(lat, 0.99):.2f} ms, max {1000 * max(lat):.2f} ms (target p99 < 5 ms)"
+        )
+    if reads:
+        print(
+            f"  audio read delay (XADD → parsed by the session): p50 {1000 * pct(reads, 0.5):.2f} ms, "
+            f"p99 {1000 * pct(reads, 0.99):.2f} ms"
         )
     print(f"  sessions finished: {sessions - client.xlen(keys.SESSIONS_STREAM)} of {sessions}")
 

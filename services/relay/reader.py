@@ -70,10 +70,19 @@ QUEUE_ENTRIES = 2 * READ_COUNT
 BLOCK_MS = 1000
 # Reads start at least this far apart while audio flows: the entries of every stream that arrive
 # meanwhile are read together (one read per gather period, not one per entry), for at most this
-# much more delay of an entry (a chunk is 2 s or more of audio).
-GATHER_SECONDS = 0.02
+# much more delay of an entry, and only under load (a read that waited for its entry is not
+# delayed). bench/relay.py at 200 sessions: 20 ms halves the reads again (0.23 XREAD/s per session
+# instead of 0.44) for 0.016 % of a core per session less, but delays the audio 12.8 ms at the
+# median instead of 6.9 (0 ms: an XREAD per entry, dearer than one per session): the latency is
+# worth more here (the pipeline's overhead target), the commands and CPU are small either way.
+GATHER_SECONDS = 0.01
 # The wake stream keeps its last entry only; it goes this long after the last wake.
 WAKE_TTL_SECONDS = 3600
+
+
+def _bulk(value: bytes) -> bytes:
+    """One RESP bulk string (a command argument)."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
 class Subscription:
@@ -83,8 +92,10 @@ class Subscription:
         self.reader = reader
         self.event_id = event_id
         self.key = keys.audio(event_id)
+        self.key_arg = _bulk(self.key.encode())
         self.position = after  # the last entry handed over (or the start)
         self.after = StreamId.parse(after)
+        self.after_arg = _bulk(str(self.after).encode())
         self.queue: deque[Entry] = deque()
         self.ready = asyncio.Event()  # entries queued, or an error
         self.error: BaseException | None = None
@@ -121,6 +132,10 @@ class Subscription:
         self.position, self.after = entry_id, sid
         self.ready.set()
 
+    def _moved(self) -> None:
+        """After a read that handed it entries: its next read starts after the last."""
+        self.after_arg = _bulk(str(self.after).encode())
+
     def _fail(self, exc: BaseException) -> None:
         self.error = exc
         self.ready.set()
@@ -143,11 +158,13 @@ class AudioReader:
         self.redis = reader
         self.client = client
         self.wake_key = keys.relay_wake(consumer)
+        self.wake_arg = _bulk(self.wake_key.encode())
         self.wake_after = "0-0"
         self.health = health or redis_health.get("relay")
         self.block_ms = block_ms
         self.gather_seconds = gather_seconds
-        self.subs: set[Subscription] = set()
+        self.subs: dict[str, list[Subscription]] = {}  # by stream key
+        self.count = 0
         self.changed = asyncio.Event()  # a subscription was added, or took its entries
         self.reading = False  # an XREAD is out: a new subscription wakes it
         self.tasks = TaskSet("relay-audio-reader")
@@ -157,8 +174,9 @@ class AudioReader:
     def subscribe(self, event_id: str, after: str) -> Subscription:
         """The event's audio entries after ``after`` (close the subscription when done)."""
         sub = Subscription(self, event_id, after)
-        self.subs.add(sub)
-        metrics.AUDIO_SUBSCRIPTIONS.set(len(self.subs))
+        self.subs.setdefault(sub.key, []).append(sub)
+        self.count += 1
+        metrics.AUDIO_SUBSCRIPTIONS.set(self.count)
         self.changed.set()
         if self.reading and not self._waking:
             self._waking = True
@@ -167,8 +185,13 @@ class AudioReader:
 
     def remove(self, sub: Subscription) -> None:
         # Nothing to wake: entries the blocked read returns for it are dropped.
-        self.subs.discard(sub)
-        metrics.AUDIO_SUBSCRIPTIONS.set(len(self.subs))
+        subs = self.subs.get(sub.key, [])
+        if sub in subs:
+            subs.remove(sub)
+            self.count -= 1
+            if not subs:
+                del self.subs[sub.key]
+        metrics.AUDIO_SUBSCRIPTIONS.set(self.count)
 
     async def _wake(self) -> None:
         """End the blocked read now (see the module doc), so it is issued again with the new
@@ -193,19 +216,17 @@ class AudioReader:
         try:
             while True:
                 check_cancelled()  # redis-py may swallow a cancellation (shared.aio)
-                groups = self._groups()
+                groups, command = self._command()
                 if not groups:
                     # No subscription, or none with room: nothing to read until one changes.
                     self.changed.clear()
                     await self.changed.wait()
                     continue
-                streams = {key: str(min(s.after for s in subs)) for key, subs in groups.items()}
-                streams[self.wake_key] = self.wake_after
                 started = loop.time()
-                self.reading = True  # set with no await since ``groups``: no subscription slips by
+                self.reading = True  # set with no await since ``_command``: no subscription slips by
                 try:
                     async with asyncio.timeout(self.block_ms / 1000 + COMMAND_SECONDS):
-                        reply = await self.redis.xread(streams, count=READ_COUNT, block=self.block_ms)
+                        reply = await self._xread(command)
                 except Exception as exc:
                     check_cancelled()
                     if is_outage(exc):
@@ -229,36 +250,76 @@ class AudioReader:
         finally:
             await self.tasks.close(timeout=2)
 
-    def _groups(self) -> dict[str, list[Subscription]]:
-        """The subscriptions with room, by stream."""
+    def _command(self) -> tuple[dict[str, list[Subscription]], bytes]:
+        """The subscriptions with room, by stream, and the XREAD for them, in RESP.
+
+        Packed here, from arguments each subscription keeps encoded: redis-py packs a command
+        argument by argument in Python, which for hundreds of streams cost the reader as much
+        as the reads it saves (bench/relay.py, py-spy)."""
         groups: dict[str, list[Subscription]] = {}
+        key_args: list[bytes] = []
+        id_args: list[bytes] = []
         held = 0
-        for sub in self.subs:
-            if sub.room:
-                groups.setdefault(sub.key, []).append(sub)
+        for key, subs in self.subs.items():
+            if len(subs) == 1:  # the rule: one session per event
+                sub = subs[0]
+                if not sub.room:
+                    held += 1
+                    continue
+                ready = subs
             else:
-                held += 1
+                ready = [s for s in subs if s.room]
+                held += len(subs) - len(ready)
+                if not ready:
+                    continue
+                sub = min(ready, key=lambda s: s.after)
+            groups[key] = ready
+            key_args.append(sub.key_arg)
+            id_args.append(sub.after_arg)
         if held:
             metrics.AUDIO_READS_HELD.inc(held)
-        return groups
+        key_args.append(self.wake_arg)
+        id_args.append(_bulk(self.wake_after.encode()))
+        head = b"*%d\r\n$5\r\nXREAD\r\n$5\r\nCOUNT\r\n%s$5\r\nBLOCK\r\n%s$7\r\nSTREAMS\r\n" % (
+            6 + 2 * len(key_args),
+            _bulk(b"%d" % READ_COUNT),
+            _bulk(b"%d" % self.block_ms),
+        )
+        return groups, b"".join([head, *key_args, *id_args])
+
+    async def _xread(self, command: bytes) -> Any:
+        """Send the packed XREAD on a connection of the reader's pool and read its reply (raw:
+        ``{key: [[id, [field, value, ...]], ...]}``, or pairs in RESP2, or None). redis-py drops the
+        connection on an error or a cancellation during the read (``disconnect_on_error``)."""
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()
+        try:
+            await conn.send_packed_command(command)
+            return await conn.read_response()
+        finally:
+            await pool.release(conn)
 
     def _deliver(self, reply: Any, groups: dict[str, list[Subscription]]) -> int:
         """Hand each entry to the subscriptions (of this read, still open) it follows."""
         delivered = 0
-        for raw_key, entries in reply or ():
+        # A map in RESP3 (redis-py 8's default protocol), a list of pairs in RESP2.
+        for raw_key, entries in reply.items() if isinstance(reply, dict) else reply or ():
             key = text(raw_key)
             if key == self.wake_key:
                 if entries:
                     self.wake_after = text(entries[-1][0])
                 continue
             subs = [s for s in groups.get(key, ()) if not s.closed]
-            for raw_id, fields in entries:
+            for raw_id, flat in entries:
                 entry_id = text(raw_id)
                 sid = StreamId.parse(entry_id)
+                fields = dict(zip(flat[::2], flat[1::2], strict=True))
                 for sub in subs:
                     if sid > sub.after:
                         sub._push(entry_id, sid, fields)
                         delivered += 1
+            for sub in subs:
+                sub._moved()
         if delivered:
             metrics.AUDIO_READ_ENTRIES.inc(delivered)
         return delivered
