@@ -12,11 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.rtmp import PublishRequested, ServerConnection
+from shared.rtmp import ProtocolError, PublishRequested, ServerConnection
 from shared.rtmp.chunks import (
     AGGREGATE,
     AUDIO,
     DATA_AMF0,
+    DATA_AMF3,
     SET_CHUNK_SIZE,
     VIDEO,
     ChunkReader,
@@ -208,7 +209,7 @@ def test_skipped_messages_count_against_the_message_limit():
         il.chunk(6)
     reader = ChunkReader(Limits(skip=frozenset({VIDEO}), max_messages=4))
     reader.feed(bytes(il.out))
-    with pytest.raises(Exception, match="messages"):
+    with pytest.raises(ProtocolError, match="messages"):
         while reader.next_message() is not None:
             pass
 
@@ -305,3 +306,45 @@ def test_any_interleaving_and_split_skips_video_and_keeps_audio(stream, cuts):
     assert sorted(expected_audio) == sorted(audio)  # the reference reader got every audio message
     got = read(data, SKIP_VIDEO, split(data, cuts), bound=MAX_HEADER + 3 * largest_audio)
     assert [m for m in got if m[1] != SET_CHUNK_SIZE] == expected_audio
+
+
+# The ingest's limits (video and data skipped) against hostile input: anything parses or raises
+# ProtocolError, and what the connection holds stays within one chunk and the partial messages.
+INGEST_LIMITS = Limits(
+    max_message_size=1 << 16, max_buffered_bytes=1 << 18, skip=frozenset({VIDEO, DATA_AMF0, DATA_AMF3})
+)
+VALID = bytes(handshake() + Client(4096).publish_flow().media(n=20, video_every=1).unpublish().out)
+
+
+def run_hostile(data: bytes) -> None:
+    conn = ServerConnection(limits=INGEST_LIMITS)
+    try:
+        for i in range(0, len(data), 997):
+            batch = conn.receive_data(data[i : i + 997])
+            while batch:
+                for ev in batch:
+                    if isinstance(ev, PublishRequested):
+                        conn.accept_publish(ev.stream_id)
+                batch = conn.receive_data(b"")
+            assert conn.held_bytes <= 997 + (1 << 18) + (1 << 16)
+    except ProtocolError:
+        pass
+
+
+@FAST
+@given(data=st.binary(max_size=3000))
+def test_random_bytes_after_a_publish_only_raise_protocol_error(data):
+    run_hostile(VALID[: len(VALID) // 2] + data)
+
+
+@FAST
+@given(
+    flips=st.lists(
+        st.tuples(st.integers(min_value=0), st.integers(min_value=0, max_value=255)), min_size=1, max_size=8
+    ),
+)
+def test_corrupted_streams_with_skips_only_raise_protocol_error(flips):
+    data = bytearray(VALID)
+    for pos, value in flips:
+        data[3073 + pos % (len(data) - 3073)] = value  # corrupt after the handshake
+    run_hostile(bytes(data))
