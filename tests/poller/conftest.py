@@ -40,9 +40,14 @@ def build_app(redis_url: str, service_url: str, **poller: Any) -> Celery:
         "encryption_keys": ENCRYPTION_KEY,
     }
     opts.update(poller)
-    return make_app(
+    app = make_app(
         redis_url, settings_for(service_url), PollerSettings(**opts), media_url=MEDIA_URL, caption_url=CAPTION_URL
     )
+    # A test starts and stops a worker of its own, and the worker's consumer notices the stop only
+    # when its BRPOP returns: after kombu's brpop_timeout, 1 s by default, so a second per test.
+    # polling_interval sets that timeout (kombu's redis transport).
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options, "polling_interval": 0.1}
+    return app
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ from tests.support.polling import eventually as wait_for
 
 pytestmark = pytest.mark.slow
 
-OUTAGE_SECONDS = 8.0
+OUTAGE_SECONDS = 5.0
 REPLY_DELAY_SECONDS = 0.8  # KWIKmotion answers late: results arrive while Redis is down
 HEALTH_LOGGER = "shared.redis_health"
 
