@@ -12,7 +12,8 @@ Reads Redis only (REACHLIVE_REDIS_URL), in three pipelined round trips whatever 
 events (cheap enough to run every second at 500 live events: bench/console.py).
 
 --watch [SECONDS] redraws the screen in place every SECONDS (default 2) until Ctrl-C. --json
-prints the snapshot (the same data) for scripts.
+prints the snapshot (the same data) for scripts. Redis unreachable: the screen says so and the
+exit status is 2.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import redis
 
 from services.console import problems, screen
+from services.console.redis_io import NO_REDIS
 from shared import keys
 from shared.cli import plain
 from shared.kaltura import models
@@ -413,7 +415,7 @@ def main(argv: list[str]) -> int:
         if args.watch is None:
             snap = take()
             print(json.dumps(snap, indent=1) if args.json else render(snap))
-            return 0 if snap["redis"]["ok"] else 1
+            return 0 if snap["redis"]["ok"] else NO_REDIS  # as every console command (redis_io)
         every = max(0.2, args.watch)
         while True:
             snap = take()
