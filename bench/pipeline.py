@@ -65,7 +65,7 @@ from emulators.restreamer import encode_flv, publish_url
 from services.demo import scenario
 from services.demo.stack import Stack
 from shared.child import free_port, wait_port
-from shared.settings import RelaySettings
+from shared.settings import IngestSettings, RelaySettings
 
 LOOPS = 4  # 44 s of speech per event
 STARTS_OVER_CHUNKS = 5  # publishers start over this many KWIKmotion chunk periods
@@ -301,6 +301,34 @@ def redis_commands(url: str) -> int:
         return int(client.info("stats")["total_commands_processed"])
 
 
+def event_memory(url: str, event_ids: list[str], sample: int = 20) -> dict[str, float]:
+    """Redis memory of live events, from ``MEMORY USAGE … SAMPLES 0`` (exact) of every key with
+    the event's hash tag, averaged over up to ``sample`` events: the audio stream (what the relay
+    has not captioned yet: it trims the rest), and everything else (ingest and relay state,
+    captions streams, registry, per-event log). Taken while the events are live, before their
+    windows close."""
+    from shared import keys
+
+    client = redis.Redis.from_url(url)
+    try:
+        audio_bytes = other = 0.0
+        picked = event_ids[:sample]
+        for event_id in picked:
+            for key in client.scan_iter(match=f"*{{{event_id}}}*", count=1000):
+                used = client.memory_usage(key, samples=0) or 0
+                if key.decode() == keys.audio(event_id):
+                    audio_bytes += used
+                else:
+                    other += used
+        return {
+            "audio_bytes_per_event": audio_bytes / max(1, len(picked)),
+            "other_bytes_per_event": other / max(1, len(picked)),
+            "events_sampled": float(len(picked)),
+        }
+    finally:
+        client.close()
+
+
 def by_audio(sessions: list[dict[str, Any]]) -> list[str]:
     """What the emulator saw, grouped by the audio each session received (all events send the
     same sample, so a session whose audio differs from the rest stands out)."""
@@ -422,6 +450,7 @@ def run_n(
         if use_ffmpeg:
             pids["ffmpeg"] = [p.pid for p in publishers]
         loadgen_report: list[Report] = []
+        memory: dict[str, float] = {}
         ffmpeg_cpu_at_exit: dict[int, float] = {}
 
         def end_events() -> None:
@@ -436,6 +465,7 @@ def run_n(
                 p.wait()
             if loadgen is not None:
                 loadgen_report.append(loadgen.wait(LOOPS * 11 + spread + 60))
+            memory.update(event_memory(stack.redis_url, [run.event_id for run in runs]))
             for run in runs:
                 admin.end_window(run.event_id)
 
@@ -524,6 +554,7 @@ def run_n(
                 "redis": 100 * (cpu1.get("redis", 0) - cpu0.get("redis", 0)) / wall,
             },
             "redis_commands_per_event_s": redis_rate,
+            "memory": memory,
             "publishers": publisher_lines,
             "emulator_ms": (percentile(replies, 0.5) * 1000, percentile(replies, 0.99) * 1000),
             "emulator_sessions": by_audio(sessions) if incomplete else [],
@@ -634,6 +665,15 @@ def main(argv: list[str]) -> int:
         )
         for line in result["publishers"]:
             print(f"      publishers: {line}")
+        if mem := result["memory"]:
+            retention = IngestSettings().audio_retention_seconds
+            print(
+                f"      Redis memory per live event ({mem['events_sampled']:.0f} sampled, MEMORY USAGE): audio "
+                f"stream {mem['audio_bytes_per_event'] / 1000:.1f} kB (trimmed behind the relay's cursor; "
+                f"at most ~{32 * retention / 1000:.1f} MB of PCM if no relay reads it, "
+                f"REACHLIVE_INGEST_AUDIO_RETENTION_SECONDS={retention:.0f}); the rest (state, {LOOPS * 11} s "
+                f"of captions, registry, log) {mem['other_bytes_per_event'] / 1000:.1f} kB"
+            )
         if args.stages:
             print("      worst seconds of the steady state (max overhead; CPU % of a core per process group then):")
             for v, t, cpu in result["worst_seconds"]:
