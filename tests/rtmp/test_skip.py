@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.rtmp import ProtocolError, PublishRequested, ServerConnection
+from shared.rtmp import ProtocolError, ServerConnection
 from shared.rtmp.chunks import (
     AGGREGATE,
     AUDIO,
@@ -24,7 +24,7 @@ from shared.rtmp.chunks import (
     Limits,
 )
 from shared.rtmp.flv import split_aggregate
-from tests.rtmp.helpers import Client, handshake
+from tests.rtmp.helpers import Client, feed, handshake
 
 SKIP_VIDEO = Limits(skip=frozenset({VIDEO}))
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -219,16 +219,7 @@ def test_server_connection_skips_video_and_data_after_the_publish_and_keeps_audi
     data = handshake() + bytes(client.out)
     results = {}
     for limits in (Limits(), Limits(skip=frozenset({VIDEO, DATA_AMF0}))):
-        conn = ServerConnection(limits=limits)
-        events = []
-        batch = conn.receive_data(data)
-        while batch:
-            for ev in batch:
-                events.append(ev)
-                if isinstance(ev, PublishRequested):
-                    conn.accept_publish(ev.stream_id)
-            batch = conn.receive_data(b"")
-        results[bool(limits.skip)] = events
+        results[bool(limits.skip)] = feed(ServerConnection(limits=limits), data)
     assert [type(e).__name__ for e in results[False] if type(e).__name__ == "Metadata"] == ["Metadata"]
     assert not [e for e in results[True] if type(e).__name__ == "Metadata"]
     assert [e for e in results[True] if getattr(e, "type_id", None) == VIDEO] == []
@@ -253,15 +244,7 @@ def test_aggregate_sub_messages_of_skipped_types_are_left_out():
     # through the connection: an aggregate on the published stream yields its audio only
     client = Client(4096).publish_flow()
     client.raw(4, AGGREGATE, 1, 5000, payload)
-    conn = ServerConnection(limits=SKIP_VIDEO)
-    events = []
-    batch = conn.receive_data(handshake() + bytes(client.out))
-    while batch:
-        for ev in batch:
-            events.append(ev)
-            if isinstance(ev, PublishRequested):
-                conn.accept_publish(ev.stream_id)
-        batch = conn.receive_data(b"")
+    events = feed(ServerConnection(limits=SKIP_VIDEO), handshake() + bytes(client.out))
     assert [(e.type_id, e.timestamp, e.payload) for e in events if hasattr(e, "payload")] == [
         (AUDIO, 5000, b"a1"),
         (AUDIO, 5023, b"a2"),
@@ -320,12 +303,7 @@ def run_hostile(data: bytes) -> None:
     conn = ServerConnection(limits=INGEST_LIMITS)
     try:
         for i in range(0, len(data), 997):
-            batch = conn.receive_data(data[i : i + 997])
-            while batch:
-                for ev in batch:
-                    if isinstance(ev, PublishRequested):
-                        conn.accept_publish(ev.stream_id)
-                batch = conn.receive_data(b"")
+            feed(conn, data[i : i + 997])
             assert conn.held_bytes <= 997 + (1 << 18) + (1 << 16)
     except ProtocolError:
         pass
