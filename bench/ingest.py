@@ -29,10 +29,10 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._ingest import start_ingest  # noqa: E402
 from bench._measure import TICKS, cpu_seconds  # noqa: E402
 from bench._profile import record, summarise  # noqa: E402
 from shared import keys, registry  # noqa: E402
-from shared.child import free_port, wait_port  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
 from shared.registry import EventRecord, TaskRecord  # noqa: E402
 
@@ -221,19 +221,8 @@ def main() -> int:
     with EmbeddedRedis(work / "redis") as server:
         client = redis.Redis.from_url(server.url)
         client.flushall()
-        port = free_port()
-        env = {
-            **os.environ,
-            "REACHLIVE_REDIS_URL": server.url,
-            "REACHLIVE_INGEST_LISTEN": f"127.0.0.1:{port}",
-            "REACHLIVE_METRICS_PORT": "0",
-            "REACHLIVE_LOG_LEVEL": "WARNING",
-            "REACHLIVE_INGEST_GRACE_SECONDS": "2",
-            "REACHLIVE_INGEST_MAX_PENDING_PER_ADDRESS": "100000",  # every publisher is 127.0.0.1
-        }
-        ingest = subprocess.Popen([sys.executable, "-m", "services.ingest"], cwd=ROOT, env=env)
+        ingest, port = start_ingest(server.url, REACHLIVE_INGEST_GRACE_SECONDS="2")
         try:
-            wait_port(port)
             base = f"rtmp://127.0.0.1:{port}/live/"
             print(f"\nIn process, one {av_flv.name} stream, no I/O:")
             codec_cost(av_flv, args.seconds)

@@ -30,11 +30,11 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._ingest import start_ingest  # noqa: E402
 from bench._measure import cpu_seconds  # noqa: E402
 from bench.loadgen import Publishers  # noqa: E402
 from emulators.media.flv import SAMPLE_SECONDS, av_flv  # noqa: E402
 from shared import keys, registry  # noqa: E402
-from shared.child import free_port, wait_port  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
 from shared.registry import EventRecord, TaskRecord  # noqa: E402
 
@@ -78,18 +78,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="reachlive-bench-publishers-"))
     with EmbeddedRedis(work / "redis") as server:
         client = redis.Redis.from_url(server.url)
-        port = free_port()
-        env = {
-            **os.environ,
-            "REACHLIVE_REDIS_URL": server.url,
-            "REACHLIVE_INGEST_LISTEN": f"127.0.0.1:{port}",
-            "REACHLIVE_METRICS_PORT": "0",
-            "REACHLIVE_LOG_LEVEL": "WARNING",
-            "REACHLIVE_INGEST_MAX_PENDING_PER_ADDRESS": "100000",  # every publisher is 127.0.0.1
-        }
-        ingest = subprocess.Popen([sys.executable, "-m", "services.ingest"], cwd=ROOT, env=env)
+        ingest, port = start_ingest(server.url)
         try:
-            wait_port(port)
             base = f"rtmp://127.0.0.1:{port}/live/"
 
             # The load generator, in a process of its own as bench/pipeline.py runs it.
