@@ -314,7 +314,7 @@ def event_memory(url: str, event_ids: list[str], sample: int = 20) -> dict[str, 
         audio_bytes = other = 0.0
         picked = event_ids[:sample]
         for event_id in picked:
-            for key in client.scan_iter(match=f"*{{{event_id}}}*", count=1000):
+            for key in client.scan_iter(match=keys.event_keys_pattern(event_id), count=1000):
                 used = client.memory_usage(key, samples=0) or 0
                 if key.decode() == keys.audio(event_id):
                     audio_bytes += used

@@ -46,6 +46,12 @@ def _tag(event_id: str | int) -> str:
     return f"{PREFIX}:{{{event_id}}}"
 
 
+def event_keys_pattern(event_id: str | int) -> str:
+    """SCAN MATCH pattern for every key of an event (all carry its hash tag): bench/pipeline.py's
+    memory per event."""
+    return f"{_tag(event_id)}*"
+
+
 # --- registry (poller) ---------------------------------------------------------------------
 def event(event_id: str | int) -> str:
     """Hash: the scheduled event (window, source language, status, session flag)."""
