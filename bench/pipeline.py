@@ -57,6 +57,8 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._measure import TICKS, cpu_seconds, percentile, words
+from bench._redis_sample import Sample
+from bench._redis_sample import sample as redis_sample
 from bench.loadgen import Publishers, Report
 from emulators.caption_client import CaptionClient
 from emulators.media import JFK_FLAC, JFK_TEXT
@@ -79,6 +81,10 @@ SERVICES = ("worker", "poller", "ingest", "relay", "gateway")
 # many streams: one event loop is one core at most, and the fuller it is, the later it sends
 # (~0.1 % of a core per 3 Mbps stream: 200 streams keep a loop ~20 % busy).
 STREAMS_PER_LOADGEN = 200
+# The Redis sample (bench/_redis_sample.py): from this long after the last publisher started
+# (its session open, its first chunks sent) for this long, inside the 44 s of media.
+SAMPLE_AFTER_SECONDS = 6.0
+SAMPLE_SECONDS = 15.0
 
 
 def machine_jiffies() -> tuple[int, int, int]:
@@ -451,6 +457,16 @@ def run_n(
             pids["ffmpeg"] = [p.pid for p in publishers]
         loadgen_report: list[Report] = []
         memory: dict[str, float] = {}
+        by_service: list[Sample] = []
+
+        def sample_redis() -> None:
+            # While every event is live: the commands per event then, by service, not the run's
+            # average (which includes starts and the window-close tail).
+            time.sleep(max(0.0, t0 + spread + SAMPLE_AFTER_SECONDS - time.monotonic()))
+            by_service.append(redis_sample(stack.redis_url, SAMPLE_SECONDS))
+
+        sampler = threading.Thread(target=sample_redis, name="redis-sample", daemon=True)
+        sampler.start()
         ffmpeg_cpu_at_exit: dict[int, float] = {}
 
         def end_events() -> None:
@@ -482,6 +498,7 @@ def run_n(
             p.kill()
             p.wait()
         ender.join(10)
+        sampler.join(SAMPLE_SECONDS + 10)
         if loadgen is not None:
             loadgen.kill()
         if use_ffmpeg:
@@ -554,6 +571,7 @@ def run_n(
                 "redis": 100 * (cpu1.get("redis", 0) - cpu0.get("redis", 0)) / wall,
             },
             "redis_commands_per_event_s": redis_rate,
+            "redis_sample": by_service[0].lines(n) if by_service else ["no Redis sample"],
             "memory": memory,
             "publishers": publisher_lines,
             "emulator_ms": (percentile(replies, 0.5) * 1000, percentile(replies, 0.99) * 1000),
@@ -665,6 +683,8 @@ def main(argv: list[str]) -> int:
         )
         for line in result["publishers"]:
             print(f"      publishers: {line}")
+        for line in result["redis_sample"]:
+            print(f"      {line}")
         if mem := result["memory"]:
             retention = IngestSettings().audio_retention_seconds
             print(

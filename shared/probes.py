@@ -216,7 +216,12 @@ async def watch(probe: Probe, redis_url: str) -> None:
     """Until cancelled: stamp the loop turn and ping Redis, on the service's own loop."""
     probe.watched = True
     # No socket_timeout (see services/gateway/fanout.py): the deadline is asyncio.timeout.
-    client = redis_client.async_client(redis_url, socket_connect_timeout=PING_TIMEOUT_SECONDS, max_connections=4)
+    client = redis_client.async_client(
+        redis_url,
+        socket_connect_timeout=PING_TIMEOUT_SECONDS,
+        max_connections=4,
+        client_name=redis_client.client_name(f"{probe.service}-probe"),
+    )
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(_stamp(probe), name=f"{probe.service}:probe-turn")
@@ -250,7 +255,10 @@ def start_pinger(probe: Probe, redis_url: str) -> threading.Thread:
     The loop turn is stamped by the process's own loop, not here."""
     probe.watched = True
     client = redis_client.sync_client(
-        redis_url, socket_timeout=PING_TIMEOUT_SECONDS, socket_connect_timeout=PING_TIMEOUT_SECONDS
+        redis_url,
+        socket_timeout=PING_TIMEOUT_SECONDS,
+        socket_connect_timeout=PING_TIMEOUT_SECONDS,
+        client_name=redis_client.client_name(f"{probe.service}-probe"),
     )
 
     def run() -> None:

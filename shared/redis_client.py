@@ -30,6 +30,8 @@ Errors (``RedisUrlError``) are one line and never contain a password.
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -57,6 +59,15 @@ class RedisUrlError(ValueError):
     def __init__(self, message: str, problem: str) -> None:
         super().__init__(message)
         self.problem = problem
+
+
+def client_name(service: str) -> str:
+    """The name a service's connections give themselves (``CLIENT SETNAME``, sent by redis-py on
+    every connect, pass it as ``client_name=``): ``CLIENT LIST`` then says which service, pod and
+    process holds each connection (an operator facing a busy Redis; bench/pipeline.py's commands
+    by service): ``reachlive:<service>:<host>:<pid>``. Redis allows printable ASCII but spaces
+    in a name; a hostname has none."""
+    return f"reachlive:{service}:{socket.gethostname()}:{os.getpid()}"
 
 
 # --- replies --------------------------------------------------------------------------------

@@ -66,6 +66,7 @@ def feed_client(redis_url: str, max_connections: int) -> aioredis.Redis:
         max_connections=max_connections,
         socket_timeout=None,
         socket_connect_timeout=FEED_CONNECT_TIMEOUT_SECONDS,
+        client_name=redis_client.client_name("gateway"),
     )
 
 

@@ -32,7 +32,7 @@ from services.gateway.connection import REDIS_DEADLINE_SECONDS, Connection
 from services.gateway.fanout import CaptionHub, feed_client
 from shared import probes, redis_health
 from shared.aio import TaskSet, cancel_and_wait
-from shared.redis_client import command_client
+from shared.redis_client import client_name, command_client
 from shared.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,9 @@ class Gateway:
         self.probe = probe or probes.Probe("gateway", health=self.health)
         self.probe.add_check("not draining", lambda: not self.draining)
         self.probe.add_check("revocations subscribed", lambda: self.hub.revocations_live)
-        self.redis = command_client(redis_url, COMMAND_CONNECTIONS, POOL_WAIT_SECONDS)
+        self.redis = command_client(
+            redis_url, COMMAND_CONNECTIONS, POOL_WAIT_SECONDS, client_name=client_name("gateway")
+        )
         self._feed_redis = feed_client(redis_url, FEED_CONNECTIONS)
         self.settings = settings
         self.caption_types = caption_types

@@ -42,7 +42,7 @@ from shared import journal, keys, operator, redis_health, registry, revocations
 from shared.aio import TaskSet, check_cancelled
 from shared.commands import PROCESSING, send_async
 from shared.logs import bind
-from shared.redis_client import POOL_WAIT_SECONDS, command_client
+from shared.redis_client import POOL_WAIT_SECONDS, client_name, command_client
 from shared.rtmp import (
     Connected,
     MediaMessage,
@@ -128,6 +128,7 @@ def ingest_client(redis_url: str) -> aioredis.Redis:
         socket_timeout=REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
         retry=Retry(NoBackoff(), 1, supported_errors=(rex.ConnectionError,)),
+        client_name=client_name("ingest"),
     )
 
 

@@ -84,7 +84,9 @@ def make_app(
             },
         },
     )
-    client = redis_client.sync_client(redis_url, **BROKER_SOCKET_OPTIONS)
+    client = redis_client.sync_client(
+        redis_url, client_name=redis_client.client_name("poller"), **BROKER_SOCKET_OPTIONS
+    )
     ctx = Context(
         redis=client,
         kaltura=KalturaFacade(kaltura, observe=metrics.observe_kaltura),

@@ -13,7 +13,7 @@ import asyncio
 from services.relay.reader import AudioReader
 from services.relay.service import Relay
 from services.relay.session import Config, session_runner
-from shared.redis_client import async_client, command_client
+from shared.redis_client import async_client, client_name, command_client
 from shared.runtime import run_async_service
 from shared.settings import CommonSettings, KwikmotionSettings, RelaySettings, load
 
@@ -33,8 +33,8 @@ async def serve(redis_url: str, stop: asyncio.Event, config: Config | None = Non
     # every session's audio (services/relay/reader.py), and everything else shares a bounded pool
     # that waits for a free connection rather than failing (redis-py's default pool raises past
     # 100 connections).
-    reader = async_client(redis_url, max_connections=2)
-    client = command_client(redis_url, max_connections=64)
+    reader = async_client(redis_url, max_connections=2, client_name=client_name("relay"))
+    client = command_client(redis_url, max_connections=64, client_name=client_name("relay"))
     try:
         relay = Relay(client, config.relay)
         audio = AudioReader(reader, client, relay.consumer)
