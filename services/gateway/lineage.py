@@ -15,6 +15,18 @@ the cursor (replaces the one cursor write there was, coalesced the same way) and
 (SAVE with ``closed``) when the connection ends. It expires with the task's captions stream and
 holds at most ``keys.LINEAGE_MAX_RECORDS`` records.
 
+Expiry: the hash's TTL is copied from the captions stream (PTTL + PEXPIRE; the fallback
+``keys.LINEAGE_TTL_SECONDS`` while the stream has none, or does not exist yet) by OPEN, by every
+close mark, and by the first SAVE that moves a record's cursor off ``0-0`` (a connection opened
+before any captions existed got the fallback; its first real cursor means the stream exists
+now) — not by the other SAVEs, a pong's every ~2 s per connection (issue 22: that was two of the
+gateway's ~3.3 Redis commands per connection per second). That is enough: the lineage only has
+to live as long as the captions it points into, whose expiry the relay sets to the event's end +
+retention, far beyond any connection; each OPEN and close re-syncs it (so a later end of the
+event reaches it with the next connection or close). And a lineage that expired early costs no
+caption: a later connection finds no record and starts at the beginning of the retained
+captions, which repeats, never skips.
+
 Closed: a connection that ends on a running gateway marks its record closed with its last
 proven cursor, queued with no await after the closing handshake (so it reaches Redis before the
 client's reconnect does); a mark that meets a Redis outage is retried until it lands. A gateway
@@ -161,14 +173,22 @@ if not v then return 0 end
 local seq, st, cur, inst = parse(v)
 if not seq then return 0 end
 local changed = false
-if newer(ARGV[2], cur) then cur = ARGV[2]; changed = true end
+-- Expiry re-synced with the captions only at a close mark and at the first cursor off 0-0 (a
+-- record opened before the stream existed got the fallback TTL): not at every save (module
+-- docstring, "Expiry").
+local sync = ARGV[3] == '1'
+if newer(ARGV[2], cur) then
+  if cur == '0-0' then sync = true end
+  cur = ARGV[2]
+  changed = true
+end
 if ARGV[3] == '1' and st == 'o' then
   seq = redis.call('HINCRBY', KEYS[1], SEQ, 1)
   st = 'c'
   changed = true
 end
 if changed then redis.call('HSET', KEYS[1], ARGV[1], seq .. ' ' .. st .. ' ' .. cur .. ' ' .. inst) end
-expire(ARGV[4])
+if sync then expire(ARGV[4]) end
 if changed then return 1 end
 return 0
 """

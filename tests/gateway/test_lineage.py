@@ -230,6 +230,59 @@ async def test_takeover_order_and_bounded_state(start_gateway, redis_client):
     assert len(records(redis_client)) == keys.LINEAGE_MAX_RECORDS
 
 
+def expiry_commands(redis_client) -> int:
+    """PTTL and PEXPIRE calls Redis has run so far, those inside scripts included."""
+    stats = redis_client.info("commandstats")
+    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("pttl", "pexpire"))
+
+
+async def test_a_save_of_a_synced_record_leaves_its_expiry_alone(start_gateway, redis_client):
+    """Issue 22: a save that only moves the cursor of a record whose expiry is already the
+    captions stream's runs no PTTL or PEXPIRE (they were two of the gateway's ~3.3 commands per
+    connection per second); its cursor still moves."""
+    make_task(redis_client)
+    add_caption(redis_client, "E1", "T1", 0)
+    redis_client.expire(keys.captions("E1", "T1"), 500)
+    gw = await start_gateway()
+    store = gw.hub.lineages
+    lineage, _ = await store.open("E1", "T1")
+    lineage.save(StreamId(100, 0))  # the first cursor off 0-0: synced
+    await store.flush(5)
+    before = expiry_commands(redis_client)
+    for ms in (200, 300, 400):
+        lineage.save(StreamId(ms, 0))
+        await store.flush(5)
+    assert expiry_commands(redis_client) == before
+    assert [cursor for _seq, _state, cursor, _inst in records(redis_client).values()] == ["400-0"]
+    assert 0 < redis_client.pttl(keys.lineage("E1", "T1")) <= 500_000
+
+
+async def test_the_first_cursor_and_a_close_mark_sync_the_expiry_with_the_captions(start_gateway, redis_client):
+    """A connection opened before any captions existed gets the fallback expiry; its first cursor
+    off 0-0 copies the captions stream's, and so does its close mark (a later expiry of the
+    stream reaches the lineage then)."""
+    make_task(redis_client)
+    gw = await start_gateway()
+    store = gw.hub.lineages
+    lineage_key = keys.lineage("E1", "T1")
+    lineage, cursor = await store.open("E1", "T1")
+    assert cursor is None
+    assert redis_client.ttl(lineage_key) > 500  # the fallback: no captions stream yet
+    sid = add_caption(redis_client, "E1", "T1", 0)
+    redis_client.expire(keys.captions("E1", "T1"), 500)
+    lineage.save(StreamId.parse(sid))
+    await store.flush(5)
+    assert 0 < redis_client.pttl(lineage_key) <= 500_000
+    redis_client.expire(keys.captions("E1", "T1"), 900)  # e.g. the event's end moved later
+    lineage.save(StreamId(StreamId.parse(sid).ms + 1, 0))
+    await store.flush(5)
+    assert redis_client.pttl(lineage_key) <= 500_000  # a plain save leaves it
+    lineage.close(None)
+    await store.flush(5)
+    assert 500_000 < redis_client.pttl(lineage_key) <= 900_000
+    assert [state for _seq, state, _cursor, _inst in records(redis_client).values()] == ["c"]
+
+
 @pytest.mark.slow
 async def test_a_close_during_a_redis_outage_is_marked_when_redis_is_back(tmp_path):
     """The reader closes while Redis is down: the close mark is retried until Redis is back, so
