@@ -38,6 +38,7 @@ from services.ingest.outage import OUTAGE_ERRORS, Health, Link
 from services.ingest.publisher import Publisher
 from services.ingest.readpause import ReadPause, coalesce_pause, wake_at
 from services.ingest.slots import PublisherSlots
+from services.ingest.sweepview import SweepView
 from shared import journal, keys, operator, redis_health, registry, revocations
 from shared.aio import TaskSet, check_cancelled
 from shared.commands import PROCESSING, send_async
@@ -149,6 +150,7 @@ class IngestServer:
         self._refusals_logged = journal.Throttle()  # one event-log entry a minute per event and reason
         self.port = 0
         self.sweep_seconds = min(1.0, settings.grace_seconds / 4)
+        self.view = SweepView(self.client, self.coord, settings.window_margin_seconds)
         self._closing = False
         # Events an operator ended (status "ended", reachlive admin end-media) → when this
         # replica's sweep first saw it: their drain counts from then, as a window's from its close.
@@ -671,12 +673,10 @@ class IngestServer:
         if not active:
             metrics.EVENTS_PAUSED.set(0)
             return
-        # One round trip for every event record, one for every event's last publisher time, not
-        # one per event (the sweep runs every second over every open session).
-        records = await registry.read_events(self.client, active)
-        alive = await self.coord.last_alive(active)
+        # Records re-read only when old or when they may say the event is over (sweepview.py).
+        known = await self.view.read(active, now)
         paused = 0
-        for event_id, event, seen in zip(active, records, alive, strict=True):
+        for event_id, (event, seen) in zip(active, known, strict=True):
             if event is None:
                 reason = "gone"
             elif event.status == "cancelled":

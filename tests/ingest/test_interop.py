@@ -17,6 +17,7 @@ from services.ingest.server import PAUSED_AFTER_SECONDS
 from shared import keys, streams
 from shared.child import ROOT
 from shared.registry import TaskRecord, write_task
+from shared.settings import IngestSettings
 from tests.ingest.conftest import (
     audio_entries,
     best_correlation,
@@ -30,7 +31,7 @@ from tests.ingest.conftest import (
 )
 
 REF = source_pcm()
-CHUNK = 8000  # 500 ms at 16 kHz
+CHUNK = IngestSettings().chunk_ms * 16  # samples of an audio entry at 16 kHz (the default)
 
 
 def check_audio(
@@ -249,7 +250,8 @@ async def test_a_slow_processing_command_does_not_end_the_media(start_ingest, re
     make_event(redis_client)
     server = await start_ingest(grace_seconds=1.0)
     publish = asyncio.create_task(ffmpeg_publish(f"rtmp://127.0.0.1:{server.port}/live/key-1", realtime=True))
-    await wait_for(lambda: len(audio_entries(redis_client)) >= 4, timeout=5)  # audio flows during the send
+    # Audio flows during the send: 2 s of it before the 3 s send ends.
+    await wait_for(lambda: sum(e.duration for e in audio_entries(redis_client) if hasattr(e, "pcm")) >= 2.0, timeout=5)
     assert not sent.is_set()
     code, err = await publish
     assert code == 0, err[-2000:]

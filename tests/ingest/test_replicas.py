@@ -51,4 +51,5 @@ async def test_replicas_on_one_host_share_the_port(start_ingest, redis_client):
     assert [code for code, _err in results] == [0] * 4, [err[-1500:] for _c, err in results]
     for i in range(4):
         await end_window(redis_client, a, f"ev{i}")
-        assert sum(isinstance(e, streams.AudioChunk) for e in audio_entries(redis_client, f"ev{i}")) > 15
+        # Most of the 11 s sample (the entries' length is a setting: counted in seconds).
+        assert sum(e.duration for e in audio_entries(redis_client, f"ev{i}") if isinstance(e, streams.AudioChunk)) > 7.5
