@@ -30,7 +30,7 @@ def record(pid: int, seconds: float, out: Path, rate: int = 250) -> subprocess.P
     sampling: the process is not stopped per sample, so its CPU figures stay close to unprofiled."""
     exe = py_spy()
     if exe is None:
-        raise RuntimeError("py-spy is not installed (.venv/bin/python -m pip install py-spy)")
+        raise RuntimeError("py-spy is not installed (.venv/bin/pip install -e '.[bench]')")
     cmd = [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", str(rate)]
     cmd += ["--format", "raw", "--nonblocking", "--function", "--output", str(out)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

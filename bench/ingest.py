@@ -5,7 +5,7 @@ process sustains. Prints figures; asserts nothing (docs/design.md section 9: tim
     .venv/bin/python bench/ingest.py [--seconds 60] [--concurrency 10,20,40] [--window 20]
         [--audio-concurrency 25] [--profile DIR]
 
-``--profile DIR`` samples the ingest with py-spy (``pip install py-spy``) during each real-time
+``--profile DIR`` samples the ingest with py-spy (``.venv/bin/pip install -e '.[bench]'``) during each real-time
 window and prints the functions with the most samples (bench/_profile.py).
 
 Media is pre-encoded once to FLV files (ffmpeg from imageio-ffmpeg), then published with
@@ -163,6 +163,7 @@ def realtime_step(
     spy, raw = None, None
     if args.profile:
         raw = Path(args.profile) / f"ingest-{tag}-{n}.txt"
+        raw.parent.mkdir(parents=True, exist_ok=True)  # py-spy fails silently without it
         spy = record(pid, args.window, raw)
     c0, t0, u0 = cpu_seconds(pid), time.monotonic(), cpu_split(pid)
     time.sleep(args.window)
