@@ -106,6 +106,13 @@ MIN_FLUSH_SECONDS = 1.0
 # the seed's 30 s keepalive timeout, so a server that answers is never taken for a silent one.
 RESULT_WAIT_SECONDS = 10.0
 
+# The audio stream is trimmed behind the cursor at most once per this much media (and at a
+# connection's first commit that moves the cursor), not at every commit (issue 22: an XTRIM per
+# chunk). Keeping a few more seconds is harmless: nothing before the cursor is read again, a
+# ``MINID ~`` trim only drops whole stream nodes (~100 entries) anyway, and the ingest caps the
+# stream with ``MAXLEN`` whatever the relay does.
+TRIM_EVERY_SECONDS = 5.0
+
 _KIND = {ErrorClass.PERMANENT: Kind.PERMANENT, ErrorClass.CONFIG: Kind.CONFIG}
 
 
@@ -211,6 +218,7 @@ class Connection:
         self.backlog: deque[_Held] = deque()
         self.held = asyncio.Event()
         self.gap: CommitGap | None = None  # a commit found the stored state behind it
+        self.trimmed: float | None = None  # media time of the cursor at the last audio trim asked
 
     @property
     def cursor(self) -> str:
@@ -463,7 +471,9 @@ class Connection:
             # A server that moves words across chunk boundaries: keep (and replay after a failure)
             # the chunk before the cursor's too; see ``ledger``.
             self.boundary_words = self.boundary_words or self.kwik.results.lead > 0
-            trim = batch.state[keys.RELAY_PRIME] = self.ledger.prime if self.boundary_words else last.last_id
+            prime = batch.state[keys.RELAY_PRIME] = self.ledger.prime if self.boundary_words else last.last_id
+            if self.trimmed is None or last.media_t1 - self.trimmed >= TRIM_EVERY_SECONDS:
+                trim, self.trimmed = prime, last.media_t1
             self.progressed = True
             self.time_base.prune(last.media_t0)
         if batch.pend or batch.state:

@@ -38,40 +38,46 @@ import redis.asyncio as aioredis
 from shared import keys
 
 _COMMIT = """
-if redis.call('HGET', KEYS[1], 'EPOCH_FIELD') ~= ARGV[1] then return 0 end
-local last = redis.call('HGET', KEYS[1], 'COMMIT_FIELD')
+local st = redis.call('HMGET', KEYS[1], 'EPOCH_FIELD', 'COMMIT_FIELD')
+if st[1] ~= ARGV[1] then return {0} end
 local e, c = nil, nil
-if last then e, c = string.match(last, '^(%d+):(%d+)$') end
+if st[2] then e, c = string.match(st[2], '^(%d+):(%d+)$') end
 if e == ARGV[1] then
-  if tonumber(c) >= tonumber(ARGV[5]) then return 2 end
-  if tonumber(c) ~= tonumber(ARGV[6]) then return 3 end
+  if tonumber(c) >= tonumber(ARGV[5]) then return {2} end
+  if tonumber(c) ~= tonumber(ARGV[6]) then return {3} end
 elseif ARGV[6] ~= '0' then
-  return 3
+  return {3}
 end
-redis.call('HSET', KEYS[1], 'COMMIT_FIELD', ARGV[1] .. ':' .. ARGV[5])
+local hset = {KEYS[1], 'COMMIT_FIELD', ARGV[1] .. ':' .. ARGV[5]}
 local i = 8
 local n = tonumber(ARGV[7])
-if n > 0 then
-  local args = {}
-  for j = 1, 2 * n do args[j] = ARGV[i + j - 1] end
-  redis.call('HSET', KEYS[1], unpack(args))
-  i = i + 2 * n
-end
+for j = 1, 2 * n do hset[#hset + 1] = ARGV[i + j - 1] end
+i = i + 2 * n
+redis.call('HSET', unpack(hset))
+local cancelled, expired, skipped = {}, {}, {1}
 while i <= #ARGV do
   local t = tonumber(ARGV[i])
   local nf = tonumber(ARGV[i + 1])
-  i = i + 2
-  local ckey = KEYS[2 + 2 * t]
-  if redis.call('HGET', KEYS[1 + 2 * t], 'cancelled') ~= '1' then
+  local ex = ARGV[i + 2]
+  i = i + 3
+  if cancelled[t] == nil then
+    cancelled[t] = redis.call('HGET', KEYS[1 + 2 * t], 'cancelled') == '1'
+    if cancelled[t] and ex == '1' then skipped[#skipped + 1] = t end
+  end
+  if not cancelled[t] then
+    local ckey = KEYS[2 + 2 * t]
     local args = {ckey, 'MAXLEN', '~', ARGV[2], '*'}
     for j = 0, 2 * nf - 1 do args[#args + 1] = ARGV[i + j] end
     redis.call('XADD', unpack(args))
-    if ARGV[3] ~= '0' then redis.call('EXPIREAT', ckey, ARGV[3]) end
+    if ex == '1' and not expired[t] then
+      expired[t] = true
+      redis.call('EXPIREAT', ckey, ARGV[3])
+    end
   end
   i = i + 2 * nf
 end
 if ARGV[4] ~= '' then redis.call('XTRIM', KEYS[2], 'MINID', '~', ARGV[4]) end
-return 1
+return skipped
 """.replace("EPOCH_FIELD", keys.RELAY_EPOCH).replace("COMMIT_FIELD", keys.RELAY_COMMIT)
 
 # Entries a task's captions stream gets per second of audio, at most: one transcript response
@@ -140,6 +146,8 @@ class Commit:
     seq: int
     after: int  # the commit it follows (0: the state the claim started from)
     args: list[str | int]
+    expire: frozenset[int] = frozenset()  # task indexes whose captions stream gets EXPIREAT ...
+    expire_at: int = 0  # ... at this time
 
 
 @dataclass(slots=True)
@@ -171,33 +179,50 @@ class CaptionWriter:
         self.task_ids = list(task_ids)
         self.epoch = str(epoch)
         self.maxlen = maxlen
+        # The captions streams' expiry (epoch s, 0: none). It may change (the event's window
+        # moved): a stream gets the new value with its next caption.
         self.expire_at = expire_at
+        # Per task index: the expiry this writer last set on its captions stream. EXPIREAT is sent
+        # only when it differs (a command per caption entry before, issue 22). Only this writer's
+        # own: a new writer (a reconnect, a takeover) sets it once again, whatever is stored.
+        self._expired: dict[int, int] = {}
         self._script = client.register_script(_COMMIT)
         self._keys = [keys.relay_state(event_id), keys.audio(event_id)]
         for t in self.task_ids:
             self._keys += [keys.task(event_id, t), keys.captions(event_id, t)]
 
     def prepare(self, entries: list[Pending], state: dict[str, str], trim_minid: str = "") -> Commit:
-        """Number a commit (XADD ``entries``, HSET ``state``, trim the audio)."""
+        """Number a commit (XADD ``entries``, HSET ``state``, trim the audio up to ``trim_minid``
+        if given)."""
         seq, after = self.numbers.next()
-        args: list[str | int] = [self.epoch, self.maxlen, self.expire_at, trim_minid, seq, after, len(state)]
+        expire_at = self.expire_at
+        expire = frozenset(e.task_index for e in entries if expire_at and self._expired.get(e.task_index) != expire_at)
+        args: list[str | int] = [self.epoch, self.maxlen, expire_at, trim_minid, seq, after, len(state)]
         for k, v in state.items():
             args += [k, v]
         for e in entries:
-            args += [e.task_index + 1, len(e.fields)]
+            args += [e.task_index + 1, len(e.fields), 1 if e.task_index in expire else 0]
             for k, v in e.fields.items():
                 args += [k, v]
-        return Commit(seq, after, args)
+        return Commit(seq, after, args, expire, expire_at)
 
     async def apply(self, commit: Commit) -> bool:
         """Apply a prepared commit atomically (True), or find it applied already (False); raise
         ``Fenced`` if we lost the session, ``CommitGap`` if the state is behind it (commits lost
         by a failover). Safe to retry after any error."""
-        ok = int(await self._script(keys=self._keys, args=commit.args))
+        reply = await self._script(keys=self._keys, args=commit.args)
+        ok = int(reply[0])
         if ok == 0:
             raise Fenced(self.event_id)
         if ok == 3:
             raise CommitGap(self.event_id, commit.after)
+        if ok == 1:
+            # Set now, except on the streams of cancelled tasks (no XADD, no EXPIREAT: listed in
+            # the reply). Not after ``2`` (applied by an earlier try whose reply was lost): not
+            # knowing which were set, the next commit sets them again.
+            skipped = {int(t) - 1 for t in reply[1:]}
+            for t in commit.expire - skipped:
+                self._expired[t] = commit.expire_at
         return ok == 1
 
     async def commit(self, entries: list[Pending], state: dict[str, str], trim_minid: str = "") -> None:
