@@ -1,9 +1,12 @@
 """One relay replica: the claim loop and its sessions (docs/design.md section 4, "Session claiming").
 
-Every ``tick`` (at most ``heartbeat_seconds``) the loop:
+Every ``tick`` (at most ``heartbeat_seconds``, ``failover_seconds / 4`` and 1 s) the loop:
 
-1. heartbeats the entries it owns; an entry another replica owns now is *lost*: its session is
-   cancelled at once (its caption writes are also fenced, see ``writer.py``);
+1. every ``beat`` (``heartbeat_seconds``, at most ``failover_seconds / 4``: four heartbeats or
+   more per failover window), and in the first round after an outage, heartbeats the entries it
+   owns (a script per round, two commands per entry: not every tick, issue 22); an entry another
+   replica owns now is *lost*: its session is cancelled at once (its caption writes are also
+   fenced, see ``writer.py``);
 2. below ``max_sessions``: takes over entries idle past ``failover_seconds`` (``XAUTOCLAIM``),
    then reads new entries (``XREADGROUP >``, blocking a fraction of the tick).
 
@@ -87,6 +90,8 @@ class Relay:
         self.owned: dict[str, Owned] = {}
         self.tasks = TaskSet("relay")
         self.tick = min(settings.heartbeat_seconds, settings.failover_seconds / 4, 1.0)
+        self.beat = min(settings.heartbeat_seconds, settings.failover_seconds / 4)
+        self.last_beat = float("-inf")  # monotonic: the last heartbeat that succeeded
         self.health = health or redis_health.get("relay")
         self.down = False  # the last round failed for want of Redis
         self.autoclaim_after = 0.0  # monotonic: no takeovers before (after an outage, see module doc)
@@ -178,7 +183,13 @@ class Relay:
         if self.need_group:
             await self.claimer.ensure_group()
             self.need_group = False
-        lost = await self.claimer.heartbeat(list(self.owned))
+        # Due a little early rather than a tick late (rounds start a tick apart, give or take).
+        # After an outage at once: Redis counted the outage as idle time of our entries.
+        now = time.monotonic()
+        lost: set[str] = set()
+        if self.down or now - self.last_beat >= self.beat - self.tick / 2:
+            lost = await self.claimer.heartbeat(list(self.owned))
+            self.last_beat = now
         for entry_id in lost:
             # Forgotten now, not when its task has ended: this replica may take the entry over
             # again in this very round (an operator's restart-session hands it to no relay: any,
