@@ -24,8 +24,13 @@ on keys that all share the event's hash tag (so it also runs on a Redis Cluster)
   written twice (per-task positions).
 
 The script also skips the XADD for a task cancelled in the registry (``cancelled`` = 1), so a
-task revoked mid-event stops getting captions at once, and trims the audio stream behind the
+task revoked mid-event stops getting captions at once, and, when the caller asks (every few
+seconds of media, ``connection.TRIM_EVERY_SECONDS``), trims the audio stream behind the
 transcribed cursor (``XTRIM MINID``: entries before it are never read again).
+
+Cost (issue 22: Redis counts a script's calls as commands): one HMGET and one HSET of the state,
+one HGET of ``cancelled`` per task (not per entry), an XADD per entry; the captions stream's
+EXPIREAT only when its expiry differs from what this writer last set on it.
 """
 
 from __future__ import annotations
