@@ -49,6 +49,9 @@ RESAMPLER_DELAY_SECONDS = 0.003
 # After Redis comes back, a standby leaves the lease this long to the writer that buffered the
 # outage's audio (a lapsed lease's TTL: as long as a normal takeover waits for a stalled writer).
 WRITER_FIRST_SECONDS = float(keys.INGEST_PRIMARY_TTL_SECONDS)
+# A heartbeat skips the lease refresh when a write renewed it this recently: the lease then
+# still has over half its TTL, and the next beat (a second later) refreshes it if no write came.
+RENEWED_RECENTLY_SECONDS = 2.0
 # Audio a writer keeps after writing it, to write again what a failover lost: replication lags by
 # milliseconds, a failover takes seconds; writes acknowledged before it are what is at stake.
 REWRITE_SECONDS = 5.0
@@ -93,7 +96,7 @@ class Publisher:
         self._last_pts = 0.0
         self._last_epoch = 0.0
         self._decode_errors = 0
-        self._wrote_since_beat = False  # a write renewed the lease since the last heartbeat
+        self._wrote_at = float("-inf")  # monotonic time of the last write (it renewed the lease)
         metrics.PUBLISHERS.labels(self.role).inc()
 
     def _set_role(self, role: str) -> None:
@@ -193,7 +196,7 @@ class Publisher:
                 return
             if res in (1, 2):
                 self._wrote(n)
-                self._wrote_since_beat = True
+                self._wrote_at = time.monotonic()
             elif res == 3:
                 self._rewrite(at)
             elif res == -2:
@@ -322,10 +325,10 @@ class Publisher:
                 if self.suspended:
                     await self._write_ready(final=False)
                     return
-                if self._wrote_since_beat:
-                    # The write renewed the lease (TTL 5 s, beats every second) and ``alive``: a
-                    # refresh would be a third Redis round trip per stream per second for nothing.
-                    self._wrote_since_beat = False
+                if time.monotonic() - self._wrote_at < RENEWED_RECENTLY_SECONDS:
+                    # A write renewed the lease (TTL 5 s) and ``alive`` lately: a refresh would be
+                    # four more Redis commands for nothing. "Since the last beat" was not enough:
+                    # with a write and a beat every second, one beat in five found none (issue 22).
                     return
                 if receiving and not await self.coord.refresh(self.event_id, self.id):
                     log.info("writer lease lost; now a standby")
