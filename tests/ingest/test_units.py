@@ -169,7 +169,7 @@ async def test_a_write_is_the_writers_heartbeat(redis_url):
     after a write makes no refresh round trip; with no write since the last beat (audio that
     completes no chunk), the beat refreshes as before, and a stolen lease is still noticed."""
     from services.ingest.coordinator import Coordinator
-    from services.ingest.publisher import Publisher
+    from services.ingest.publisher import RENEWED_RECENTLY_SECONDS, Publisher
     from shared import keys
     from shared.redis_client import command_client
 
@@ -196,7 +196,12 @@ async def test_a_write_is_the_writers_heartbeat(redis_url):
         await pub.heartbeat(receiving=True)
         assert refreshes == []  # the write was this beat's refresh
         await pub.heartbeat(receiving=True)
-        assert refreshes == [True]  # nothing written since: a real refresh
+        # ... and the next one's: the write renewed the lease under 2 s ago (a write and a beat
+        # every second: "since the last beat" refreshed one beat in five for nothing, issue 22).
+        assert refreshes == []
+        pub._wrote_at -= RENEWED_RECENTLY_SECONDS  # as if that long had passed without a write
+        await pub.heartbeat(receiving=True)
+        assert refreshes == [True]  # nothing written lately: a real refresh
         await client.set(keys.ingest_primary("beat"), "someone-else")
         await pub.heartbeat(receiving=True)
         assert refreshes == [True, False] and pub.role == "standby"
