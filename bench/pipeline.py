@@ -593,10 +593,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("n", type=int, nargs="*", default=[10, 50, 100, 200])
     parser.add_argument("--burst", action="store_true", help="start every publisher at once (phase-aligned events)")
     parser.add_argument(
+        "--replicas",
         "--ingest-replicas",
-        type=int,
-        default=1,
-        help="ingest processes sharing the RTMP port (SO_REUSEPORT), as replicas on one host",
+        dest="replicas",
+        default="1",
+        help="ingest processes sharing the RTMP port (SO_REUSEPORT), as replicas on one host; a list "
+        "(1,2) runs every N with each, the rows side by side",
     )
     parser.add_argument("--stages", action="store_true", help="also split the overhead by stage (adds a reader)")
     parser.add_argument("--timeline", action="store_true", help="with --stages: every steady second's overhead and CPU")
@@ -645,17 +647,18 @@ def main(argv: list[str]) -> int:
     print(
         f"pipeline bench: {os.cpu_count()} cores, {LOOPS * 11} s of speech per event ({what}, "
         f"{flv.stat().st_size * 8 / (LOOPS * 11) / 1e6:.2f} Mbit/s) published by {by}, starting {starts}, "
-        f"{args.ingest_replicas} ingest replica(s), workdir {workdir}"
+        f"ingest replicas {args.replicas}, workdir {workdir}"
     )
     print("overhead = transcript frame at the client - arrival at ingest of its chunk's end - the emulator's")
     print("          median reply time (steady state: while all N events are live; the first and last chunk")
     print("          of each event, which include session start / end-of-media detection, are shown apart)")
     print(
-        f"{'N':>5} {'p50 ms':>8} {'p99 ms':>8} {'edge p50':>9} {'complete':>9} {'real time':>9}  "
+        f"{'N':>5} {'ingests':>7} {'p50 ms':>8} {'p99 ms':>8} {'edge p50':>9} {'complete':>9} {'real time':>9}  "
         "CPU % of a core per event"
     )
     best = 0
-    for n in args.n:
+    replicas = [int(r) for r in str(args.replicas).split(",") if r.strip()]
+    for n, ingests in ((n, r) for n in args.n for r in replicas):
         spread = 0.0 if args.burst else STARTS_OVER_CHUNKS * CHUNK_SECONDS
         result = run_n(
             n,
@@ -663,7 +666,7 @@ def main(argv: list[str]) -> int:
             workdir,
             args.stages,
             spread,
-            args.ingest_replicas,
+            ingests,
             args.nice_load,
             args.per_process,
             use_ffmpeg=args.ffmpeg,
@@ -671,7 +674,7 @@ def main(argv: list[str]) -> int:
         )
         cpu = " ".join(f"{k}={v:.2f}" for k, v in result["cpu_per_event_pct"].items())
         print(
-            f"{n:>5} {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {result['edge_p50_ms']:>9.1f} "
+            f"{n:>5} {ingests:>7} {result['p50_ms']:>8.1f} {result['p99_ms']:>8.1f} {result['edge_p50_ms']:>9.1f} "
             f"{result['complete']:>5}/{n:<3} {'yes' if result['realtime'] else 'no':>9}  {cpu}",
             flush=True,
         )
