@@ -194,12 +194,7 @@ class Relay:
             # Forgotten now, not when its task has ended: this replica may take the entry over
             # again in this very round (an operator's restart-session hands it to no relay: any,
             # this one too, takes it from the cursor, with a new epoch that fences the old session).
-            owned = self.owned.pop(entry_id, None)
-            metrics.SESSIONS_OWNED.set(len(self.owned))
-            if owned is not None and not owned.task.done():
-                log.warning("session taken over by another relay: stopping", extra={"event_id": owned.claimed.event_id})
-                metrics.SESSIONS_LOST.inc()
-                owned.task.cancel()
+            self._lose(entry_id)
         if self.free > 0 and not stop.is_set() and time.monotonic() >= self.autoclaim_after:
             for c in await self.claimer.autoclaim(self.free):
                 self._start(c)
@@ -208,9 +203,25 @@ class Relay:
             for c in await self.claimer.read_new(self.free, block):
                 self._start(c)
 
+    def _lose(self, entry_id: str) -> None:
+        """Stop the session of an entry another consumer holds (or held) since we claimed it."""
+        owned = self.owned.pop(entry_id, None)
+        metrics.SESSIONS_OWNED.set(len(self.owned))
+        if owned is not None and not owned.task.done():
+            log.warning("session taken over by another relay: stopping", extra={"event_id": owned.claimed.event_id})
+            metrics.SESSIONS_LOST.inc()
+            owned.task.cancel()
+
     def _start(self, claimed: Claimed) -> None:
         if claimed.entry_id in self.owned:
-            return
+            if not claimed.failover:
+                return
+            # XAUTOCLAIM gave us an entry we still run: another consumer held it since (an
+            # operator's restart-session hands it to none) and no heartbeat of ours ran in
+            # between to say so (they run every ``beat``, not every round). The entry is
+            # lost and taken again: the running session stops, a new one resumes from the cursor
+            # with a new epoch that fences the old one's writes.
+            self._lose(claimed.entry_id)
         metrics.SESSIONS_CLAIMED.labels("failover" if claimed.failover else "new").inc()
         if claimed.failover:
             metrics.FAILOVERS.inc()

@@ -136,12 +136,16 @@ async def _lookups(client: redis.Redis, media_key: str, token: str) -> tuple[obj
         await aclient.aclose()
 
 
+@pytest.mark.parametrize(("heartbeat", "failover"), [(0.1, 30.0), (30.0, 120.0)])
 async def test_a_relay_takes_over_at_once_the_session_an_operator_handed_over(
-    aredis: aioredis.Redis, redis_client: redis.Redis, redis_url: str
+    aredis: aioredis.Redis, redis_client: redis.Redis, redis_url: str, heartbeat: float, failover: float
 ) -> None:
     """One relay replica (as in the stack): its session handed over by restart-session is found
     lost at its next heartbeat and claimed again by the same replica in that round, with a new
-    session run; not left until the failover timeout (30 s here) passes."""
+    session run; not left until the failover timeout passes. With heartbeats rarer than rounds
+    (30 s against 1 s: issue 22 made them every ``heartbeat_seconds``), the next round's
+    XAUTOCLAIM gives the handed-over entry back before any heartbeat says it was lost: the session
+    must be restarted then too (it ran on, never restarted, before the fix)."""
     make_event(redis_client, "E1", targets=())
     runs: list[Claimed] = []
     stopped: list[Claimed] = []
@@ -157,7 +161,11 @@ async def test_a_relay_takes_over_at_once_the_session_an_operator_handed_over(
             await asyncio.sleep(0.5)  # as a real session, closing its KWIKmotion connection takes a while
 
     relay = Relay(
-        aredis, RelaySettings(heartbeat_seconds=0.1, failover_seconds=30), runner, "relay-0", RedisHealth("t")
+        aredis,
+        RelaySettings(heartbeat_seconds=heartbeat, failover_seconds=failover),
+        runner,
+        "relay-0",
+        RedisHealth("t"),
     )
     stop = asyncio.Event()
     loop = asyncio.create_task(relay.run(stop))
