@@ -255,6 +255,10 @@ class RelaySettings(BaseSettings):
     max_sessions: int = Field(default=50, gt=0)
     heartbeat_seconds: PositiveSeconds = 2.0
     failover_seconds: PositiveSeconds = 10.0
+    # A session re-reads its event's tasks this often: cancellations (captions of a cancelled task
+    # stop at once anyway: the commit checks) and late orders. Three commands per session per
+    # check: every 2 s heartbeat it was ~1.5 Redis commands/s per event (issue 22).
+    task_check_seconds: PositiveSeconds = 5.0
     max_unacked_chunks: int = Field(default=4, gt=0)
     backoff_initial_seconds: PositiveSeconds = 0.5
     backoff_max_seconds: PositiveSeconds = 30.0

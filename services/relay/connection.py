@@ -693,7 +693,7 @@ class Connection:
         the earliest deadline, or until ``wake`` says one may have moved earlier."""
         clock = self.link.clock
         silent = self.kwik_cfg.ping_timeout_seconds
-        check_every = self.relay.heartbeat_seconds
+        check_every = self.relay.task_check_seconds
         idle_close = self.relay.idle_close_seconds
         next_check = clock() + check_every
         while not self.result.done():
@@ -718,7 +718,7 @@ class Connection:
                 except Exception as exc:
                     if not is_outage(exc):
                         raise
-                    # Checked again at the next heartbeat; cancellations wait for Redis anyway.
+                    # Checked again at the next check; cancellations wait for Redis anyway.
                     self.link.health.lost(exc)
                     log.debug("task check skipped: redis unreachable (%r)", exc)
                 self._drained()

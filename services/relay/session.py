@@ -326,14 +326,14 @@ class EventSession:
     # --- pauses, late orders, refusals --------------------------------------------------------
     async def _await_audio(self, after: str, task_ids: list[str]) -> bool:
         """With the KWIKmotion session closed for a pause: wait for audio after ``after`` (True),
-        checking at each heartbeat that some task is still live (False: re-read the registry)."""
+        checking every ``task_check_seconds`` that some task is still live (False: re-read the registry)."""
         client, event_id = self.client, self.event_id
         sub = self.audio.subscribe(event_id, after)
         try:
             while True:
                 # A read error (not an outage: the shared reader rides those out) is retried by
                 # the session loop, as a failed read of its own was.
-                if await sub.get(self.config.relay.heartbeat_seconds):
+                if await sub.get(self.config.relay.task_check_seconds):
                     return True
                 event, flags = await self._redis(
                     lambda: registry.read_cancellation(client, event_id, task_ids), "cancellations"

@@ -37,6 +37,7 @@ def config(
     base: dict[str, object] = dict(
         chunk_seconds=2.0,
         heartbeat_seconds=0.2,
+        task_check_seconds=0.2,
         failover_seconds=2.0,
         max_unacked_chunks=2,
         backoff_initial_seconds=0.05,
@@ -71,6 +72,7 @@ def relay_env(redis_url: str, kwik_url: str, name: str) -> dict[str, str]:
         "REACHLIVE_KWIKMOTION_END_TIMEOUT_SECONDS": "3",
         "REACHLIVE_RELAY_CHUNK_SECONDS": "2",
         "REACHLIVE_RELAY_HEARTBEAT_SECONDS": "0.2",
+        "REACHLIVE_RELAY_TASK_CHECK_SECONDS": "0.2",
         "REACHLIVE_RELAY_FAILOVER_SECONDS": "2",
         "REACHLIVE_RELAY_MAX_UNACKED_CHUNKS": "2",
         "REACHLIVE_RELAY_BACKOFF_INITIAL_SECONDS": "0.05",
