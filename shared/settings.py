@@ -205,10 +205,11 @@ class IngestSettings(BaseSettings):
     listen: ListenAddress = "0.0.0.0:1935"
     public_url: Annotated[str, _url("rtmp", "rtmps")] = "rtmp://127.0.0.1:1935/live"
     app: str = "live"
-    # 1000: a write (a script of five commands) per second per event instead of two (issue 22);
-    # a divisor of every KWIKmotion chunk length (2-10 s), so a chunk still ends with an entry
-    # and its audio reaches the relay no later than with shorter entries.
-    chunk_ms: int = Field(default=1000, ge=20, le=10000)
+    # 2000, the relay's default chunk: an entry per KWIKmotion chunk, a write (a script of six
+    # commands) every 2 s per event instead of every 0.5 s (issue 22). A chunk ends with an entry
+    # as before, so its audio reaches the relay no later; keep it a divisor of
+    # REACHLIVE_RELAY_CHUNK_SECONDS (with 3 s chunks, 1000).
+    chunk_ms: int = Field(default=2000, ge=20, le=10000)
     tls_cert: str = ""
     tls_key: str = ""
     # Drain after the window closes (end + postEndTime + margin), before the end of stream: the

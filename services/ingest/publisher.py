@@ -49,9 +49,10 @@ RESAMPLER_DELAY_SECONDS = 0.003
 # After Redis comes back, a standby leaves the lease this long to the writer that buffered the
 # outage's audio (a lapsed lease's TTL: as long as a normal takeover waits for a stalled writer).
 WRITER_FIRST_SECONDS = float(keys.INGEST_PRIMARY_TTL_SECONDS)
-# A heartbeat skips the lease refresh when a write renewed it this recently: the lease then
-# still has over half its TTL, and the next beat (a second later) refreshes it if no write came.
-RENEWED_RECENTLY_SECONDS = 2.0
+# A heartbeat skips the lease refresh when a write renewed it this recently: the lease then still
+# has half its TTL (2.5 s), and the next beat (a second later) refreshes it if no write came. More
+# than the 2 s between writes of a real-time writer, so a beat never refreshes for nothing.
+RENEWED_RECENTLY_SECONDS = WRITER_FIRST_SECONDS / 2
 # Audio a writer keeps after writing it, to write again what a failover lost: replication lags by
 # milliseconds, a failover takes seconds; writes acknowledged before it are what is at stake.
 REWRITE_SECONDS = 5.0

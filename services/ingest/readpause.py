@@ -13,7 +13,7 @@ import asyncio
 import math
 
 # The longest pause between reads of a real-time publisher (see coalesce_pause). With 500 ms
-# chunks, 250 ms makes two pauses per chunk before its guard: 100 ms made five, ~6 more reads a
+# chunks (the default before 2000), 250 ms made two pauses per chunk before its guard: 100 ms made five, ~6 more reads a
 # second per stream, 0.07 % of a core per stream (issue 22). It never delays a chunk (the pause
 # ends before the chunk's end is due); what it delays is the arrival stamp of audio in the middle
 # of a chunk, and a stall is noticed after STALL_SECONDS (1 s) as before. A 3 Mbps publisher

@@ -1,6 +1,6 @@
 """From the event's audio stream to KWIKmotion chunks (sans-I/O).
 
-Ingest writes short PCM entries (``INGEST_CHUNK_MS``, 1000 ms by default); KWIKmotion wants
+Ingest writes PCM entries (``INGEST_CHUNK_MS``, 2000 ms by default: one per default chunk); KWIKmotion wants
 chunks of 2-10 s (seed: "Audio Chunk Sizes"). A chunk is made of *whole* stream entries, so that
 "this chunk is transcribed" moves the persisted cursor to a stream id, and a replay from that id
 rebuilds the same chunks (the grouping is a pure function of the entries after the cursor).

@@ -21,7 +21,7 @@ def test_defaults_match_the_design() -> None:
     assert load(CommonSettings).redis_url == ""
     assert load(KalturaSettings).service_url == "https://www.kaltura.com"
     assert load(KalturaSettings).poll_seconds == 30
-    assert load(IngestSettings).chunk_ms == 1000
+    assert load(IngestSettings).chunk_ms == 2000
     assert load(GatewaySettings).max_connection_seconds == 7200
 
 
