@@ -5,7 +5,10 @@ Every reachlive connection names itself (``shared.redis_client.client_name``: ``
 command with the address that sent it, and the commands a Lua script makes as ``[db lua]`` right
 after the script's own ``EVALSHA`` line (Redis runs one command at a time), so those are charged
 to the script's caller: the figures add up to ``total_commands_processed`` as the bench's rate
-counts it. ``MONITOR`` itself costs Redis some CPU: take a short sample, not a whole run.
+counts it. ``MONITOR`` is dear: at 200 live events it kept Redis ~55 % of a core busier and put the
+pipeline's overhead p50 from ~25 to ~65 ms, with spikes to 1.6 s, while it ran. So the
+breakdown by service is asked for (``bench/pipeline.py --by-service``); by default the sample is
+``INFO commandstats`` before and after (two commands): the rate and the split by command only.
 """
 
 from __future__ import annotations
@@ -38,6 +41,13 @@ class Sample:
         if not self.seconds or not events:
             return ["no Redis sample"]
         per = self.seconds * events
+        if not self.by_service:  # INFO commandstats: by command only (scripts' calls included)
+            mine = sorted(((cmd, n) for (_svc, cmd), n in self.by_command.items()), key=lambda item: -item[1])
+            return [
+                f"Redis while all {events} events were live ({self.seconds:.0f} s, INFO commandstats): "
+                f"{self.processed / per:.1f} commands/s per event; by command (a script's own calls "
+                "counted under theirs): " + ", ".join(f"{cmd} {n / per:.2f}" for cmd, n in mine[:top])
+            ]
         out = [
             f"Redis while all {events} events were live ({self.seconds:.0f} s MONITOR sample): "
             f"{self.processed / per:.1f} commands/s per event; by service: "
@@ -79,6 +89,28 @@ def parse(raw: bytes, names: dict[str, str]) -> tuple[Counter[str], Counter[tupl
 def client_services(client: redis.Redis) -> dict[str, str]:
     """Client address → service, from CLIENT LIST."""
     return {entry["addr"]: service_of(entry.get("name", "")) for entry in client.client_list()}
+
+
+def _commandstats(client: redis.Redis) -> Counter[str]:
+    # redis-py keys them "cmdstat_xadd" (the INFO section's own field names).
+    return Counter(
+        {name.removeprefix("cmdstat_").upper(): int(v["calls"]) for name, v in client.info("commandstats").items()}
+    )
+
+
+def counted(url: str, seconds: float) -> Sample:
+    """The commands Redis processed over ``seconds``, by command (INFO commandstats, cheap)."""
+    client = redis.Redis.from_url(url)
+    try:
+        before, started = _commandstats(client), time.monotonic()
+        time.sleep(seconds)
+        after, elapsed = _commandstats(client), time.monotonic() - started
+    finally:
+        client.close()
+    diff = after - before
+    diff["INFO"] -= 1  # our own second INFO
+    by_command: Counter[tuple[str, str]] = Counter({("", cmd): n for cmd, n in diff.items() if n > 0})
+    return Sample(elapsed, Counter(), by_command, sum(by_command.values()))
 
 
 def sample(url: str, seconds: float, stop: threading.Event | None = None) -> Sample:

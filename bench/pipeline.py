@@ -18,6 +18,12 @@ every word and the end of stream, overhead p99 under 2 s).
     .venv/bin/python bench/pipeline.py 100 --audio-only --ffmpeg   # the bench before issue 22
     .venv/bin/python bench/pipeline.py 10 50        # chosen N
     .venv/bin/python bench/pipeline.py 100 --stages # and where the time goes, stage by stage
+    .venv/bin/python bench/pipeline.py 200 --by-service   # Redis commands by service (MONITOR)
+    .venv/bin/python bench/pipeline.py 300 --replicas 1,2 # one and two ingest replicas
+
+Redis: the commands per event per second over the whole run, and over a window while every event
+is live, by command (``INFO commandstats``), or by service with ``--by-service`` (a ``MONITOR``
+sample, bench/_redis_sample.py: it loads Redis, so that run's overhead is not comparable).
 
 How "arrival" is measured: a publisher sends in real time, so the end of a chunk at media time
 ``end`` reaches the ingest at ``T0 + end``. Ingest stamps every sample with the time it *read*
@@ -57,7 +63,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._measure import TICKS, cpu_seconds, percentile, words
-from bench._redis_sample import Sample
+from bench._redis_sample import Sample, counted
 from bench._redis_sample import sample as redis_sample
 from bench.loadgen import Publishers, Report
 from emulators.caption_client import CaptionClient
@@ -370,6 +376,7 @@ def run_n(
     per_process: int = 1,
     use_ffmpeg: bool = False,
     loadgen_processes: int = 0,
+    monitor: bool = False,
 ) -> dict[str, Any]:
     env = {
         "REACHLIVE_RELAY_MAX_SESSIONS": str(max(50, n)),
@@ -463,7 +470,8 @@ def run_n(
             # While every event is live: the commands per event then, by service, not the run's
             # average (which includes starts and the window-close tail).
             time.sleep(max(0.0, t0 + spread + SAMPLE_AFTER_SECONDS - time.monotonic()))
-            by_service.append(redis_sample(stack.redis_url, SAMPLE_SECONDS))
+            take = redis_sample if monitor else counted
+            by_service.append(take(stack.redis_url, SAMPLE_SECONDS))
 
         sampler = threading.Thread(target=sample_redis, name="redis-sample", daemon=True)
         sampler.start()
@@ -600,6 +608,12 @@ def main(argv: list[str]) -> int:
         help="ingest processes sharing the RTMP port (SO_REUSEPORT), as replicas on one host; a list "
         "(1,2) runs every N with each, the rows side by side",
     )
+    parser.add_argument(
+        "--by-service",
+        action="store_true",
+        help="split the Redis commands by service with a MONITOR sample (it loads Redis: this run's "
+        "overhead figures are not comparable)",
+    )
     parser.add_argument("--stages", action="store_true", help="also split the overhead by stage (adds a reader)")
     parser.add_argument("--timeline", action="store_true", help="with --stages: every steady second's overhead and CPU")
     media = parser.add_mutually_exclusive_group()
@@ -671,6 +685,7 @@ def main(argv: list[str]) -> int:
             args.per_process,
             use_ffmpeg=args.ffmpeg,
             loadgen_processes=args.loadgen_processes,
+            monitor=args.by_service,
         )
         cpu = " ".join(f"{k}={v:.2f}" for k, v in result["cpu_per_event_pct"].items())
         print(
