@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import redis
+
+
 async def test_the_ingests_redis_connections_say_whose_they_are(start_ingest, redis_client: redis.Redis) -> None:
     """CLIENT LIST names the service, host and process of each connection (``CLIENT SETNAME`` at
     connect, shared.redis_client.client_name): what an operator looking at a busy Redis, and
