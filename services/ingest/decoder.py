@@ -150,6 +150,11 @@ class AudioDecoder:
                 segments.append((bytes(pcm[starts[i] * 2 : end * 2]), pts, epoch))
         return segments
 
+    def drain(self) -> list[Segment]:
+        """The pending batch resampled now (a publisher gone quiet mid-chunk): decoding goes on
+        afterwards; only the resampler's own ~1 ms delay stays inside."""
+        return self._emit()
+
     def flush(self) -> list[Segment]:
         """Everything still inside the decoder, the batch and the resampler (end of a publish)."""
         if self._ctx is None:

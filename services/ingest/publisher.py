@@ -326,6 +326,11 @@ class Publisher:
                 if self.suspended:
                     await self._write_ready(final=False)
                     return
+                if not receiving and self._quiet_tail():
+                    # Gone quiet mid-entry (entries are 2 s): what it sent is written now, so the
+                    # last words before a stall are captioned during it (the relay sends a partial
+                    # chunk after REACHLIVE_RELAY_FLUSH_AFTER_SECONDS), not when audio resumes.
+                    await self._write_ready(final=True)
                 if time.monotonic() - self._wrote_at < RENEWED_RECENTLY_SECONDS:
                     # A write renewed the lease (TTL 5 s) and ``alive`` lately: a refresh would be
                     # four more Redis commands for nothing. "Since the last beat" was not enough:
@@ -345,6 +350,12 @@ class Publisher:
         except OUTAGE_ERRORS as exc:
             self.link.lost(exc)
             self.suspended = self.role == "primary"
+
+    def _quiet_tail(self) -> bool:
+        """Move the decoder's pending batch to the track; True if a partial entry is waiting."""
+        for pcm, pts, epoch in self.decoder.drain():
+            self.track.append(pcm, pts, epoch)
+        return self.track.available > 0
 
     async def try_acquire(self) -> None:
         res = await self.coord.acquire(self.event_id, self.id)

@@ -207,3 +207,35 @@ async def test_a_write_is_the_writers_heartbeat(redis_url):
         assert refreshes == [True, False] and pub.role == "standby"
     finally:
         await client.aclose()
+
+
+async def test_a_writer_gone_quiet_mid_entry_writes_what_it_sent(redis_url):
+    """2 s entries: a publisher that stalls (sends nothing, its connection open) mid-entry must not
+    keep the last words of its audio from the relay until it resumes. The first beat that finds it
+    quiet writes the partial entry, decoded audio waiting in the batch included; a beat while it
+    sends writes nothing short, and the timeline goes on after the stall."""
+    from services.ingest.coordinator import Coordinator
+    from services.ingest.publisher import Publisher
+    from shared import keys, streams
+    from shared.redis_client import command_client
+
+    client = command_client(redis_url)
+    try:
+        coord = Coordinator(client, chunk_ms=2000, retention_seconds=60)
+        pub = Publisher(coord, "quiet", "t", chunk_ms=2000, standby_seconds=30)
+        await pub.try_acquire()
+        assert pub.role == "primary"
+        pub.track.append(bytes(2 * 16000), 0.0, 1000.0)  # 1 s of a 2 s entry
+        await pub.heartbeat(receiving=True)
+        assert await client.xlen(keys.audio("quiet")) == 0  # sending: the entry is not complete
+        await pub.heartbeat(receiving=False)
+        entries = [streams.parse_audio(f) for _id, f in await client.xrange(keys.audio("quiet"))]
+        assert [(e.media_time, e.duration) for e in entries] == [(0.0, 1.0)]
+        await pub.heartbeat(receiving=False)  # nothing more to write
+        assert await client.xlen(keys.audio("quiet")) == 1
+        pub.track.append(bytes(2 * 32000), 5.0, 1005.0)  # it sends again: 2 s
+        await pub._write_ready(final=False)
+        entries = [streams.parse_audio(f) for _id, f in await client.xrange(keys.audio("quiet"))]
+        assert [(e.media_time, e.duration) for e in entries] == [(0.0, 1.0), (1.0, 2.0)]
+    finally:
+        await client.aclose()
