@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from services.ingest import sweepview
 from services.ingest.coordinator import Coordinator
 from services.ingest.sweepview import SweepView
-from shared import keys
+from shared import keys, registry
 from tests.ingest.conftest import make_event
 
 
@@ -32,8 +32,8 @@ async def test_open_events_are_not_read_again_until_their_records_are_old(
     assert [record.id for record, _ in first if record] == ids
     before = processed(redis_client)
     again = await view.read(ids, now + 1)
-    # Only INFO itself (the one call between the two counts): no record or alive read at all.
-    assert processed(redis_client) - before <= 1
+    # INFO itself and the one ZMSCORE of the window index: no record or alive read at all.
+    assert processed(redis_client) - before <= 2
     assert again == first
     before = processed(redis_client)
     await view.read(ids, now + sweepview.REFRESH_SECONDS)
@@ -78,3 +78,23 @@ async def test_a_vanished_event_is_read_again_and_forgotten_when_no_longer_open(
     assert record is None
     await view.read([], now + 6)
     assert not view._known
+
+
+async def test_a_window_moved_earlier_is_seen_at_the_next_sweep(
+    redis_client: redis.Redis, aredis: aioredis.Redis
+) -> None:
+    """Kaltura's event ends early: the poller moves the window (registry.move_event_window, which
+    writes the window index too); the view reads the record again at its next run, not after
+    REFRESH_SECONDS, from the index's one ZMSCORE for every open event."""
+    now = time.time()
+    make_event(redis_client, "early", "t1", "k1", start=now - 600, end=now + 600)
+    make_event(redis_client, "steady", "t2", "k2", start=now - 600, end=now + 600)
+    view = SweepView(aredis, Coordinator(aredis, chunk_ms=1000, retention_seconds=60), margin_seconds=0)
+    await view.read(["early", "steady"], now)
+    registry.move_event_window(redis_client, "early", now - 600, now - 1)
+    before = processed(redis_client)
+    [(early, _), (steady, _)] = await view.read(["early", "steady"], now + 0.25)
+    assert early is not None and early.window()[1] < now
+    assert steady is not None and steady.window()[1] > now
+    # ZMSCORE, then the moved event's record and alive (HGETALL, HGET), and INFO: not the other's.
+    assert processed(redis_client) - before <= 4
