@@ -32,7 +32,7 @@ from collections import deque
 
 from services.ingest import metrics, presence
 from services.ingest.coordinator import RATE, Coordinator, Timeline
-from services.ingest.decoder import BATCH_SECONDS, AudioDecoder, DecodeError
+from services.ingest.decoder import BATCH_SECONDS, AudioDecoder, DecodeError, Segment
 from services.ingest.outage import OUTAGE_ERRORS, Link
 from services.ingest.track import Track
 from shared import journal, keys, redis_health, streams
@@ -131,11 +131,7 @@ class Publisher:
                 log.warning("audio decode error (%d so far): %s", self._decode_errors, exc)
             return
         self._last_pts, self._last_epoch = pts, epoch
-        for pcm, seg_pts, seg_epoch in segments:
-            self.track.append(pcm, seg_pts, seg_epoch)
-        if self._align is not None and self.track.available:
-            self._apply_alignment(self._align)
-            self._align = None
+        self._append(segments)
         if self.role == "primary":
             await self._write_ready(final=False)
         else:
@@ -334,7 +330,7 @@ class Publisher:
                 if time.monotonic() - self._wrote_at < RENEWED_RECENTLY_SECONDS:
                     # A write renewed the lease (TTL 5 s) and ``alive`` lately: a refresh would be
                     # four more Redis commands for nothing. "Since the last beat" was not enough:
-                    # with a write and a beat every second, one beat in five found none (issue 22).
+                    # with a write every 1-2 s and a beat every second, many beats found none.
                     return
                 if receiving and not await self.coord.refresh(self.event_id, self.id):
                     log.info("writer lease lost; now a standby")
@@ -351,10 +347,18 @@ class Publisher:
             self.link.lost(exc)
             self.suspended = self.role == "primary"
 
+    def _append(self, segments: list[Segment]) -> None:
+        """Decoded audio onto the track; a pending alignment (a takeover's timeline) applies to the
+        first audio that lands there."""
+        for pcm, pts, epoch in segments:
+            self.track.append(pcm, pts, epoch)
+        if self._align is not None and self.track.available:
+            self._apply_alignment(self._align)
+            self._align = None
+
     def _quiet_tail(self) -> bool:
         """Move the decoder's pending batch to the track; True if a partial entry is waiting."""
-        for pcm, pts, epoch in self.decoder.drain():
-            self.track.append(pcm, pts, epoch)
+        self._append(self.decoder.drain())
         return self.track.available > 0
 
     async def try_acquire(self) -> None:
