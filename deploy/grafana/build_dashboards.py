@@ -386,8 +386,8 @@ def poller() -> dict:
                         "Call latency p95 by action",
                         [
                             q(
-                                p95("reachlive_poller_kaltura_call_seconds", sel, "service, action"),
-                                "{{service}}.{{action}}",
+                                p95("reachlive_poller_kaltura_call_seconds", sel, "kaltura_service, action"),
+                                "{{kaltura_service}}.{{action}}",
                             )
                         ],
                         "s",
@@ -397,8 +397,8 @@ def poller() -> dict:
                         "Calls per s by action",
                         [
                             q(
-                                f"sum by (service, action) (rate(reachlive_poller_kaltura_call_seconds_count{sel}[{RATE}]))",
-                                "{{service}}.{{action}}",
+                                f"sum by (kaltura_service, action) (rate(reachlive_poller_kaltura_call_seconds_count{sel}[{RATE}]))",
+                                "{{kaltura_service}}.{{action}}",
                             )
                         ],
                         width=12,
@@ -413,8 +413,8 @@ def poller() -> dict:
                         "Errors by action (per 5 min)",
                         [
                             q(
-                                f"sum by (service, action) (increase(reachlive_poller_kaltura_errors_total{sel}[5m]))",
-                                "{{service}}.{{action}}",
+                                f"sum by (kaltura_service, action) (increase(reachlive_poller_kaltura_errors_total{sel}[5m]))",
+                                "{{kaltura_service}}.{{action}}",
                             )
                         ],
                         width=12,

@@ -24,11 +24,13 @@ TASKS = Counter(
 KALTURA_SECONDS = Histogram(
     "reachlive_poller_kaltura_call_seconds",
     "Kaltura API call latency",
-    ["service", "action"],
+    # Not "service": the scrape sets that label to the reachlive stage (poller, worker) and would
+    # rename this one to exported_service, where no rule or dashboard looks for it.
+    ["kaltura_service", "action"],
     buckets=LATENCY_BUCKETS,
 )
 KALTURA_ERRORS = Counter(
-    "reachlive_poller_kaltura_errors_total", "Kaltura API errors by code", ["service", "action", "code"]
+    "reachlive_poller_kaltura_errors_total", "Kaltura API errors by code", ["kaltura_service", "action", "code"]
 )
 REGISTRY_EVENTS = Gauge("reachlive_poller_registry_events", "events in the registry")
 REGISTRY_TASKS = Gauge("reachlive_poller_registry_tasks", "tasks provisioned and not yet final")

@@ -29,6 +29,14 @@ class Selector:
     labels: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Matcher:
+    metric: str
+    label: str
+    regex: bool  # =~ or !~
+    value: str
+
+
 def parse(expr: str) -> Any:
     return promql_parser.parse(expr)
 
@@ -47,6 +55,21 @@ def selectors(expr: str) -> list[Selector]:
         if isinstance(node, promql_parser.VectorSelector):
             labels = tuple(m.name for m in node.matchers.matchers if m.name != "__name__")
             out.append(Selector(node.name or "", labels))
+
+    promql_parser.walk(parse(expr), pre_visit=visit)
+    return out
+
+
+def matchers(expr: str) -> list[Matcher]:
+    """Every label matcher of every vector selector (the metric name's own left out)."""
+    out: list[Matcher] = []
+    regex = (promql_parser.MatchOp.Re, promql_parser.MatchOp.NotRe)  # not hashable
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            for m in node.matchers.matchers:
+                if m.name != "__name__":
+                    out.append(Matcher(node.name or "", m.name, m.op in regex, m.value))
 
     promql_parser.walk(parse(expr), pre_visit=visit)
     return out

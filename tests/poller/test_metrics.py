@@ -22,10 +22,12 @@ def test_metrics(worker: Any, admin: Admin, send: Any, redis_client: redis.Redis
     polls = value("reachlive_poller_polls_total", result="ok")
     scheduled = value("reachlive_poller_tasks_total", outcome="scheduled")
     refused = value("reachlive_poller_tasks_total", outcome="refused")
-    calls = value("reachlive_poller_kaltura_call_seconds_count", service="reach_entryvendortask", action="getJobs")
+    calls = value(
+        "reachlive_poller_kaltura_call_seconds_count", kaltura_service="reach_entryvendortask", action="getJobs"
+    )
     lock_errors = value(
         "reachlive_poller_kaltura_errors_total",
-        service="schedule_scheduleevent",
+        kaltura_service="schedule_scheduleevent",
         action="updateLiveFeature",
         code=errors.CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE,
     )
@@ -47,13 +49,13 @@ def test_metrics(worker: Any, admin: Admin, send: Any, redis_client: redis.Redis
     # The poll's, then one per provision run (issue 19: the message carries the id, the worker
     # reads the job and its accessKey itself): three tasks, one retried after the lock code.
     assert (
-        value("reachlive_poller_kaltura_call_seconds_count", service="reach_entryvendortask", action="getJobs")
+        value("reachlive_poller_kaltura_call_seconds_count", kaltura_service="reach_entryvendortask", action="getJobs")
         == calls + 1 + 4
     )
     assert (
         value(
             "reachlive_poller_kaltura_errors_total",
-            service="schedule_scheduleevent",
+            kaltura_service="schedule_scheduleevent",
             action="updateLiveFeature",
             code=errors.CANNOT_UPDATE_SCHEDULE_EVENT_FEATURE,
         )
