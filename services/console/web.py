@@ -330,11 +330,24 @@ class Console:
         if cookie is not None:
             # No Max-Age: the browser forgets it when it closes. Path: only this page sees it.
             expiry = "; Max-Age=0" if cookie == "" else ""
-            req.send_header("Set-Cookie", f"{COOKIE}={cookie}; Path={PREFIX}; HttpOnly; SameSite=Strict{expiry}")
+            secure = "; Secure" if _over_https(req) else ""
+            req.send_header(
+                "Set-Cookie", f"{COOKIE}={cookie}; Path={PREFIX}; HttpOnly; SameSite=Strict{secure}{expiry}"
+            )
         req.send_header("Content-Length", "0")
         for name, value in SECURITY_HEADERS.items():
             req.send_header(name, value)
         req.end_headers()
+
+
+def _over_https(req: BaseHTTPRequestHandler) -> bool:
+    """The browser reached the page over TLS, through a proxy that ended it (this server speaks
+    plain HTTP): then the cookie is ``Secure``, never sent over plain HTTP. Not ``Secure``
+    otherwise, or a browser on ``http://<pod address>`` (kubectl port-forward to a host that is not
+    localhost) would drop it. The header is not checked against trusted proxies: a client that
+    forges it only keeps its own cookie from coming back over plain HTTP."""
+    proto = req.headers.get("X-Forwarded-Proto", "")
+    return proto.split(",")[0].strip().lower() == "https"
 
 
 def _local(target: str) -> str:
