@@ -74,9 +74,8 @@ def test_stream_key_and_app_normalization():
     assert normalize_app("live/") == "live" and normalize_app("live?x=1") == "live"
 
 
-def test_decoded_audio_keeps_each_messages_arrival_epoch():
-    """Batched resampling must not stamp a batch's later samples with its first message's
-    arrival time: start_epoch (Kaltura seed) is when the media at ``start`` was received."""
+def aac_packets(count: int) -> tuple[bytes, list[bytes]]:
+    """The speech sample's first ``count`` AAC packets (44.1 kHz stereo) and its sequence header."""
     import av
 
     from emulators.media import JFK_FLAC
@@ -84,20 +83,29 @@ def test_decoded_audio_keeps_each_messages_arrival_epoch():
     enc = av.CodecContext.create("aac", "w")
     enc.sample_rate, enc.layout, enc.format = 44100, "stereo", "fltp"
     enc.open()
-    packets = []
+    packets: list[bytes] = []
     with av.open(str(JFK_FLAC)) as inp:
         resampler = av.AudioResampler(format="fltp", layout="stereo", rate=44100)
         for frame in inp.decode(audio=0):
             for f in resampler.resample(frame):
                 f.pts = None
-                packets += enc.encode(f)
+                packets += [bytes(p) for p in enc.encode(f)]
+            if len(packets) >= count:
+                break
+    return b"\xaf\x00" + bytes(enc.extradata), [b"\xaf\x01" + p for p in packets[:count]]
+
+
+def test_decoded_audio_keeps_each_messages_arrival_epoch():
+    """Batched resampling must not stamp a batch's later samples with its first message's
+    arrival time: start_epoch (Kaltura seed) is when the media at ``start`` was received."""
+    header, packets = aac_packets(200)
     d = AudioDecoder()
-    assert d.decode(parse_audio_tag(b"\xaf\x00" + bytes(enc.extradata)), 0.0, 0.0) == []
+    assert d.decode(parse_audio_tag(header), 0.0, 0.0) == []
     base, frame_s = 1000.0, 1024 / 44100
     segments = []
-    for i, packet in enumerate(packets[:200]):
+    for i, packet in enumerate(packets):
         # A real-time publisher: message i arrives at base + its media time.
-        segments += d.decode(parse_audio_tag(b"\xaf\x01" + bytes(packet)), i * frame_s, base + i * frame_s)
+        segments += d.decode(parse_audio_tag(packet), i * frame_s, base + i * frame_s)
     assert len(segments) > 100  # one per decoded frame, not one per 250 ms batch
     for _pcm, pts, epoch in segments:
         assert epoch == pytest.approx(base + pts, abs=0.002)
@@ -237,5 +245,49 @@ async def test_a_writer_gone_quiet_mid_entry_writes_what_it_sent(redis_url):
         await pub._write_ready(final=False)
         entries = [streams.parse_audio(f) for _id, f in await client.xrange(keys.audio("quiet"))]
         assert [(e.media_time, e.duration) for e in entries] == [(0.0, 1.0), (1.0, 2.0)]
+    finally:
+        await client.aclose()
+
+
+async def test_a_takeover_gone_quiet_before_its_audio_landed_continues_the_timeline(redis_url):
+    """A standby takes over (the writer went quiet, wrote what it had and released) while its own
+    audio, which overlaps the written timeline, still waits in the decoder's batch; then it goes
+    quiet too. The quiet beat's write must continue the timeline where the writer's ended (the
+    takeover's alignment applied to the drained audio), not write the overlap again."""
+    from services.ingest.coordinator import Coordinator
+    from services.ingest.publisher import Publisher
+    from shared import keys, streams
+    from shared.redis_client import command_client
+
+    header, packets = aac_packets(48)
+    frame_ms = 1024 / 44.1
+
+    async def publish(pub: Publisher, first: int, last: int) -> None:
+        """Packets [first, last) of the same media, in real time from 1000.0 (both publishers
+        carry one encoder's output)."""
+        await pub.on_audio(header, round(first * frame_ms), 1000.0 + first * frame_ms / 1000)
+        for i in range(first, last):
+            await pub.on_audio(packets[i], round(i * frame_ms), 1000.0 + i * frame_ms / 1000)
+
+    client = command_client(redis_url)
+    try:
+        coord = Coordinator(client, chunk_ms=2000, retention_seconds=60)
+        writer = Publisher(coord, "takeover", "t", chunk_ms=2000, standby_seconds=30)
+        await writer.try_acquire()
+        await publish(writer, 0, 44)  # ~1.02 s
+        await writer.heartbeat(receiving=False)  # quiet: what it sent is written
+        await coord.release("takeover", writer.id)
+        (first,) = [streams.parse_audio(f) for _id, f in await client.xrange(keys.audio("takeover"))]
+
+        standby = Publisher(coord, "takeover", "t", chunk_ms=2000, standby_seconds=30)
+        await standby.try_acquire()
+        assert standby.role == "primary" and standby.expected == round(first.duration * 16000)
+        await publish(standby, 39, 48)  # from ~0.91 s: ~0.1 s overlaps what was written
+        assert await client.xlen(keys.audio("takeover")) == 1  # still in the decoder's batch
+        await standby.heartbeat(receiving=False)
+        entries = [streams.parse_audio(f) for _id, f in await client.xrange(keys.audio("takeover"))]
+        assert len(entries) == 2 and entries[1].media_time == first.duration
+        # It starts at the source time where the first ended, not at the standby's first packet.
+        assert entries[1].pts == pytest.approx(first.pts + first.duration, abs=0.03), entries[1]
     finally:
         await client.aclose()
